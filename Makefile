@@ -1,0 +1,41 @@
+# One entry point for everything: `make run`, `make test`, `make check`, `make bench`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+CONFIG ?= config.example.toml
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test check lint typecheck bench venv sysdeps clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,uvloop]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Debian packages the tests and benchmarks need; installed only when missing (CI runs as root).
+sysdeps:
+	@sh deploy/sysdeps.sh
+
+## Until the daemon lands, `make run` is a one-shot scan of 127.0.0.1 (hot + top1000 ports).
+run: $(STAMP)
+	$(BIN)/exposuremon scan 127.0.0.1 -p top1000
+
+test: $(STAMP) sysdeps
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+bench: $(STAMP) sysdeps
+	$(BIN)/python -m bench.scan_bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

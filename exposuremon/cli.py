@@ -1,0 +1,200 @@
+"""The `exposuremon` command line: one-shot scans now; the daemon's commands join later."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from exposuremon.scan.engine import Scan, ScanError, Scanner, ScanOptions
+from exposuremon.scan.ports import PortSpecError, parse_ports
+from exposuremon.scan.report import result_json, result_table, unexpected_open
+from exposuremon.scan.result import ScanResult
+from exposuremon.units import parse_duration
+
+EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+DEFAULT_SCAN_PORTS = "hot,top1000"
+DEFAULTS = ScanOptions()
+
+
+class PortSpec(click.ParamType):  # type: ignore[type-arg]
+    """A click parameter holding a parsed port spec."""
+
+    name = "SPEC"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, tuple):
+            return value
+        try:
+            return parse_ports(str(value))
+        except PortSpecError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class Duration(click.ParamType):  # type: ignore[type-arg]
+    """A click parameter holding seconds parsed from `500ms`, `2s` …"""
+
+    name = "DURATION"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, float):
+            return value
+        try:
+            seconds = parse_duration(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        if seconds <= 0:
+            self.fail("must be more than zero", param, ctx)
+        return seconds
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="exposuremon")
+def cli() -> None:
+    """Watch the internet-facing TCP ports of routers and firewalls."""
+
+
+@cli.command()
+@click.argument("host")
+@click.option(
+    "-p",
+    "--ports",
+    type=PortSpec(),
+    default=DEFAULT_SCAN_PORTS,
+    show_default=True,
+    help="Port spec: 80,443  80-89  1-65535  top1000  hot, comma-separated.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 65535),
+    default=DEFAULTS.concurrency,
+    show_default=True,
+    help="Most probes in flight to this host.",
+)
+@click.option(
+    "--timeout-max",
+    type=Duration(),
+    default=f"{DEFAULTS.timeout_max}s",
+    show_default=True,
+    help="Longest wait for one probe's answer.",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(0, 10),
+    default=DEFAULTS.retries,
+    show_default=True,
+    help="Extra attempts for unanswered probes.",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Most new connections per second (politeness).",
+)
+@click.option(
+    "--expect-open",
+    type=PortSpec(),
+    default=None,
+    help="Ports that should be open; exit 1 if any other port is open.",
+)
+def scan(
+    host: str,
+    ports: tuple[int, ...],
+    as_json: bool,
+    concurrency: int,
+    timeout_max: float,
+    retries: int,
+    rate: float | None,
+    expect_open: tuple[int, ...] | None,
+) -> None:
+    """Scan HOST once and print its open ports (exit 1: unexpected open port; 2: bad input)."""
+    try:
+        options = ScanOptions(
+            concurrency=concurrency,
+            initial_cwnd=min(DEFAULTS.initial_cwnd, concurrency),
+            timeout_max=timeout_max,
+            timeout_min=min(DEFAULTS.timeout_min, timeout_max),
+            timeout_initial=min(DEFAULTS.timeout_initial, timeout_max),
+            retries=retries,
+            rate=rate,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    out = Console(soft_wrap=True)
+    show_progress = not as_json and sys.stderr.isatty()
+    try:
+        result = asyncio.run(_scan_once(host, ports, options, expect_open or (), show_progress))
+    except ScanError as exc:
+        raise click.UsageError(str(exc)) from exc
+    expected = set(expect_open) if expect_open is not None else None
+    if as_json:
+        click.echo(json.dumps(result_json(result, expected)))
+    else:
+        out.print(result_table(result, expected))
+    if not result.complete:
+        sys.exit(EXIT_INTERRUPTED)
+    if unexpected_open(result, expected):
+        sys.exit(EXIT_UNEXPECTED)
+
+
+async def _scan_once(
+    host: str,
+    ports: tuple[int, ...],
+    options: ScanOptions,
+    hints: tuple[int, ...],
+    show_progress: bool,
+) -> ScanResult:
+    """Run one scan; Ctrl-C or SIGTERM stops it and returns what finished (incomplete)."""
+    loop = asyncio.get_running_loop()
+    scanner = Scanner()
+    running = scanner.start(host, ports, options, hints=hints)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, running.stop)
+    try:
+        if show_progress:
+            return await _with_progress(running)
+        return await running.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        scanner.close()
+
+
+async def _with_progress(running: Scan) -> ScanResult:
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    waiter = asyncio.ensure_future(running.wait())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task(f"scanning {running.target}", total=running.total)
+        while not waiter.done():
+            progress.update(task, completed=running.done)
+            await asyncio.wait([waiter], timeout=0.1)
+    return waiter.result()
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Entry point: bad input is one line on stderr and exit code 2, never a traceback."""
+    try:
+        cli.main(args=argv, prog_name="exposuremon", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        sys.exit(EXIT_INTERRUPTED)
+    except click.UsageError as exc:
+        click.echo(f"exposuremon: error: {exc.format_message()}", err=True)
+        sys.exit(EXIT_USAGE)
+    except click.ClickException as exc:
+        click.echo(f"exposuremon: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    sys.exit(EXIT_OK)

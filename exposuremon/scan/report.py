@@ -1,0 +1,86 @@
+"""Pure rendering of a scan result for the `scan` command: a JSON document and a rich table."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Collection
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from exposuremon.scan.ports import HOT_PORTS
+from exposuremon.scan.result import ScanResult
+from exposuremon.units import format_duration
+
+
+def rfc3339(when: dt.datetime) -> str:
+    """UTC timestamp as RFC 3339 with a `Z` suffix, millisecond precision."""
+    return when.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def unexpected_open(result: ScanResult, expected: Collection[int] | None) -> tuple[int, ...]:
+    """Open ports not in `expected` (none when no expectation was given)."""
+    if expected is None:
+        return ()
+    return tuple(p for p in result.open if p not in expected)
+
+
+def result_json(result: ScanResult, expected: Collection[int] | None = None) -> dict[str, Any]:
+    """The `scan --json` document: a stable shape that scripts can rely on."""
+    doc: dict[str, Any] = {
+        "target": result.target,
+        "address": result.address,
+        "started_at": rfc3339(result.started),
+        "finished_at": rfc3339(result.finished),
+        "duration_s": round(result.duration, 3),
+        "complete": result.complete,
+        "ports_scanned": len(result.ports),
+        "open": list(result.open),
+        "counts": result.counts,
+        "stats": {
+            "probes_sent": result.stats.probes_sent,
+            "answered": result.stats.answered,
+            "timeouts": result.stats.timeouts,
+            "retries": result.stats.retries,
+            "srtt_ms": None if result.stats.srtt is None else round(result.stats.srtt * 1000, 3),
+        },
+    }
+    if expected is not None:
+        doc["expected_open"] = sorted(expected)
+        doc["unexpected_open"] = list(unexpected_open(result, expected))
+        doc["expected_not_open"] = sorted(p for p in expected if p not in set(result.open))
+    return doc
+
+
+def result_table(result: ScanResult, expected: Collection[int] | None = None) -> RenderableType:
+    """Open ports as a table, then one summary line of counts by state."""
+    table = Table(title=f"{result.target} ({result.address})", title_justify="left")
+    table.add_column("port", justify="right")
+    table.add_column("state")
+    table.add_column("note")
+    for port in result.open:
+        notes = []
+        if expected is not None:
+            notes.append("expected" if port in expected else "UNEXPECTED")
+        if port in HOT_PORTS:
+            notes.append("hot/admin port")
+        style = "bold red" if expected is not None and port not in expected else ""
+        table.add_row(str(port), "open", ", ".join(notes), style=style)
+    counts = result.counts
+    summary = Text(
+        f"{len(result.ports)} ports in {format_duration(result.duration)}: "
+        f"{counts['open']} open, {counts['closed']} closed, {counts['filtered']} filtered"
+    )
+    if counts["unknown"]:
+        summary.append(f", {counts['unknown']} not finished", style="yellow")
+    if not result.complete:
+        summary.append(" (INCOMPLETE scan)", style="bold yellow")
+    if expected is not None:
+        missing = sorted(p for p in expected if p not in set(result.open))
+        if missing:
+            summary.append(f"\nexpected but not open: {', '.join(map(str, missing))}")
+    if not result.open:
+        return Group(Text(f"{result.target} ({result.address}): no open ports"), summary)
+    return Group(table, summary)

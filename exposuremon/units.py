@@ -1,0 +1,37 @@
+"""Parsing of human units used in config and CLI: durations like `30s`, `15m`, `24h`, `250ms`."""
+
+from __future__ import annotations
+
+import re
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
+_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(text: str | float | int) -> float:
+    """Seconds from `250ms`, `30s`, `15m`, `24h`, `7d` or a bare number of seconds."""
+    if isinstance(text, bool):
+        raise ValueError(f"not a duration: {text!r}")
+    if isinstance(text, int | float):
+        seconds = float(text)
+    else:
+        match = _DURATION.match(text)
+        if match is None:
+            raise ValueError(
+                f"not a duration: {text!r} (use a number with ms, s, m, h or d, e.g. '30s')"
+            )
+        seconds = float(match.group(1)) * _SECONDS[match.group(2)]
+    if seconds < 0:
+        raise ValueError(f"duration must not be negative: {text!r}")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """Short human form: `850ms`, `12.3s`, `4m05s`, `2h00m`."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
