@@ -12,10 +12,11 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from exposuremon.scan.engine import Scan, ScanError, Scanner, ScanOptions
+from exposuremon.scan import Scan, ScanError, Scanner
 from exposuremon.scan.ports import PortSpecError, parse_ports
 from exposuremon.scan.report import result_json, result_table, unexpected_open
 from exposuremon.scan.result import ScanResult
+from exposuremon.scan.timing import ScanOptions
 from exposuremon.units import parse_duration
 
 EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130

@@ -1,0 +1,8 @@
+"""Connect scanning: port specs, the engine, and the results it produces."""
+
+from exposuremon.scan.engine import Scanner
+from exposuremon.scan.result import PortState, ScanResult, ScanStats
+from exposuremon.scan.target import Scan, ScanError
+from exposuremon.scan.timing import ScanOptions
+
+__all__ = ["PortState", "Scan", "ScanError", "ScanOptions", "ScanResult", "ScanStats", "Scanner"]

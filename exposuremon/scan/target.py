@@ -1,0 +1,400 @@
+"""One target's scan: the probe state machine that the :class:`Scanner` drives.
+
+Launching, classifying, timing out and retrying the probes of one target, with its RTT
+estimator and congestion window (engine.py explains the algorithm). The hot paths here are
+kept flat: they run once per probe, 65535 times in a full scan.
+"""
+
+from __future__ import annotations
+
+import _socket
+import asyncio
+import collections
+import datetime as dt
+import errno
+import heapq
+import ipaddress
+import select
+import socket
+import struct
+import time
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from exposuremon.scan.ports import probe_order
+from exposuremon.scan.result import PortState, ScanResult, ScanStats
+from exposuremon.scan.timing import CongestionWindow, RttEstimator, ScanOptions
+
+_OPEN, _CLOSED, _FILTERED = int(PortState.OPEN), int(PortState.CLOSED), int(PortState.FILTERED)
+_LINGER0 = struct.pack("ii", 1, 0)
+_SOL_SOCKET, _SO_ERROR, _SO_LINGER = socket.SOL_SOCKET, socket.SO_ERROR, socket.SO_LINGER
+_EINPROGRESS = errno.EINPROGRESS
+_ECONNREFUSED = errno.ECONNREFUSED
+# Local resource exhaustion: says nothing about the port; try it again later.
+_RESOURCE_ERRNOS = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.EADDRNOTAVAIL, errno.EAGAIN}
+)
+_EPOLLOUT = select.EPOLLOUT
+_SOCK_STREAM_NONBLOCK = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
+_monotonic = time.monotonic  # the clock asyncio's loop.time() reads, without the call chain
+_TICK = 0.01  # timer granularity for deadlines; timeouts are >= timeout_min (100 ms)
+
+
+if TYPE_CHECKING:
+    from exposuremon.scan.engine import Scanner
+
+
+class ScanError(Exception):
+    """A scan could not start (bad or unresolvable target)."""
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Scan:
+    """One running scan of one target; created by :meth:`Scanner.start`."""
+
+    def __init__(
+        self,
+        scanner: Scanner,
+        target: str,
+        ports: Sequence[int],
+        options: ScanOptions,
+        hints: Iterable[int],
+    ) -> None:
+        self._scanner = scanner
+        self._loop = scanner.loop
+        self.target = target
+        self.address = ""
+        self.options = options
+        self._ports = tuple(ports)
+        self._hints = tuple(hints)
+        self.total = len(self._ports)
+        self.done = 0
+        self._table = bytearray(65536)
+        self._order: list[int] = []
+        self._next = 0
+        self._retry_q: collections.deque[tuple[int, int]] = collections.deque()
+        self._sockaddr_family = socket.AF_INET
+        self._loopback = False
+        self.inflight = 0
+        self._deadlines: list[tuple[float, int, int]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._rate_timer: asyncio.TimerHandle | None = None
+        self._tokens = 0.0
+        self._tokens_at = 0.0
+        self._rtt = RttEstimator(options.timeout_initial, options.timeout_min, options.timeout_max)
+        self._window = CongestionWindow(options.initial_cwnd, options.concurrency)
+        self._max_attempts = 1 + options.retries
+        self._ref_port: int | None = None
+        self._last_answer = 0.0
+        self._ping_inflight = False
+        self.probes_sent = self.answered = self.timeouts = 0
+        self.retries = self.loss_events = self.resource_waits = 0
+        self.started = _utcnow()
+        self._future: asyncio.Future[ScanResult] = self._loop.create_future()
+        self._queued = False
+        self._stopped = False
+        self._task = self._loop.create_task(self._begin())
+
+    # -- public ----------------------------------------------------------------------------
+
+    @property
+    def progress(self) -> tuple[int, int]:
+        """(finished ports, total ports)."""
+        return self.done, self.total
+
+    async def wait(self) -> ScanResult:
+        """Wait for the scan to finish (or be stopped) and return its result."""
+        return await asyncio.shield(self._future)
+
+    def stop(self) -> None:
+        """Stop now: close every socket of this scan; the result is incomplete."""
+        if not self._future.done():
+            self._task.cancel()
+            self._finish(complete=False)
+
+    # -- setup -----------------------------------------------------------------------------
+
+    async def _begin(self) -> None:
+        try:
+            family, address = await _resolve(self._loop, self.target)
+        except ScanError as exc:
+            if not self._future.done():
+                self._scanner._forget(self)
+                self._future.set_exception(exc)
+            return
+        self.address = address
+        self._sockaddr_family = family
+        self._loopback = ipaddress.ip_address(address).is_loopback
+        self._order = probe_order(self._ports, self._hints, self.options.shuffle_seed)
+        self._ref_port = self._hints[0] if self._hints else None
+        now = _monotonic()
+        self._last_answer = now
+        self._tokens, self._tokens_at = 1.0, now
+        if not self._order:
+            self._finish(complete=True)
+            return
+        self.fill()
+
+    # -- launching -------------------------------------------------------------------------
+
+    def _wants(self) -> bool:
+        return bool(self._retry_q) or self._next < len(self._order)
+
+    def fill(self, max_new: int = 1 << 30) -> None:
+        """Launch probes while the window, the rate limit and the global budget allow."""
+        if self._stopped:
+            return
+        scanner = self._scanner
+        limit = self._window.allowed
+        rate = self.options.rate
+        order = self._order
+        while self.inflight < limit and max_new > 0 and (self._retry_q or self._next < len(order)):
+            max_new -= 1
+            if rate is not None and not self._take_token(rate):
+                return
+            if not scanner._acquire(self):
+                return
+            if self._retry_q:
+                port, attempt = self._retry_q.popleft()
+            else:
+                port, attempt = order[self._next], 1
+                self._next += 1
+            if not self._launch(port, attempt, ping=False):
+                return
+
+    def _take_token(self, rate: float) -> bool:
+        now = _monotonic()
+        self._tokens = min(max(1.0, rate / 10), self._tokens + (now - self._tokens_at) * rate)
+        self._tokens_at = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        if self._rate_timer is None:
+            delay = (1.0 - self._tokens) / rate
+            self._rate_timer = self._loop.call_later(delay, self._on_rate_timer)
+        return False
+
+    def _on_rate_timer(self) -> None:
+        self._rate_timer = None
+        self.fill()
+
+    def _launch(self, port: int, attempt: int, ping: bool) -> bool:
+        """Start one probe; False when local resources ran out (the port is requeued)."""
+        scanner = self._scanner
+        try:
+            # The C socket type: the socket.socket wrapper's __init__/close cost ~5 µs a probe.
+            sock = _socket.socket(self._sockaddr_family, _SOCK_STREAM_NONBLOCK)
+        except OSError as exc:
+            scanner._release(1)
+            self._resource_trouble(port, attempt, ping, exc)
+            return False
+        err = sock.connect_ex((self.address, port))
+        now = _monotonic()
+        self.probes_sent += 1
+        if err == _EINPROGRESS:
+            fd = sock.fileno()
+            seq = scanner._seq = scanner._seq + 1
+            scanner._probes[fd] = (self, sock, port, attempt, now, seq, ping)
+            scanner._epoll.register(fd, _EPOLLOUT)
+            self.inflight += 1
+            deadline = now + self._rtt.timeout
+            heapq.heappush(self._deadlines, (deadline, seq, fd))
+            if self._timer is None:
+                self._arm_timer(deadline)
+            return True
+        scanner._release(1)
+        if err in _RESOURCE_ERRNOS:
+            sock.close()
+            self._resource_trouble(port, attempt, ping, OSError(err, "connect"))
+            return False
+        # An immediate answer: connected, refused, or an ICMP error the kernel already knew.
+        self.inflight += 1
+        self._complete(sock, port, attempt, now, now, ping, err)
+        return True
+
+    def _resource_trouble(self, port: int, attempt: int, ping: bool, exc: OSError) -> None:
+        self.resource_waits += 1
+        if not ping:
+            self._retry_q.appendleft((port, attempt))
+        self._scanner._shrink_budget()
+        # Nothing of ours in flight would ever call fill() again: poll for freed resources.
+        if self.inflight == 0 and self._rate_timer is None:
+            self._rate_timer = self._loop.call_later(0.05, self._on_rate_timer)
+
+    # -- completion ------------------------------------------------------------------------
+
+    def _complete(
+        self,
+        sock: _socket.socket,
+        port: int,
+        attempt: int,
+        sent: float,
+        now: float,
+        ping: bool,
+        err: int,
+    ) -> None:
+        """Classify a finished connect (err = SO_ERROR or connect's immediate errno)."""
+        # The hot path of the engine: kept flat, one call per probe.
+        self.inflight -= 1
+        if err == _ECONNREFUSED:
+            state = _CLOSED
+        elif err == 0:
+            if self._loopback and _self_connected(sock):
+                # On loopback a connect can meet its own ephemeral port (simultaneous open).
+                state = _CLOSED
+            else:
+                state = _OPEN
+                sock.setsockopt(_SOL_SOCKET, _SO_LINGER, _LINGER0)
+        else:
+            state = _FILTERED
+        sock.close()
+        if state != _FILTERED:
+            self.answered += 1
+            self._last_answer = now
+            if self._ref_port is None:
+                self._ref_port = port
+            self._rtt.sample(now - sent)
+            if attempt > 1:  # the first attempt went unanswered on a path that answers
+                self._loss(sent - self._rtt.timeout, now)
+        if ping:
+            self._ping_inflight = False
+        else:
+            self._table[port] = state
+            self.done += 1
+        self._window.on_done()
+        if self.done == self.total:
+            self._finish(complete=True)
+
+    def _loss(self, lost_sent: float, now: float) -> None:
+        """Evidence of a lost packet on a live path: back off, and retry harder from now on."""
+        self.loss_events += 1
+        self._max_attempts = 1 + self.options.retries + self.options.retries_on_loss
+        self._window.on_loss(lost_sent, now)
+
+    def _record(self, port: int, state: int) -> None:
+        self._table[port] = state
+        self.done += 1
+        if self.done == self.total:
+            self._finish(complete=True)
+
+    def _timed_out(self, port: int, attempt: int, ping: bool, sent: float, now: float) -> None:
+        self.inflight -= 1
+        self.timeouts += 1
+        if ping:
+            self._ping_inflight = False
+            self._loss(sent, now)
+            return
+        if attempt < self._max_attempts:
+            self.retries += 1
+            self._retry_q.appendleft((port, attempt + 1))
+        else:
+            self._record(port, _FILTERED)
+        self._window.on_done()
+
+    # -- deadlines -------------------------------------------------------------------------
+
+    def _arm_timer(self, deadline: float) -> None:
+        # Deadlines are on the monotonic clock; a delay avoids assuming the loop's clock is too.
+        self._timer = self._loop.call_later(max(deadline - _monotonic(), _TICK), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._stopped:
+            return
+        scanner = self._scanner
+        probes = scanner._probes
+        now = _monotonic()
+        heap = self._deadlines
+        expired = 0
+        while heap and heap[0][0] <= now:
+            _, seq, fd = heapq.heappop(heap)
+            probe = probes.get(fd)
+            if probe is None or probe[5] != seq:
+                continue  # finished already
+            del probes[fd]
+            probe[1].close()
+            expired += 1
+            self._timed_out(probe[2], probe[3], probe[6], probe[4], now)
+        if expired:
+            scanner._release(expired)
+        self._maybe_ping(now)
+        if not self._future.done():
+            self.fill()
+        if heap and self._timer is None and not self._stopped:
+            self._arm_timer(heap[0][0])
+
+    def _maybe_ping(self, now: float) -> None:
+        """Send a timing ping when probes are outstanding but nothing answered for a while."""
+        if (
+            self._stopped
+            or self._ref_port is None
+            or self._ping_inflight
+            or self.inflight == 0
+            or now - self._last_answer < 2 * self._rtt.timeout
+            or not self._scanner._acquire(self)
+        ):
+            return
+        self._ping_inflight = True
+        self._last_answer = now  # one ping per quiet period
+        if not self._launch(self._ref_port, 1, ping=True):
+            self._ping_inflight = False
+
+    # -- end -------------------------------------------------------------------------------
+
+    def _finish(self, complete: bool) -> None:
+        if self._future.done():
+            return
+        self._stopped = True
+        for handle in (self._timer, self._rate_timer):
+            if handle is not None:
+                handle.cancel()
+        self._timer = self._rate_timer = None
+        self._scanner._forget(self)
+        result = ScanResult(
+            target=self.target,
+            address=self.address,
+            ports=self._ports,
+            started=self.started,
+            finished=_utcnow(),
+            complete=complete,
+            table=bytes(self._table),
+            stats=ScanStats(
+                probes_sent=self.probes_sent,
+                answered=self.answered,
+                timeouts=self.timeouts,
+                retries=self.retries,
+                loss_events=self.loss_events,
+                resource_waits=self.resource_waits,
+                srtt=self._rtt.srtt,
+                timeout=self._rtt.timeout,
+                max_cwnd=self._window.max_seen,
+            ),
+        )
+        self._future.set_result(result)
+
+
+def _self_connected(sock: _socket.socket) -> bool:
+    try:
+        return bool(sock.getsockname() == sock.getpeername())
+    except OSError:
+        return False
+
+
+async def _resolve(loop: asyncio.AbstractEventLoop, host: str) -> tuple[socket.AddressFamily, str]:
+    """Resolve at scan time (DDNS names move); literal addresses skip DNS."""
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+        return (socket.AF_INET6 if ip.version == 6 else socket.AF_INET), str(ip)
+    except ValueError:
+        pass
+    try:
+        infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ScanError(f"cannot resolve {host!r}: {exc}") from exc
+    if not infos:
+        raise ScanError(f"cannot resolve {host!r}: no addresses")
+    family, _, _, _, sockaddr = infos[0]
+    return family, str(sockaddr[0])
