@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import signal
 import sys
 from typing import Any, NoReturn
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from exposuremon.scan import Scan, ScanError, Scanner
+from exposuremon.scan.oneshot import scan_blocking
 from exposuremon.scan.ports import PortSpecError, parse_ports
-from exposuremon.scan.report import result_json, result_table, unexpected_open
+from exposuremon.scan.report import result_json, unexpected_open
 from exposuremon.scan.result import ScanResult
+from exposuremon.scan.target import ScanError
 from exposuremon.scan.timing import ScanOptions
 from exposuremon.units import parse_duration
 
@@ -105,6 +102,12 @@ def cli() -> None:
     default=None,
     help="Ports that should be open; exit 1 if any other port is open.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 16),
+    default=None,
+    help="Processes to share a big scan across  [default: one per core for 8192+ ports]",
+)
 def scan(
     host: str,
     ports: tuple[int, ...],
@@ -114,6 +117,7 @@ def scan(
     retries: int,
     rate: float | None,
     expect_open: tuple[int, ...] | None,
+    workers: int | None,
 ) -> None:
     """Scan HOST once and print its open ports (exit 1: unexpected open port; 2: bad input)."""
     try:
@@ -128,60 +132,54 @@ def scan(
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    out = Console(soft_wrap=True)
-    show_progress = not as_json and sys.stderr.isatty()
+    expected = set(expect_open) if expect_open is not None else None
     try:
-        result = asyncio.run(_scan_once(host, ports, options, expect_open or (), show_progress))
+        if not as_json and sys.stderr.isatty():
+            result = _scan_with_progress(host, ports, options, expect_open or (), workers)
+        else:
+            result = scan_blocking(host, ports, options, hints=expect_open or (), workers=workers)
     except ScanError as exc:
         raise click.UsageError(str(exc)) from exc
-    expected = set(expect_open) if expect_open is not None else None
     if as_json:
         click.echo(json.dumps(result_json(result, expected)))
     else:
-        out.print(result_table(result, expected))
+        from rich.console import Console  # rich costs ~40 ms of start-up: only when printing
+
+        from exposuremon.scan.report import result_table
+
+        Console(soft_wrap=True).print(result_table(result, expected))
     if not result.complete:
         sys.exit(EXIT_INTERRUPTED)
     if unexpected_open(result, expected):
         sys.exit(EXIT_UNEXPECTED)
 
 
-async def _scan_once(
+def _scan_with_progress(
     host: str,
     ports: tuple[int, ...],
     options: ScanOptions,
     hints: tuple[int, ...],
-    show_progress: bool,
+    workers: int | None,
 ) -> ScanResult:
-    """Run one scan; Ctrl-C or SIGTERM stops it and returns what finished (incomplete)."""
-    loop = asyncio.get_running_loop()
-    scanner = Scanner()
-    running = scanner.start(host, ports, options, hints=hints)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, running.stop)
-    try:
-        if show_progress:
-            return await _with_progress(running)
-        return await running.wait()
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-        scanner.close()
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-
-async def _with_progress(running: Scan) -> ScanResult:
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    waiter = asyncio.ensure_future(running.wait())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task(f"scanning {running.target}", total=running.total)
-        while not waiter.done():
-            progress.update(task, completed=running.done)
-            await asyncio.wait([waiter], timeout=0.1)
-    return waiter.result()
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(f"scanning {host}", total=len(ports))
+        return scan_blocking(
+            host,
+            ports,
+            options,
+            hints=hints,
+            workers=workers,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,6 +48,12 @@ class Listeners:
         sock.listen(512)
         self._socks.append(sock)
         return int(sock.getsockname()[1])
+
+    def wait_connection(self, port: int, timeout: float = 20.0) -> bool:
+        """Block until a connection to our listener on `port` is waiting to be accepted."""
+        sock = next(s for s in self._socks if s.getsockname()[1] == port)
+        readable, _, _ = select.select([sock], [], [], timeout)
+        return bool(readable)
 
     def close(self) -> None:
         """Close every listener."""

@@ -123,11 +123,18 @@ class Scanner:
         ports: Sequence[int],
         options: ScanOptions | None = None,
         hints: Iterable[int] = (),
+        *,
+        ordered: bool = False,
+        address: str | None = None,
     ) -> Scan:
-        """Begin scanning; ``hints`` are ports likely to answer (expected open, seen open)."""
+        """Begin scanning; ``hints`` are ports likely to answer (expected open, seen open).
+
+        ``ordered``: probe ``ports`` in the order given instead of :func:`probe_order`'s.
+        ``address``: scan this address (already resolved) and report ``target`` as the name.
+        """
         if self._closed:
             raise RuntimeError("scanner is closed")
-        scan = Scan(self, target, ports, options or ScanOptions(), hints)
+        scan = Scan(self, target, ports, options or ScanOptions(), hints, ordered, address)
         self._active.add(scan)
         if not self._reading:
             self.loop.add_reader(self._epoll.fileno(), self._on_ready)

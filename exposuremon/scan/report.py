@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Collection
-from typing import Any
-
-from rich.console import Group, RenderableType
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, Any
 
 from exposuremon.scan.ports import HOT_PORTS
 from exposuremon.scan.result import ScanResult
 from exposuremon.units import format_duration
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
 
 
 def rfc3339(when: dt.datetime) -> str:
@@ -56,6 +55,11 @@ def result_json(result: ScanResult, expected: Collection[int] | None = None) -> 
 
 def result_table(result: ScanResult, expected: Collection[int] | None = None) -> RenderableType:
     """Open ports as a table, then one summary line of counts by state."""
+    # Imported here: rich costs ~40 ms of start-up that `scan --json` need not pay.
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(title=f"{result.target} ({result.address})", title_justify="left")
     table.add_column("port", justify="right")
     table.add_column("state")

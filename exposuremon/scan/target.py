@@ -62,6 +62,8 @@ class Scan:
         ports: Sequence[int],
         options: ScanOptions,
         hints: Iterable[int],
+        ordered: bool = False,
+        address: str | None = None,
     ) -> None:
         self._scanner = scanner
         self._loop = scanner.loop
@@ -70,6 +72,8 @@ class Scan:
         self.options = options
         self._ports = tuple(ports)
         self._hints = tuple(hints)
+        self._ordered = ordered
+        self._given_address = address
         self.total = len(self._ports)
         self.done = 0
         self._table = bytearray(65536)
@@ -119,7 +123,7 @@ class Scan:
 
     async def _begin(self) -> None:
         try:
-            family, address = await _resolve(self._loop, self.target)
+            family, address = await _resolve(self._loop, self._given_address or self.target)
         except ScanError as exc:
             if not self._future.done():
                 self._scanner._forget(self)
@@ -128,7 +132,11 @@ class Scan:
         self.address = address
         self._sockaddr_family = family
         self._loopback = ipaddress.ip_address(address).is_loopback
-        self._order = probe_order(self._ports, self._hints, self.options.shuffle_seed)
+        self._order = (
+            list(self._ports)
+            if self._ordered
+            else probe_order(self._ports, self._hints, self.options.shuffle_seed)
+        )
         self._ref_port = self._hints[0] if self._hints else None
         now = _monotonic()
         self._last_answer = now
@@ -155,14 +163,16 @@ class Scan:
             max_new -= 1
             if rate is not None and not self._take_token(rate):
                 return
-            if not scanner._acquire(self):
+            if scanner._free > 0 and not scanner._waiting:
+                scanner._free -= 1  # the uncontended fast path of _acquire
+            elif not scanner._acquire(self):
                 return
             if self._retry_q:
                 port, attempt = self._retry_q.popleft()
             else:
                 port, attempt = order[self._next], 1
                 self._next += 1
-            if not self._launch(port, attempt, ping=False):
+            if not self._launch(port, attempt, False):
                 return
 
     def _take_token(self, rate: float) -> bool:
@@ -339,7 +349,7 @@ class Scan:
             return
         self._ping_inflight = True
         self._last_answer = now  # one ping per quiet period
-        if not self._launch(self._ref_port, 1, ping=True):
+        if not self._launch(self._ref_port, 1, True):
             self._ping_inflight = False
 
     # -- end -------------------------------------------------------------------------------
@@ -383,18 +393,40 @@ def _self_connected(sock: _socket.socket) -> bool:
         return False
 
 
-async def _resolve(loop: asyncio.AbstractEventLoop, host: str) -> tuple[socket.AddressFamily, str]:
-    """Resolve at scan time (DDNS names move); literal addresses skip DNS."""
+def _literal(host: str) -> tuple[socket.AddressFamily, str] | None:
     try:
         ip = ipaddress.ip_address(host.strip("[]"))
-        return (socket.AF_INET6 if ip.version == 6 else socket.AF_INET), str(ip)
     except ValueError:
-        pass
-    try:
-        infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise ScanError(f"cannot resolve {host!r}: {exc}") from exc
+        return None
+    return (socket.AF_INET6 if ip.version == 6 else socket.AF_INET), str(ip)
+
+
+def _first_address(host: str, infos: list[tuple]) -> tuple[socket.AddressFamily, str]:  # type: ignore[type-arg]
     if not infos:
         raise ScanError(f"cannot resolve {host!r}: no addresses")
     family, _, _, _, sockaddr = infos[0]
     return family, str(sockaddr[0])
+
+
+def resolve_blocking(host: str) -> str:
+    """Resolve a target before any event loop exists (the sharded one-shot scan)."""
+    literal = _literal(host)
+    if literal is not None:
+        return literal[1]
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise ScanError(f"cannot resolve {host!r}: {exc}") from exc
+    return _first_address(host, infos)[1]
+
+
+async def _resolve(loop: asyncio.AbstractEventLoop, host: str) -> tuple[socket.AddressFamily, str]:
+    """Resolve at scan time (DDNS names move); literal addresses skip DNS."""
+    literal = _literal(host)
+    if literal is not None:
+        return literal
+    try:
+        infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise ScanError(f"cannot resolve {host!r}: {exc}") from exc
+    return _first_address(host, infos)

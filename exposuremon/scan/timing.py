@@ -61,7 +61,13 @@ class RttEstimator:
             self.rttvar += (abs(srtt - rtt) - self.rttvar) * 0.25
             srtt += (rtt - srtt) * 0.125
         self.srtt = srtt
-        self.timeout = min(self.timeout_max, max(self.timeout_min, srtt + 4 * self.rttvar))
+        timeout = srtt + 4 * self.rttvar
+        # Conditionals rather than min()/max(): this runs once per answered probe.
+        if timeout < self.timeout_min:
+            timeout = self.timeout_min
+        elif timeout > self.timeout_max:
+            timeout = self.timeout_max
+        self.timeout = timeout
 
 
 class CongestionWindow:
