@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from exposuremon.scan.ports import (
     HOT_PORTS,
+    MOST_COMMON,
     TOP1000_PORTS,
     PortSpecError,
     format_ports,
@@ -107,11 +108,13 @@ def test_ranges_union(pairs: list[tuple[int, int]]) -> None:
 def test_probe_order_is_a_permutation_with_hints_first(
     ports: set[int], hints: list[int], seed: int
 ) -> None:
-    """Probe order visits every port exactly once, hinted ports first, then common ports."""
+    """Probe order visits every port once: hints, the most common ports, then common ports."""
     order = probe_order(ports, hints, seed)
     assert sorted(order) == sorted(ports)
     hinted = [p for p in dict.fromkeys(hints) if p in ports]
     assert order[: len(hinted)] == hinted
-    rest = order[len(hinted) :]
+    most = [p for p in MOST_COMMON if p in ports and p not in hinted]
+    assert order[len(hinted) : len(hinted) + len(most)] == most
+    rest = order[len(hinted) + len(most) :]
     common = [p in TOP1000_PORTS for p in rest]
     assert common == sorted(common, reverse=True)

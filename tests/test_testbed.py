@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.testbed import Router, alive, cleanup_stale, probe_many, tcp_state, wait_for
+from tests.testbed import Router, alive, cleanup_stale, ping, probe_many, tcp_state, wait_for
 from tests.testbed_probe import check_target
 
 pytestmark = pytest.mark.netns
@@ -47,6 +47,12 @@ def served_cert_sha256(addr: str, port: int) -> str:
     _response, cert = http_get(addr, port, tls=True)
     assert cert is not None
     return hashlib.sha256(cert).hexdigest()
+
+
+def netns_list() -> str:
+    return subprocess.run(
+        ["ip", "netns", "list"], capture_output=True, text=True, check=True
+    ).stdout
 
 
 def min_connect_time(addr: str, port: int, samples: int = 5) -> float:
@@ -95,9 +101,17 @@ def test_range_rules_and_specific_port_wins(router: Router) -> None:
         router.listen(port)
     router.set_policy("reject", {(80, 89): "accept", 85: "drop", (440, 449): "drop"})
     states = probe_many(router.addr, [79, 80, 85, 89, 90, 440, 449, 450], timeout=0.3)
-    assert states == ["closed", "open", "filtered", "open", "closed", "filtered", "filtered"] + [
-        "closed"
-    ]
+    expected = ["closed", "open", "filtered", "open", "closed", "filtered", "filtered", "closed"]
+    assert states == expected
+
+
+def test_prohibit_answers_every_port_with_icmp(router: Router) -> None:
+    """A prohibit range answers all of 2000 parallel connects with ICMP, none rate-limited."""
+    router.set_policy("drop", {(10000, 11999): "prohibit"})
+    started = time.monotonic()
+    states = probe_many(router.addr, range(10000, 12000), timeout=2.0)
+    assert states == ["unreachable"] * 2000
+    assert time.monotonic() - started < 1.5
 
 
 def test_loss_drops_some_but_not_all(router: Router) -> None:
@@ -122,7 +136,9 @@ def test_delayed_path_has_the_rtt_and_direct_path_does_not(router_factory: Route
     assert 0.040 <= delayed < 0.080
     assert direct < 0.005
     stats = router.relay_stats()
-    assert stats is not None and stats["a_to_b"] >= 5 and stats["b_to_a"] >= 5
+    assert stats is not None
+    assert stats["a_to_b"] >= 5
+    assert stats["b_to_a"] >= 5
 
 
 def test_http_listener_answers_with_server_header_and_title(router: Router) -> None:
@@ -147,7 +163,8 @@ def test_tls_cert_matches_and_changes_with_firmware_update(router_factory: Route
     assert served_cert_sha256(router.addr, 443) == first
     assert served_cert_sha256(router.delayed_addr, 443) == first
     response, _ = http_get(router.addr, 443, tls=True)
-    assert b"Server: fw-1" in response and b"<title>Login</title>" in response
+    assert b"Server: fw-1" in response
+    assert b"<title>Login</title>" in response
     router.reboot(downtime=0.1)
     assert router.cert_sha256(443) == first == served_cert_sha256(router.addr, 443)
     router.reboot(downtime=0.1, new_cert=True)
@@ -179,6 +196,38 @@ def test_reboot_goes_silent_then_restores_boot_state(router: Router) -> None:
     assert response.startswith(b"HTTP/1.1 200 ")
 
 
+def test_incident_ports_reopen_after_reboot(router_factory: RouterFactory) -> None:
+    """The seed bug: ports 80-89/440-449 closed by the admin are open again after a reboot."""
+    router = router_factory(rtt=0.02)
+    assert router.delayed_addr is not None
+    hot = [*range(80, 90), 440, 441, 442, 444, 445, 446, 447, 448, 449]
+    for port in range(80, 90):
+        router.listen(port, "http", server_header="bintec-httpd")
+    for port in range(440, 450):
+        router.listen(port, "tls")
+    # Forwarding 443 makes the buggy firmware open both ranges, and that is what it boots into.
+    router.set_policy("reject", {443: "accept", (80, 89): "accept", (440, 449): "accept"})
+    router.save_boot_state()
+    assert probe_many(router.delayed_addr, [*hot, 443]) == ["open"] * 20
+    router.set_policy("reject", {443: "accept"})  # the admin closes them; not persisted
+    assert probe_many(router.delayed_addr, [*hot, 443]) == ["closed"] * 19 + ["open"]
+    before = router.cert_sha256(443)
+    router.reboot(downtime=0.2, new_cert=True)  # a firmware update
+    assert probe_many(router.delayed_addr, [*hot, 443]) == ["open"] * 20
+    assert router.cert_sha256(443) != before
+    assert served_cert_sha256(router.delayed_addr, 443) == router.cert_sha256(443)
+
+
+def test_ping_answers_unless_policy_drops_icmp(router_factory: RouterFactory) -> None:
+    """The router answers ICMP echo on both paths unless set_policy(ping=False)."""
+    router = router_factory(rtt=0.02)
+    assert router.delayed_addr is not None
+    assert ping(router.addr)
+    assert ping(router.delayed_addr)
+    router.set_policy("drop", ping=False)
+    assert not ping(router.addr, timeout=0.2)
+
+
 def test_power_off_blocks_changes_until_power_on(router: Router) -> None:
     """A powered-off router drops everything and refuses configuration until it boots."""
     router.power_off()
@@ -192,7 +241,8 @@ def test_power_off_blocks_changes_until_power_on(router: Router) -> None:
 def test_routers_coexist_with_separate_subnets(router_factory: RouterFactory) -> None:
     """Two routers get distinct subnets and namespaces and independent policies."""
     first, second = router_factory(), router_factory()
-    assert first.name != second.name and first.addr != second.addr
+    assert first.name != second.name
+    assert first.addr != second.addr
     first.listen(8080)
     second.listen(8080)
     first.set_policy("reject", {8080: "accept"})
@@ -226,14 +276,18 @@ def test_close_removes_namespace_links_and_processes(router_factory: RouterFacto
     pids = [c.proc.pid for c in (router._relay, router._listeners) if c is not None]
     assert len(pids) == 2
     router.close()
-    assert name not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert (
+        name not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    )
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-    assert f"emtb{os.getpid()}" not in links or f"v{router.index}@" not in links
+    for kind in "vtu":
+        assert f"emtb{os.getpid()}{kind}{router.index}" not in links
     assert not any(alive(pid) for pid in pids)
     assert tcp_state(router.addr, 80) == "unreachable"  # the safety route, not the internet
 
 
-def test_cleanup_stale_removes_leftovers_of_a_killed_run(tmp_path: Path) -> None:
+@pytest.mark.usefixtures("testbed_available")
+def test_cleanup_stale_removes_leftovers_of_a_killed_run() -> None:
     """A run killed with SIGKILL leaves a namespace that cleanup_stale() then removes."""
     code = "from tests.testbed import make_router; r = make_router(0.01); print(r.name, flush=True)"
     code += "; import sys; sys.stdin.read()"
@@ -257,7 +311,9 @@ def test_cleanup_stale_removes_leftovers_of_a_killed_run(tmp_path: Path) -> None
                 stream.close()
     assert name in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert name in cleanup_stale()
-    assert name not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert (
+        name not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    )
 
 
 def test_probes_refuse_foreign_addresses() -> None:

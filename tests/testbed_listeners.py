@@ -30,6 +30,7 @@ BACKLOG = 8192
 # Bounded waits so that a silent client never pins a task forever.
 IDLE_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 5.0
+MAX_LIFETIME = 6 * 3600.0  # a backstop only: the parent closing stdin is the normal end
 MAX_REQUEST = 16384
 DEFAULT_SERVER = "emtb-httpd/1.0"
 DEFAULT_TITLE = "Router login"
@@ -58,7 +59,9 @@ def http_response(spec: dict[str, Any]) -> bytes:
     return head + body
 
 
-async def serve_tcp(spec: dict[str, Any], reader: asyncio.StreamReader, writer: Any) -> None:
+async def serve_tcp(
+    spec: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
     banner = base64.b64decode(spec["banner_b64"]) if spec.get("banner_b64") else b""
     if banner:
         writer.write(banner)
@@ -70,7 +73,9 @@ async def serve_tcp(spec: dict[str, Any], reader: asyncio.StreamReader, writer: 
             break
 
 
-async def serve_http(spec: dict[str, Any], reader: asyncio.StreamReader, writer: Any) -> None:
+async def serve_http(
+    spec: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
     request = b""
     while b"\r\n\r\n" not in request and len(request) < MAX_REQUEST:
         chunk = await asyncio.wait_for(reader.read(4096), REQUEST_TIMEOUT)
@@ -133,6 +138,12 @@ class Listeners:
             await self.unlisten(port)
 
 
+def quiet_about_scanners(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    # Resets and failed handshakes from scanners are expected; keep stderr for real problems.
+    if not isinstance(context.get("exception"), OSError | ssl.SSLError | TimeoutError):
+        loop.default_exception_handler(context)
+
+
 def reply(obj: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
@@ -140,15 +151,18 @@ def reply(obj: dict[str, Any]) -> None:
 
 async def main() -> None:
     loop = asyncio.get_running_loop()
-    # Resets and failed handshakes from scanners are expected; keep stderr for real problems.
-    loop.set_exception_handler(lambda _loop, _ctx: None)
+    loop.set_exception_handler(quiet_about_scanners)
     reader = asyncio.StreamReader(limit=1 << 20)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     listeners = Listeners()
     reply({"ready": True})
+    end = loop.time() + MAX_LIFETIME
     try:
-        while True:
-            line = await reader.readline()
+        while loop.time() < end:
+            try:
+                line = await asyncio.wait_for(reader.readline(), end - loop.time())
+            except TimeoutError:
+                break
             if not line:
                 break
             try:

@@ -213,7 +213,7 @@ class Scan:
             deadline = now + self._rtt.timeout
             heapq.heappush(self._deadlines, (deadline, seq, fd))
             if self._timer is None:
-                self._arm_timer(deadline)
+                self._arm_timer(self._deadlines[0][0])  # the earliest, not the newest
             return True
         scanner._release(1)
         if err in _RESOURCE_ERRNOS:

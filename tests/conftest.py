@@ -1,0 +1,51 @@
+"""Shared pytest fixtures. Each part of the project keeps its fixtures under its own header."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.testbed import Router, cleanup_stale, make_router, missing_requirements
+
+# ============================================================================================
+# Network test bed (tests/testbed.py): "routers" in network namespaces. Needs root, `ip`, `nft`
+# and `openssl`; otherwise the fixtures skip with the reason. Mark such tests @pytest.mark.netns.
+# ============================================================================================
+
+
+@pytest.fixture(scope="session")
+def testbed_available() -> None:
+    """Skip unless network namespaces can be built; clean up after crashed earlier runs."""
+    reason = missing_requirements()
+    if reason:
+        pytest.skip(f"needs root to create network namespaces: {reason}")
+    # A run killed with SIGKILL cannot clean up after itself; the next run does.
+    cleanup_stale()
+
+
+@pytest.fixture
+def router_factory(testbed_available: None) -> Iterator[Callable[..., Router]]:
+    """Make routers with ``router_factory(rtt=0.04)``; all are closed at teardown."""
+    routers: list[Router] = []
+
+    def factory(rtt: float = 0.0) -> Router:
+        router = make_router(rtt)
+        routers.append(router)
+        return router
+
+    yield factory
+    errors: list[Exception] = []
+    for router in routers:
+        try:
+            router.close()
+        except Exception as exc:  # close the rest before reporting
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
+@pytest.fixture
+def router(router_factory: Callable[..., Router]) -> Router:
+    """One router, direct path only, default policy reject, nothing listening."""
+    return router_factory()
