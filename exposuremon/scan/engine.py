@@ -59,9 +59,9 @@ from __future__ import annotations
 import _socket
 import asyncio
 import collections
+import errno
 import resource
 import select
-import socket
 import time
 from collections.abc import Iterable, Sequence
 
@@ -69,7 +69,7 @@ from exposuremon.scan.result import ScanResult
 from exposuremon.scan.target import Scan
 from exposuremon.scan.timing import ScanOptions
 
-_SOL_SOCKET, _SO_ERROR = socket.SOL_SOCKET, socket.SO_ERROR
+_NOT_YET = frozenset({errno.EALREADY, errno.EINPROGRESS})
 _monotonic = time.monotonic
 _BATCH = 4096  # events taken from the epoll per loop wake-up
 
@@ -238,7 +238,12 @@ class Scanner:
             if probe is None:
                 continue
             scan, sock, port, attempt, sent, _seq, ping = probe
-            err = sock.getsockopt(_SOL_SOCKET, _SO_ERROR)
+            # connect() again on a socket whose handshake ended returns how it ended (0, or
+            # the errno that SO_ERROR would give) and resets a failed socket for reuse.
+            err = sock.connect_ex((scan.address, port))
+            if err in _NOT_YET:
+                probes[fd] = probe  # woken early: still connecting
+                continue
             finished += 1
             scan._complete(sock, port, attempt, sent, now, ping, err)
             touched.add(scan)

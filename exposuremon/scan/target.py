@@ -12,7 +12,6 @@ import asyncio
 import collections
 import datetime as dt
 import errno
-import heapq
 import ipaddress
 import select
 import socket
@@ -80,10 +79,14 @@ class Scan:
         self._order: list[int] = []
         self._next = 0
         self._retry_q: collections.deque[tuple[int, int]] = collections.deque()
+        self._spare: list[_socket.socket] = []  # sockets whose connect failed: reusable
         self._sockaddr_family = socket.AF_INET
         self._loopback = False
         self.inflight = 0
-        self._deadlines: list[tuple[float, int, int]] = []
+        # (deadline, seq, fd) in launch order. Deadlines are kept non-decreasing (a probe sent
+        # after the timeout shrank waits as long as the one before it), so expiry is a FIFO.
+        self._deadlines: collections.deque[tuple[float, int, int]] = collections.deque()
+        self._last_deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._rate_timer: asyncio.TimerHandle | None = None
         self._tokens = 0.0
@@ -153,8 +156,15 @@ class Scan:
 
     def fill(self, max_new: int = 1 << 30) -> None:
         """Launch probes while the window, the rate limit and the global budget allow."""
-        if self._stopped:
-            return
+        if not self._stopped:
+            self._fill(max_new)
+        # A spare socket sits in CLOSE state, which epoll reports as HUP on every wake-up:
+        # whatever this fill did not reuse is closed before the loop polls again.
+        spare = self._spare
+        while spare:
+            spare.pop().close()
+
+    def _fill(self, max_new: int) -> None:
         scanner = self._scanner
         limit = self._window.allowed
         rate = self.options.rate
@@ -194,13 +204,17 @@ class Scan:
     def _launch(self, port: int, attempt: int, ping: bool) -> bool:
         """Start one probe; False when local resources ran out (the port is requeued)."""
         scanner = self._scanner
-        try:
-            # The C socket type: the socket.socket wrapper's __init__/close cost ~5 µs a probe.
-            sock = _socket.socket(self._sockaddr_family, _SOCK_STREAM_NONBLOCK)
-        except OSError as exc:
-            scanner._release(1)
-            self._resource_trouble(port, attempt, ping, exc)
-            return False
+        if self._spare:
+            sock = self._spare.pop()  # still registered with the epoll
+        else:
+            try:
+                # The C socket type: the socket.socket wrapper costs ~5 µs a probe more.
+                sock = _socket.socket(self._sockaddr_family, _SOCK_STREAM_NONBLOCK)
+            except OSError as exc:
+                scanner._release(1)
+                self._resource_trouble(port, attempt, ping, exc)
+                return False
+            scanner._epoll.register(sock.fileno(), _EPOLLOUT)
         err = sock.connect_ex((self.address, port))
         now = _monotonic()
         self.probes_sent += 1
@@ -208,10 +222,12 @@ class Scan:
             fd = sock.fileno()
             seq = scanner._seq = scanner._seq + 1
             scanner._probes[fd] = (self, sock, port, attempt, now, seq, ping)
-            scanner._epoll.register(fd, _EPOLLOUT)
             self.inflight += 1
             deadline = now + self._rtt.timeout
-            heapq.heappush(self._deadlines, (deadline, seq, fd))
+            if deadline < self._last_deadline:
+                deadline = self._last_deadline
+            self._last_deadline = deadline
+            self._deadlines.append((deadline, seq, fd))
             if self._timer is None:
                 self._arm_timer(self._deadlines[0][0])  # the earliest, not the newest
             return True
@@ -246,21 +262,23 @@ class Scan:
         ping: bool,
         err: int,
     ) -> None:
-        """Classify a finished connect (err = SO_ERROR or connect's immediate errno)."""
+        """Classify a finished connect by its errno; keep the socket for reuse unless open."""
         # The hot path of the engine: kept flat, one call per probe.
         self.inflight -= 1
         if err == _ECONNREFUSED:
             state = _CLOSED
+            self._spare.append(sock)
         elif err == 0:
             if self._loopback and _self_connected(sock):
                 # On loopback a connect can meet its own ephemeral port (simultaneous open).
                 state = _CLOSED
             else:
                 state = _OPEN
-                sock.setsockopt(_SOL_SOCKET, _SO_LINGER, _LINGER0)
+                sock.setsockopt(_SOL_SOCKET, _SO_LINGER, _LINGER0)  # close with an RST
+            sock.close()
         else:
             state = _FILTERED
-        sock.close()
+            self._spare.append(sock)
         if state != _FILTERED:
             self.answered += 1
             self._last_answer = now
@@ -317,10 +335,10 @@ class Scan:
         scanner = self._scanner
         probes = scanner._probes
         now = _monotonic()
-        heap = self._deadlines
+        queue = self._deadlines
         expired = 0
-        while heap and heap[0][0] <= now:
-            _, seq, fd = heapq.heappop(heap)
+        while queue and queue[0][0] <= now:
+            _, seq, fd = queue.popleft()
             probe = probes.get(fd)
             if probe is None or probe[5] != seq:
                 continue  # finished already
@@ -333,8 +351,8 @@ class Scan:
         self._maybe_ping(now)
         if not self._future.done():
             self.fill()
-        if heap and self._timer is None and not self._stopped:
-            self._arm_timer(heap[0][0])
+        if queue and self._timer is None and not self._stopped:
+            self._arm_timer(queue[0][0])
 
     def _maybe_ping(self, now: float) -> None:
         """Send a timing ping when probes are outstanding but nothing answered for a while."""
@@ -358,6 +376,8 @@ class Scan:
         if self._future.done():
             return
         self._stopped = True
+        while self._spare:
+            self._spare.pop().close()
         for handle in (self._timer, self._rate_timer):
             if handle is not None:
                 handle.cancel()
