@@ -88,3 +88,35 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], needle: str) -> None:
     assert len(lines) == 1, proc.stderr
     assert needle in lines[0]
     assert "Traceback" not in proc.stderr
+
+
+def test_progress_bar_only_on_a_terminal(listeners: Listeners) -> None:
+    """A progress bar is drawn on stderr when it is a terminal, and never in pipes."""
+    import pty
+
+    listeners.open()
+    exe = os.path.join(os.path.dirname(sys.executable), "exposuremon")
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen(
+        [exe, "scan", "127.0.0.1", "-p", "1-65535", "--rate", "20000"],
+        stdout=subprocess.PIPE,
+        stderr=secondary,
+        text=True,
+    )
+    os.close(secondary)
+    seen = b""
+    while True:  # bounded: the scan ends, then the pty reports EOF (EIO)
+        try:
+            chunk = os.read(primary, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    out, _ = proc.communicate(timeout=60)
+    os.close(primary)
+    assert proc.returncode == 0
+    assert b"scanning 127.0.0.1" in seen
+    assert "scanning" not in out
+    piped = run_cli("scan", "127.0.0.1", "-p", "1-2000")
+    assert piped.stderr == ""

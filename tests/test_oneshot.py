@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from exposuremon.scan import PortState, ScanOptions, ScanResult, ScanStats
-from exposuremon.scan.oneshot import _merge, auto_workers, scan_blocking, share_options
+from exposuremon.scan.oneshot import _merge, _tuned, auto_workers, scan_blocking, share_options
 from tests.loopback import Listeners, listening_ports
 
 
@@ -126,3 +126,18 @@ def test_sigint_stops_all_workers_and_reports_partial_result(listeners: Listener
     assert sum(doc["counts"].values()) == 65535
     for pid in workers:
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+
+
+def test_workers_start_from_what_the_first_ports_taught() -> None:
+    """After the first look, workers get its timeout and the ports that answered, first."""
+    table = bytearray(65536)
+    table[80], table[443], table[22] = PortState.CLOSED, PortState.OPEN, PortState.FILTERED
+    now = dt.datetime.now(dt.UTC)
+    stats = ScanStats(srtt=0.02, timeout=0.15)
+    first = ScanResult("t", "127.0.0.1", (80, 443, 22), now, now, True, bytes(table), stats)
+    options, hints = _tuned(ScanOptions(), first, (8443,))
+    assert options.timeout_initial == 0.15
+    assert hints == (80, 443, 8443)
+    silent = dataclasses.replace(first, stats=ScanStats())  # nothing answered: keep defaults
+    options, _ = _tuned(ScanOptions(), silent, ())
+    assert options.timeout_initial == ScanOptions().timeout_initial

@@ -6,21 +6,31 @@ How a probe works
     loop as a reader, so the loop wakes once per *batch* of finished connects. We nest an epoll
     rather than calling ``loop.add_writer`` per socket because the loop's per-fd bookkeeping
     (a Handle, a selector key, two ``epoll_ctl`` calls) costs more than the connect itself:
-    measured here, 25 µs CPU per probe with ``add_writer`` against 10 µs nested. Closing a
-    socket drops it from the epoll, so a probe costs ``socket``, ``connect``, one ``epoll_ctl``,
-    ``getsockopt`` and ``close``. No task or coroutine exists per port.
+    measured here, 25 µs CPU per probe with ``add_writer`` against 10 µs nested. No task,
+    coroutine or timer handle exists per port.
 
-    ``SO_ERROR`` 0 means the handshake completed: **open** (the socket is closed with
-    ``SO_LINGER`` 0, so it ends in an RST and neither side keeps TIME_WAIT). ``ECONNREFUSED``
-    is an RST: **closed**. ICMP unreachable / prohibited (``EHOSTUNREACH``, ``ENETUNREACH``,
-    ``EACCES``, ``EPERM`` …) is **filtered** at once. No answer before the timeout: the port is
-    retried, and after the last attempt it is **filtered**.
+    When epoll reports the socket, ``connect()`` is called on it once more: Linux answers a
+    second connect on a finished attempt with its outcome (0 when the handshake completed,
+    else the errno ``SO_ERROR`` would hold) and resets a failed socket to unconnected, so the
+    same socket and its epoll registration serve the next port. A closed port thus costs two
+    ``connect`` calls and nothing else, instead of ``socket``, ``connect``, ``epoll_ctl``,
+    ``getsockopt`` and ``close`` (about 40% less CPU; ``strace -c`` shows ~1000 sockets for a
+    65535-port scan). A reusable socket left over after a batch is closed before the loop polls
+    again, since epoll would report its CLOSE state as a hang-up on every wake-up.
+
+    Outcome 0 means the handshake completed: **open** (the socket is then closed with
+    ``SO_LINGER`` 0, so it ends in an RST and neither side keeps TIME_WAIT; on loopback a
+    connection to itself, which a connect to its own ephemeral port makes, counts as closed).
+    ``ECONNREFUSED`` is an RST: **closed**. ICMP unreachable / prohibited (``EHOSTUNREACH``,
+    ``ENETUNREACH``, ``EACCES``, ``EPERM`` …) is **filtered** at once. No answer before the
+    timeout: the socket is closed, the port retried, and after the last attempt it is
+    **filtered**.
 
 Timeouts (per target, as in nmap / RFC 6298)
     Every answered probe gives an RTT sample ``r``: ``rttvar = ¾·rttvar + ¼·|srtt − r|``,
     ``srtt = ⅞·srtt + ⅛·r``; the timeout is ``srtt + 4·rttvar`` clamped to
     ``[timeout_min, timeout_max]`` (``timeout_initial`` until the first sample). Deadlines sit
-    in a heap per target served by one timer at a coarse tick, not a timer per probe.
+    in a FIFO per target (kept non-decreasing) served by one timer at a 10 ms tick.
 
 Congestion control (AIMD on a congestion window ``cwnd`` per target)
     ``cwnd`` caps the probes in flight to one target. It grows by one per finished probe in

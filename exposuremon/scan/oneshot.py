@@ -24,8 +24,8 @@ import struct
 from collections.abc import Callable, Sequence
 
 from exposuremon.scan.engine import Scanner
-from exposuremon.scan.ports import probe_order
-from exposuremon.scan.result import ScanResult, ScanStats
+from exposuremon.scan.ports import MOST_COMMON, probe_order
+from exposuremon.scan.result import PortState, ScanResult, ScanStats
 from exposuremon.scan.target import ScanError, resolve_blocking
 from exposuremon.scan.timing import ScanOptions
 
@@ -66,6 +66,20 @@ def scan_blocking(
     address = resolve_blocking(target)
     n = workers or auto_workers(len(ports), options)
     order = probe_order(ports, hints, options.shuffle_seed)
+    found: list[tuple[bool, ScanStats, bytes] | None] = []
+    if n > 1:
+        # Probe the hints and most common ports first, in this process, so that every worker
+        # starts with the path's RTT and with ports known to answer (for its timing pings).
+        # Without that, a worker whose share holds no answering port would wait out the
+        # initial timeout on every probe of a host that drops most ports.
+        wanted = set(order)
+        head = len(dict.fromkeys(p for p in (*hints, *MOST_COMMON) if p in wanted))
+        first = _discover(target, address, order[:head], options, hints)
+        found.append((first.complete, first.stats, first.table))
+        if not first.complete:  # interrupted already
+            return _merge(first, [], tuple(ports))
+        options, hints = _tuned(options, first, hints)
+        order = order[head:]
     shards = [order[i::n] for i in range(n)]
     shared = share_options(options, n)
     counters = mmap.mmap(-1, 8 * n)  # anonymous and shared: survives fork, read by the parent
@@ -75,12 +89,14 @@ def scan_blocking(
             children.append(
                 _fork_worker(index, target, address, shards[index], shared, hints, counters)
             )
+        before = len(ports) - len(order)  # finished by the first, in-process look
+        shown = None if progress is None else _offset(progress, before, len(ports))
         result = asyncio.run(
             _parent(
-                target, address, shards[0], len(order), shared, hints, counters, children, progress
+                target, address, shards[0], len(order), shared, hints, counters, children, shown
             )
         )
-        partials = [_collect(pid, fd) for pid, fd in children]
+        partials = found + [_collect(pid, fd) for pid, fd in children]
     finally:
         for pid, fd in children:
             with contextlib.suppress(OSError):
@@ -89,6 +105,39 @@ def scan_blocking(
                 os.waitpid(pid, os.WNOHANG)
         counters.close()
     return _merge(result, partials, tuple(ports))
+
+
+def _offset(progress: Progress, before: int, total: int) -> Progress:
+    return lambda done, _: progress(before + done, total)
+
+
+def _discover(
+    target: str, address: str, ports: list[int], options: ScanOptions, hints: Sequence[int]
+) -> ScanResult:
+    async def run() -> ScanResult:
+        scanner = Scanner()
+        running = scanner.start(target, ports, options, hints, ordered=True, address=address)
+        loop = asyncio.get_running_loop()
+        for sig in _STOP_SIGNALS:
+            loop.add_signal_handler(sig, running.stop)
+        try:
+            return await running.wait()
+        finally:
+            for sig in _STOP_SIGNALS:
+                loop.remove_signal_handler(sig)
+            scanner.close()
+
+    return asyncio.run(run())
+
+
+def _tuned(
+    options: ScanOptions, first: ScanResult, hints: Sequence[int]
+) -> tuple[ScanOptions, tuple[int, ...]]:
+    """Start the workers from what the first ports taught: timeout, and ports that answer."""
+    answering = [p for p in first.ports if first.state(p) in (PortState.OPEN, PortState.CLOSED)]
+    if first.stats.srtt is not None:
+        options = dataclasses.replace(options, timeout_initial=first.stats.timeout)
+    return options, tuple(dict.fromkeys((*answering, *hints)))  # known to answer first
 
 
 def _fork_worker(

@@ -1,0 +1,211 @@
+"""The daemon's data model: what a scan observed, what we know of a target, what happened.
+
+Plain frozen dataclasses shared by detection (pure), the store (persistence), the API and the
+notifier. Times are timezone-aware UTC datetimes. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+from collections.abc import Mapping
+from typing import Any
+
+
+class Severity(enum.IntEnum):
+    """How urgent an event is; ordered so that `min_severity` filters compare."""
+
+    INFO = 10
+    WARNING = 20
+    CRITICAL = 30
+
+    @property
+    def label(self) -> str:
+        """Lower-case name as used in config, JSON and metrics."""
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, text: str) -> Severity:
+        """`info` / `warning` / `critical` (any case)."""
+        try:
+            return cls[text.upper()]
+        except KeyError:
+            raise ValueError(f"unknown severity {text!r} (use info, warning or critical)") from None
+
+
+class EventType(enum.StrEnum):
+    """Every event detection emits (DESIGN.md "Detection")."""
+
+    PORT_OPENED = "port_opened"
+    PORT_CLOSED = "port_closed"
+    FINDING_OPENED = "finding_opened"
+    FINDING_REOPENED = "finding_reopened"
+    FINDING_RESOLVED = "finding_resolved"
+    EXPECTED_PORT_CLOSED = "expected_port_closed"
+    TARGET_DOWN = "target_down"
+    TARGET_UP = "target_up"
+    REBOOT_SUSPECTED = "reboot_suspected"
+    FINGERPRINT_CHANGED = "fingerprint_changed"
+    ADDRESS_CHANGED = "address_changed"
+    ANOMALY_ALL_OPEN = "anomaly_all_open"
+
+
+class ScanKind(enum.StrEnum):
+    """The three scan schedules (DESIGN.md "Scan kinds")."""
+
+    SENTINEL = "sentinel"
+    QUICK = "quick"
+    FULL = "full"
+
+
+class Observed(enum.StrEnum):
+    """A port's state as the store and detection keep it (the scan's UNKNOWN is never stored)."""
+
+    OPEN = "open"
+    CLOSED = "closed"
+    FILTERED = "filtered"
+
+
+class TargetStatus(enum.StrEnum):
+    """Liveness of a target: `unknown` until it gave any answer (silence proves nothing)."""
+
+    UNKNOWN = "unknown"
+    UP = "up"
+    DOWN = "down"
+
+
+class FindingState(enum.StrEnum):
+    """Lifecycle of a finding (an unexpected open port)."""
+
+    OPEN = "open"
+    ACKED = "acked"
+    RESOLVED = "resolved"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Fingerprint:
+    """A light look at an open port's service; a change hints at a reboot or a new firmware."""
+
+    banner: str | None = None  # first bytes the service sent, decoded leniently, truncated
+    tls_sha256: str | None = None  # hex SHA-256 of the DER certificate
+    tls_subject: str | None = None
+    tls_not_after: dt.datetime | None = None
+    http_server: str | None = None  # the `Server` header
+    http_title: str | None = None  # the page's <title>
+
+    def identity(self) -> tuple[str | None, ...]:
+        """What must stay equal for the service to count as unchanged."""
+        return (self.banner, self.tls_sha256, self.http_server)
+
+    def is_empty(self) -> bool:
+        """True when the look learned nothing (a silent service)."""
+        return not any(dataclasses.astuple(self))
+
+    def describe(self) -> str:
+        """One short line for messages, e.g. `HTTP Server: nginx; TLS CN=router`."""
+        parts = []
+        if self.http_server:
+            parts.append(f"HTTP Server: {self.http_server}")
+        if self.http_title:
+            parts.append(f"title: {self.http_title}")
+        if self.tls_subject:
+            parts.append(f"TLS {self.tls_subject}")
+        if self.banner and not parts:
+            parts.append(f"banner: {self.banner}")
+        return "; ".join(parts)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Observation:
+    """What one scan of one target saw, as detection consumes it."""
+
+    target: str
+    kind: ScanKind
+    address: str  # the address scanned (a hostname is resolved at every scan)
+    started: dt.datetime
+    finished: dt.datetime
+    complete: bool  # False: cancelled or cut short; unfinished ports are simply absent
+    states: Mapping[int, Observed]  # the ports the scan finished, nothing else
+    confirmed_open: frozenset[int]  # open on the scan AND on the immediate re-probe
+    fingerprints: Mapping[int, Fingerprint] = dataclasses.field(default_factory=dict)
+    responded: bool = False  # any TCP answer (SYN-ACK or RST) from the target
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PortRecord:
+    """What we know of one port of one target, with its history counters."""
+
+    port: int
+    state: Observed
+    first_seen: dt.datetime  # first observation of any state
+    last_seen: dt.datetime  # last observation
+    last_change: dt.datetime
+    times_opened: int = 0
+    times_closed: int = 0
+    times_reopened: int = 0
+    first_open: dt.datetime | None = None
+    last_open: dt.datetime | None = None  # last time seen open
+    closed_streak: int = 0  # consecutive closed/filtered observations while the target was up
+    fingerprint: Fingerprint | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Finding:
+    """An unexpected open port. `id` is None until the store has saved it."""
+
+    id: int | None
+    target: str
+    port: int
+    severity: Severity
+    state: FindingState
+    opened_at: dt.datetime
+    resolved_at: dt.datetime | None = None
+    reopen_count: int = 0  # how many earlier findings of this port were resolved
+    previous_resolved_at: dt.datetime | None = None  # set on a reopened finding
+    ack_until: dt.datetime | None = None
+    ack_reason: str | None = None
+    fingerprint: Fingerprint | None = None
+
+    @property
+    def is_active(self) -> bool:
+        """Open or acknowledged: the port is (believed) still open."""
+        return self.state is not FindingState.RESOLVED
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Event:
+    """Something that happened to a target, stored append-only and notified by severity.
+
+    `finding_port` links an event to the finding of that port changed by the same evaluation;
+    the store resolves it to `finding_id` when it saves both in one transaction.
+    """
+
+    type: EventType
+    severity: Severity
+    target: str
+    observed_at: dt.datetime
+    summary: str
+    port: int | None = None
+    details: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    finding_id: int | None = None
+    id: int | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TargetState:
+    """Everything detection needs to remember about one target between scans."""
+
+    name: str
+    address: str | None = None  # last address scanned
+    status: TargetStatus = TargetStatus.UNKNOWN
+    status_since: dt.datetime | None = None
+    ports: Mapping[int, PortRecord] = dataclasses.field(default_factory=dict)
+    # Active findings (open or acked) by port, and the last resolved one of each port.
+    findings: Mapping[int, Finding] = dataclasses.field(default_factory=dict)
+    resolved: Mapping[int, Finding] = dataclasses.field(default_factory=dict)
+    expected_refusing: bool = False  # every expected port refused on the last reachable scan
+    last_reboot: dt.datetime | None = None
+    last_scan: Mapping[ScanKind, dt.datetime] = dataclasses.field(default_factory=dict)
+    reopened_total: int = 0
+    reboots_total: int = 0
