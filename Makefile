@@ -18,9 +18,9 @@ venv: $(STAMP)
 sysdeps:
 	@sh deploy/sysdeps.sh
 
-## Until the daemon lands, `make run` is a one-shot scan of 127.0.0.1 (hot + top1000 ports).
+## The daemon on config.example.toml (monitors 127.0.0.1; state in ./state). Ctrl-C stops it.
 run: $(STAMP)
-	$(BIN)/exposuremon scan 127.0.0.1 -p top1000
+	$(BIN)/exposuremon run -c $(CONFIG)
 
 test: $(STAMP) sysdeps
 	$(BIN)/python -m pytest
@@ -36,6 +36,7 @@ check: lint typecheck test
 
 bench: $(STAMP) sysdeps
 	$(BIN)/python -m bench.scan_bench
+	$(BIN)/python -m bench.daemon_bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

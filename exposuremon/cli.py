@@ -1,4 +1,4 @@
-"""The `exposuremon` command line: one-shot scans now; the daemon's commands join later."""
+"""The `exposuremon` command line: a one-shot `scan`, and the daemon's commands (commands.py)."""
 
 from __future__ import annotations
 
@@ -182,10 +182,27 @@ def _scan_with_progress(
         )
 
 
+def _add_daemon_commands() -> None:
+    # Imported here so that `exposuremon scan` does not pay for the daemon's imports.
+    from exposuremon import commands
+
+    for command in (
+        commands.run,
+        commands.check_config,
+        commands.status,
+        commands.findings,
+        commands.ack,
+    ):
+        cli.add_command(command)
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
     """Entry point: bad input is one line on stderr and exit code 2, never a traceback."""
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] != "scan":
+        _add_daemon_commands()
     try:
-        cli.main(args=argv, prog_name="exposuremon", standalone_mode=False)
+        cli.main(args=args, prog_name="exposuremon", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.Abort:

@@ -9,8 +9,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import re
 from collections.abc import Mapping
 from typing import Any
+
+_DIGITS = re.compile(r"\d+")
 
 
 class Severity(enum.IntEnum):
@@ -95,8 +98,13 @@ class Fingerprint:
     http_title: str | None = None  # the page's <title>
 
     def identity(self) -> tuple[str | None, ...]:
-        """What must stay equal for the service to count as unchanged."""
-        return (self.banner, self.tls_sha256, self.http_server)
+        """What must stay equal for the service to count as unchanged.
+
+        Digits in a banner are masked: SMTP greetings carry the time and POP3 ones a
+        challenge, which change on every connection without any reboot.
+        """
+        banner = None if self.banner is None else _DIGITS.sub("#", self.banner)[:64]
+        return (banner, self.tls_sha256, self.http_server)
 
     def is_empty(self) -> bool:
         """True when the look learned nothing (a silent service)."""
@@ -193,6 +201,15 @@ class Event:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Notable:
+    """A target-level happening kept so that a reopened finding can say what happened since."""
+
+    type: EventType
+    at: dt.datetime
+    detail: str = ""  # short human text, e.g. `443/tcp` or `198.51.100.7 -> 203.0.113.9`
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class TargetState:
     """Everything detection needs to remember about one target between scans."""
 
@@ -209,3 +226,8 @@ class TargetState:
     last_scan: Mapping[ScanKind, dt.datetime] = dataclasses.field(default_factory=dict)
     reopened_total: int = 0
     reboots_total: int = 0
+    # Newest `finished` applied: a result not later than it is late (a replay, or overtaken by
+    # a newer scan) and only updates ports no newer scan has seen.
+    last_observed: dt.datetime | None = None
+    anomaly_since: dt.datetime | None = None  # scans look like a middlebox answers every port
+    recent: tuple[Notable, ...] = ()  # newest last, bounded by detection

@@ -157,9 +157,11 @@ class Scanner:
         ports: Sequence[int],
         options: ScanOptions | None = None,
         hints: Iterable[int] = (),
+        *,
+        address: str | None = None,
     ) -> ScanResult:
         """Scan and wait; if the caller is cancelled, every socket of the scan is closed."""
-        scan = self.start(target, ports, options, hints)
+        scan = self.start(target, ports, options, hints, address=address)
         try:
             return await scan.wait()
         except asyncio.CancelledError:

@@ -1,0 +1,228 @@
+"""The daemon's commands: `run`, `check-config`, `status`, `findings`, `ack`.
+
+`status`, `findings` and `ack` read and write the daemon's store directly (SQLite in WAL mode
+allows that while the daemon runs), through the same views the HTTP API uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from exposuremon import detect
+from exposuremon.config import Config, ConfigError, check_warnings, load_config
+from exposuremon.model import FindingState
+from exposuremon.store import Store
+from exposuremon.units import parse_duration
+from exposuremon.views import finding_json, rfc3339, target_json
+
+T = TypeVar("T")
+EXIT_CONFIG = 2
+
+config_option = click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("/etc/exposuremon/config.toml"),
+    show_default=True,
+    help="The TOML config file.",
+)
+
+
+def _load(config_path: Path) -> Config:
+    """Load the config or exit 2 with one line per problem."""
+    try:
+        return load_config(config_path)
+    except ConfigError as exc:
+        for line in exc.errors:
+            prefix = "" if line.startswith(str(config_path)) else f"{config_path}: "
+            click.echo(f"{prefix}{line}", err=True)
+        sys.exit(EXIT_CONFIG)
+
+
+def _with_store(config: Config, work: Callable[[Store], Awaitable[T]]) -> T:
+    async def run() -> T:
+        store = await Store.open(config.daemon.state_dir)
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+@click.command("check-config")
+@config_option
+def check_config(config_path: Path) -> None:
+    """Validate CONFIG: exit 0 when valid (warnings on stderr), 2 with every problem."""
+    config = _load(config_path)
+    for warning in check_warnings(config):
+        click.echo(f"{config_path}: warning: {warning}", err=True)
+    click.echo(f"{config_path}: ok, {len(config.targets)} targets, {len(config.notify)} channels")
+
+
+@click.command("run")
+@config_option
+def run(config_path: Path) -> None:
+    """Run the daemon until SIGTERM/SIGINT; SIGHUP reloads the config."""
+    from exposuremon.logs import configure_logging
+    from exposuremon.service import Service
+
+    config = _load(config_path)
+    configure_logging(config.daemon.log_format, config.daemon.log_level)
+
+    async def main() -> None:
+        service = Service(config, config_path)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, service.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, service.request_reload)
+        try:
+            await service.start()
+            await service.run()
+        finally:
+            await service.stop()
+
+    asyncio.run(main())
+
+
+@click.command("status")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def status(config_path: Path, as_json: bool) -> None:
+    """Each target: up/down, open ports (expected or not), findings, last scans."""
+    config = _load(config_path)
+    states = _with_store(config, lambda store: store.load_states())
+    docs = [
+        target_json(states[t.name], frozenset(t.expected_open))
+        for t in config.targets
+        if t.name in states
+    ]
+    docs += [
+        {"name": t.name, "address": t.address, "status": "never scanned"}
+        for t in config.targets
+        if t.name not in states
+    ]
+    if as_json:
+        click.echo(json.dumps({"targets": docs}, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("target", "address", "status", "open ports", "findings", "last sentinel")
+    for doc in docs:
+        ports = ", ".join(
+            f"{p['port']}" + ("" if p["expected"] else "!") for p in doc.get("open_ports", [])
+        )
+        findings = doc.get("findings", {})
+        table.add_row(
+            doc["name"],
+            doc.get("address") or "",
+            doc["status"],
+            ports or "-",
+            f"{findings.get('open', 0)} open, {findings.get('acked', 0)} acked",
+            (doc.get("last_scan") or {}).get("sentinel") or "-",
+        )
+    Console().print(table)
+    click.echo("! = unexpected open port")
+
+
+@click.command("findings")
+@config_option
+@click.option(
+    "--state",
+    type=click.Choice(["open", "acked", "resolved", "all"]),
+    default="all",
+    show_default=True,
+)
+@click.option("--target", default=None, help="Only this target.")
+@click.option("--limit", type=click.IntRange(1, 10000), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def findings(config_path: Path, state: str, target: str | None, limit: int, as_json: bool) -> None:
+    """List findings (unexpected open ports), newest first."""
+    config = _load(config_path)
+    wanted = None if state == "all" else FindingState(state)
+
+    async def work(store: Store) -> tuple[list[dict[str, Any]], int | None]:
+        rows, cursor = await store.findings(target=target, state=wanted, limit=limit)
+        states = await store.load_states()
+        return [
+            finding_json(f, states[f.target].address if f.target in states else None) for f in rows
+        ], cursor
+
+    docs, cursor = _with_store(config, work)
+    if as_json:
+        click.echo(json.dumps({"findings": docs, "next": cursor}, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("id", "target", "port", "state", "severity", "opened", "resolved", "reopened")
+    for doc in docs:
+        table.add_row(
+            str(doc["id"]),
+            doc["target"],
+            f"{doc['port']}/tcp",
+            doc["state"],
+            doc["severity"],
+            doc["opened_at"] or "",
+            doc["resolved_at"] or "",
+            str(doc["reopen_count"]),
+        )
+    Console().print(table)
+
+
+def parse_until(text: str, now: dt.datetime) -> dt.datetime:
+    """An ack's expiry: an ISO date/time (UTC unless it says otherwise) or a duration (`7d`)."""
+    try:
+        return now + dt.timedelta(seconds=parse_duration(text))
+    except ValueError:
+        pass
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is neither a date (2026-12-31, 2026-12-31T18:00) nor a duration (7d)"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    if when <= now:
+        raise click.BadParameter(f"{text!r} is in the past")
+    return when
+
+
+@click.command("ack")
+@click.argument("finding_id", type=int)
+@config_option
+@click.option("--until", "until_text", required=True, help="Expiry: a date/time or a duration.")
+@click.option("--reason", required=True, help="Why this exposure is accepted (kept with it).")
+def ack(finding_id: int, config_path: Path, until_text: str, reason: str) -> None:
+    """Acknowledge an open finding until a date: silent while open, reopens loudly."""
+    config = _load(config_path)
+    now = dt.datetime.now(dt.UTC)
+    until = parse_until(until_text, now)
+    if not reason.strip():
+        raise click.BadParameter("must not be empty", param_hint="'--reason'")
+
+    async def work(store: Store) -> str:
+        finding = await store.finding(finding_id)
+        if finding is None:
+            raise click.UsageError(f"no finding with id {finding_id}")
+        if not finding.is_active:
+            raise click.UsageError(f"finding {finding_id} is resolved: nothing to acknowledge")
+        state = await store.load_state(finding.target)
+        _, acked = detect.acknowledge(state, finding.port, until, reason.strip(), now)
+        await store.save_ack(acked)
+        what = f"{finding.target} {finding.port}/tcp"
+        return f"finding {finding_id} ({what}) acked until {rfc3339(until)}"
+
+    click.echo(_with_store(config, work))

@@ -1,0 +1,553 @@
+"""Detection: (previous target state, one scan, policy, now) -> new state, events, findings.
+
+Pure: no I/O and no clock reads (time is an argument). Rules of DESIGN.md "Detection" and
+"Scan engine", with the details decided here:
+
+- Order: results can arrive out of order (a full scan still fingerprinting while a sentinel
+  scan completes). Port records carry the time of the observation (`obs.finished`) they come
+  from, and a port is only updated by an observation newer than its record, so the same result
+  applied twice changes nothing. A late one (not newer than `last_observed`, the newest applied)
+  changes nothing target-wide (liveness, address, anomaly, expected-port refusal) and updates
+  ports only while the target is up.
+- Liveness: the target answered if `obs.responded` or any scanned port is open or closed (RST).
+  A silent scan shows a target down only if it was complete or probed a reference port
+  (expected, or open before): UP becomes DOWN (`target_down`), UNKNOWN stays UNKNOWN (silence
+  proves nothing). Silent scans never touch ports: no port events, no streak, no resolve.
+  DOWN -> answering: `target_up` and a suspected reboot; UNKNOWN -> UP (first contact) is quiet.
+- Ports: only ports in `obs.states` are applied (an incomplete scan holds just those it
+  finished; absent ports are unknown, never closed). Records are kept for ports seen open and
+  for expected ports, not for closed ports never seen open (a full scan would add 65k rows).
+  `closed_streak` counts consecutive closed/filtered observations on an answering target; open
+  resets it. `times_reopened` counts opens after an earlier close. `port_opened` /
+  `port_closed`; an expected port gets `expected_port_closed` instead, only on the transition
+  from open or from never seen. Ignored ports are tracked without events or findings.
+- Findings: an open, confirmed port, neither expected nor ignored, without an active finding
+  opens one. Confirmed: in `obs.confirmed_open` (the immediate re-probe), or open on this and
+  on the previous observation of the port (two scans agree as well as a re-probe). A port with
+  a resolved finding gets `finding_reopened` (critical, with when it was resolved and the
+  notable happenings since), any other `finding_opened`.
+- Resolve: an active (open or acked) finding resolves when its port was closed/filtered in
+  `resolve_after` consecutive observations on an answering target, and is kept in `resolved`
+  so that the port opening again is a reopen. A finding on a port the policy now expects or
+  ignores resolves on the next answering scan, and is not kept (the port never closed).
+- Acks: `acknowledge` sets an expiry; `expire_acks` (which `evaluate` also runs at `now`) turns
+  acked findings past it back to open. Acked findings resolve like open ones.
+- Fingerprints: `fingerprint_changed` when an identity field (banner, TLS certificate, HTTP
+  Server) known before and now differs; a probe that learned less this time is no change. The
+  stored fingerprint survives closes, so a reopen with a new certificate counts.
+- Reboot suspected (at most one event per evaluation): DOWN -> answering; every expected port
+  refused on the last answering scan that probed them all and one accepts now; or a
+  fingerprint change, unless the port was last open before an already suspected reboot (which
+  explains it: services come back one by one, each with the new certificate).
+- `address_changed` when the scanned address differs from the last one.
+- Middlebox guard: an answering scan of >= `anomaly_min_ports` ports of which >= `anomaly_share`
+  are open, most of them not open before, raises one `anomaly_all_open` and is not applied to
+  ports or findings. While the anomaly lasts, smaller scans (sentinel) are judged by the share
+  alone and raise nothing new; the first normal answering scan ends it.
+- Down, up, reboot, fingerprint and address changes are kept in `TargetState.recent` (the last
+  `MAX_RECENT`) for the reopen text.
+- Severity: reopened and unexpected hot ports critical; other unexpected ports, expected port
+  closed, target down, fingerprint changed, anomaly warning; the rest info.
+- Output: events in a stable order (target-level kinds first, then per-port kinds by port);
+  findings created (id None) or changed, by port. Times in details are RFC 3339 UTC strings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Iterable
+from typing import Any
+
+from exposuremon.model import (
+    Event,
+    EventType,
+    Finding,
+    FindingState,
+    Fingerprint,
+    Notable,
+    Observation,
+    Observed,
+    PortRecord,
+    Severity,
+    TargetState,
+    TargetStatus,
+)
+from exposuremon.scan.ports import HOT_PORTS
+
+MAX_RECENT = 32
+
+_IDENTITY_LABELS = ("banner", "TLS certificate", "HTTP Server header")  # Fingerprint.identity()
+# Stable event order: target-level kinds first, then per-port kinds (each group by port).
+_ORDER = {
+    EventType(kind): rank
+    for rank, group in enumerate(
+        (
+            "address_changed",
+            "target_down target_up",
+            "anomaly_all_open",
+            "fingerprint_changed",
+            "reboot_suspected",
+            "port_opened port_closed expected_port_closed",
+            "finding_resolved",
+            "finding_opened finding_reopened",
+        )
+    )
+    for kind in group.split()
+}
+# DESIGN.md severities; finding_opened carries its finding's own severity.
+_SEVERITY = {
+    EventType.FINDING_REOPENED: Severity.CRITICAL,
+    EventType.EXPECTED_PORT_CLOSED: Severity.WARNING,
+    EventType.TARGET_DOWN: Severity.WARNING,
+    EventType.FINGERPRINT_CHANGED: Severity.WARNING,
+    EventType.ANOMALY_ALL_OPEN: Severity.WARNING,
+}
+# What a reopen summary mentions first, as the likeliest causes of the reopen.
+_SINCE_TEXT = {
+    EventType.REBOOT_SUSPECTED: "reboot suspected",
+    EventType.FINGERPRINT_CHANGED: "fingerprint changed",
+    EventType.ADDRESS_CHANGED: "address changed",
+    EventType.TARGET_DOWN: "down",
+}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Policy:
+    """What is expected of one target's ports, and the detection thresholds."""
+
+    expected_open: frozenset[int] = frozenset()
+    ignore: frozenset[int] = frozenset()
+    hot: frozenset[int] = HOT_PORTS
+    resolve_after: int = 2
+    anomaly_share: float = 0.5
+    anomaly_min_ports: int = 50
+
+    def __post_init__(self) -> None:
+        if self.resolve_after < 1:
+            raise ValueError(f"resolve_after: must be at least 1, got {self.resolve_after}")
+        if not 0.0 < self.anomaly_share <= 1.0:
+            raise ValueError(f"anomaly_share: must be in (0, 1], got {self.anomaly_share}")
+        if self.anomaly_min_ports < 1:
+            raise ValueError(f"anomaly_min_ports: must be at least 1, got {self.anomaly_min_ports}")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result of applying one observation: what to store and what to tell."""
+
+    state: TargetState
+    events: tuple[Event, ...]
+    findings: tuple[Finding, ...]  # created (id None) or changed, by port
+    reboot_suspected: bool
+
+
+def severity_for(port: int, reopened: bool, policy: Policy) -> Severity:
+    """Severity of a finding on `port`: critical if reopened or hot, info if expected/ignored."""
+    if reopened or (port in policy.hot and port not in policy.expected_open | policy.ignore):
+        return Severity.CRITICAL
+    if port in policy.expected_open or port in policy.ignore:
+        return Severity.INFO
+    return Severity.WARNING
+
+
+def acknowledge(
+    state: TargetState, port: int, until: dt.datetime, reason: str, now: dt.datetime
+) -> tuple[TargetState, Finding]:
+    """Acknowledge the active finding on `port` until `until`; LookupError if there is none."""
+    finding = state.findings.get(port)
+    if finding is None:
+        raise LookupError(f"no active finding on port {_p(port)} of target {state.name!r}")
+    if until <= now:
+        raise ValueError(f"ack until {_iso(until)} is not after now ({_iso(now)})")
+    acked = dataclasses.replace(
+        finding, state=FindingState.ACKED, ack_until=until, ack_reason=reason.strip() or None
+    )
+    return dataclasses.replace(state, findings={**state.findings, port: acked}), acked
+
+
+def expire_acks(state: TargetState, now: dt.datetime) -> tuple[TargetState, tuple[Finding, ...]]:
+    """Turn acknowledged findings whose `ack_until` has passed back to open."""
+    expired = tuple(
+        dataclasses.replace(f, state=FindingState.OPEN, ack_until=None, ack_reason=None)
+        for _, f in sorted(state.findings.items())
+        if f.state is FindingState.ACKED and f.ack_until is not None and f.ack_until <= now
+    )
+    if not expired:
+        return state, ()
+    findings = {**state.findings, **{f.port: f for f in expired}}
+    return dataclasses.replace(state, findings=findings), expired
+
+
+def evaluate(prev: TargetState, obs: Observation, policy: Policy, now: dt.datetime) -> Outcome:
+    """Apply one scan observation to a target's state (see the module docstring for rules)."""
+    if obs.target != prev.name:
+        raise ValueError(f"observation of target {obs.target!r} applied to {prev.name!r}")
+    if now.utcoffset() is None:
+        raise ValueError("now: must be timezone-aware")
+    return _Run(prev, obs, policy, now).run()
+
+
+class _Run:
+    """One evaluation's working copy of the state, collecting events as rules fire."""
+
+    def __init__(self, prev: TargetState, obs: Observation, policy: Policy, now: dt.datetime):
+        self.prev, self.obs, self.policy, self.now = prev, obs, policy, now
+        base, expired = expire_acks(prev, now)
+        self.findings = dict(base.findings)
+        self.changed: dict[int, Finding] = {f.port: f for f in expired}
+        self.resolved = dict(prev.resolved)
+        self.ports = dict(prev.ports)
+        self.events: list[Event] = []
+        self.recent = list(prev.recent)
+        self.status, self.status_since = prev.status, prev.status_since
+        self.expected_refusing = prev.expected_refusing
+        self.anomaly_since = prev.anomaly_since
+        self.late = prev.last_observed is not None and obs.finished <= prev.last_observed
+        self.applied: set[int] = set()  # ports this observation updated
+        self.reboot_reasons: dict[str, str] = {}
+        self.fp_ports: list[int] = []
+        self.fp_unexplained: list[int] = []
+
+    def run(self) -> Outcome:
+        prev, obs = self.prev, self.obs
+        answered = obs.responded or any(s is not Observed.FILTERED for s in obs.states.values())
+        if self.late:
+            if not answered or prev.status is not TargetStatus.UP:
+                return self._finish()
+        else:
+            if prev.address is not None and obs.address != prev.address:
+                text = f"{prev.address} -> {obs.address}"
+                details = {"previous": prev.address, "address": obs.address}
+                self._emit(EventType.ADDRESS_CHANGED, f"address changed: {text}", details=details)
+                self._note(EventType.ADDRESS_CHANGED, text)
+            if not answered:
+                self._silent()
+                return self._finish()
+            self._answered()
+        if self._anomalous():
+            self._reboot()
+            return self._finish()
+        if not self.late:
+            self.anomaly_since = None
+            self._check_expected_refusing()
+        for port in sorted(obs.states):
+            self._apply_port(port, obs.states[port])
+        if self.fp_ports:
+            self._note(EventType.FINGERPRINT_CHANGED, _ports_text(self.fp_ports))
+        if self.fp_unexplained:
+            text = f"fingerprint changed on {_ports_text(self.fp_unexplained)}"
+            self.reboot_reasons["fingerprint_changed"] = text
+        self._reboot()
+        self._resolve_findings()
+        self._open_findings()
+        return self._finish()
+
+    def _answered(self) -> None:
+        """The target gave a TCP answer: UP, and back from DOWN is a suspected reboot."""
+        prev = self.prev
+        if prev.status is TargetStatus.DOWN:
+            since = prev.status_since
+            text = f"down since {_short(since, self.now)}" if since else "was down"
+            details = {"down_since": _iso(since) if since else None}
+            self._emit(EventType.TARGET_UP, f"target answering again ({text})", details=details)
+            self._note(EventType.TARGET_UP, text)
+            self.reboot_reasons["target_up"] = f"back up ({text})"
+        if prev.status is not TargetStatus.UP:
+            self.status, self.status_since = TargetStatus.UP, self.now
+
+    def _silent(self) -> None:
+        """A scan nobody answered: maybe DOWN, ports untouched."""
+        states = self.obs.states
+        reference = self.policy.expected_open | {
+            p for p, r in self.prev.ports.items() if r.state is Observed.OPEN
+        }
+        probed = bool(states) and (self.obs.complete or not reference.isdisjoint(states))
+        if probed and self.prev.status is TargetStatus.UP:
+            self.status, self.status_since = TargetStatus.DOWN, self.now
+            since = self.prev.status_since
+            details = {"up_since": _iso(since) if since else None, "ports_probed": len(states)}
+            summary = f"target down: no answer on {len(states)} probed ports"
+            self._emit(EventType.TARGET_DOWN, summary, details=details)
+            self._note(EventType.TARGET_DOWN, f"{len(states)} ports silent")
+
+    def _anomalous(self) -> bool:
+        """Middlebox guard; raises its one event on entering the anomaly (late scans: none)."""
+        states, policy, prev = self.obs.states, self.policy, self.prev
+        opened = [p for p, s in states.items() if s is Observed.OPEN]
+        if not opened or len(opened) < policy.anomaly_share * len(states):
+            return False
+        if len(states) < policy.anomaly_min_ports and prev.anomaly_since is None:
+            return False
+        fresh = sum(
+            1 for p in opened if (r := prev.ports.get(p)) is None or r.state is not Observed.OPEN
+        )
+        if fresh * 2 <= len(opened):
+            return False
+        if prev.anomaly_since is None and not self.late:
+            self.anomaly_since = self.now
+            summary = (
+                f"{len(opened)} of {len(states)} scanned ports answer as open: middlebox or "
+                "SYN proxy suspected, port states kept"
+            )
+            details = {"scanned": len(states), "open": len(opened), "newly_open": fresh}
+            self._emit(EventType.ANOMALY_ALL_OPEN, summary, details=details)
+        return True
+
+    def _apply_port(self, port: int, new: Observed) -> None:
+        """Update one port's record from the scan, with its port-level events."""
+        rec = self.ports.get(port)
+        now, policy = self.obs.finished, self.policy  # records carry the observation's time
+        if rec is not None and rec.last_seen >= now:
+            return  # seen since (a newer scan applied first) or this very result again
+        expected, quiet = port in policy.expected_open, port in policy.ignore
+        is_open = new is Observed.OPEN
+        before: Observed | None = None
+        if rec is None:
+            if not (is_open or expected or port in self.findings or port in self.resolved):
+                return  # a closed port never seen open is not worth a record
+            rec = PortRecord(port=port, state=new, first_seen=now, last_seen=now, last_change=now)
+        else:
+            before = rec.state
+        changes: dict[str, Any] = {"state": new, "last_seen": now}
+        if before is not None and before is not new:
+            changes["last_change"] = now
+        if is_open:
+            changes.update(closed_streak=0, last_open=now, first_open=rec.first_open or now)
+            if before is not Observed.OPEN:
+                changes["times_opened"] = rec.times_opened + 1
+                if rec.times_closed:
+                    changes["times_reopened"] = rec.times_reopened + 1
+                if not quiet:
+                    details = {"previous": before.value if before else None}
+                    self._emit(EventType.PORT_OPENED, f"port {_p(port)} open", port, details)
+            fp = self.obs.fingerprints.get(port)
+            if fp is not None and not fp.is_empty():
+                if rec.fingerprint is not None and not quiet:
+                    self._fingerprint_change(rec, fp)
+                changes["fingerprint"] = fp
+        else:
+            changes["closed_streak"] = rec.closed_streak + 1
+            if before is Observed.OPEN:
+                changes["times_closed"] = rec.times_closed + 1
+            if not quiet and expected and before in (None, Observed.OPEN):
+                details = {"state": new.value, "previous": before.value if before else None}
+                summary = f"expected port {_p(port)} {new.value}"
+                self._emit(EventType.EXPECTED_PORT_CLOSED, summary, port, details)
+            elif not quiet and before is Observed.OPEN:
+                details = {"state": new.value, "open_since": _iso(rec.last_change)}
+                self._emit(EventType.PORT_CLOSED, f"port {_p(port)} {new.value}", port, details)
+        self.ports[port] = dataclasses.replace(rec, **changes)
+        self.applied.add(port)
+
+    def _fingerprint_change(self, rec: PortRecord, new: Fingerprint) -> None:
+        port, old, last_reboot = rec.port, rec.fingerprint or Fingerprint(), self.prev.last_reboot
+        changed = [
+            label
+            for label, a, b in zip(_IDENTITY_LABELS, old.identity(), new.identity(), strict=True)
+            if a is not None and b is not None and a != b
+        ]
+        if not changed:
+            return
+        self.fp_ports.append(port)
+        # Last seen open before a reboot we already suspected: that reboot explains the change.
+        explained = (
+            last_reboot is not None and rec.last_open is not None and rec.last_open < last_reboot
+        )
+        if not explained:
+            self.fp_unexplained.append(port)
+        summary = f"port {_p(port)} service changed: {', '.join(changed)}"
+        details = {
+            "changed": changed,
+            "before": _fp_json(old),
+            "after": _fp_json(new),
+            "after_reboot": _iso(last_reboot) if explained and last_reboot else None,
+        }
+        self._emit(EventType.FINGERPRINT_CHANGED, summary, port, details)
+
+    def _check_expected_refusing(self) -> None:
+        """All expected ports refusing (RST) is a booting router; one accepting again ends it."""
+        expected = self.policy.expected_open
+        seen = {p: s for p, s in self.obs.states.items() if p in expected}
+        accepting = sorted(p for p, s in seen.items() if s is Observed.OPEN)
+        if accepting and self.prev.expected_refusing:
+            text = f"expected {_ports_text(accepting)} accepting again after refusing"
+            self.reboot_reasons["expected_ports_accepting"] = text
+        if accepting:
+            self.expected_refusing = False
+        elif expected and len(seen) == len(expected):
+            self.expected_refusing = all(s is Observed.CLOSED for s in seen.values())
+
+    def _reboot(self) -> None:
+        if not self.reboot_reasons:
+            return
+        text = "; ".join(self.reboot_reasons.values())
+        details: dict[str, Any] = {"reasons": list(self.reboot_reasons)}
+        if self.fp_unexplained:
+            details["fingerprint_ports"] = list(self.fp_unexplained)
+        self._emit(EventType.REBOOT_SUSPECTED, f"reboot suspected: {text}", details=details)
+        self._note(EventType.REBOOT_SUSPECTED, text)
+
+    def _resolve_findings(self) -> None:
+        policy = self.policy
+        for port in sorted(self.findings):
+            if port in policy.expected_open or port in policy.ignore:
+                reason = "expected" if port in policy.expected_open else "ignored"
+                self._resolve(port, reason, f"port {_p(port)} now {reason}", keep=False)
+                continue
+            rec = self.ports.get(port)
+            if port not in self.applied or rec is None or rec.state is Observed.OPEN:
+                continue
+            if rec.closed_streak >= policy.resolve_after:
+                summary = f"port {_p(port)} {rec.state.value} in {rec.closed_streak} scans in a row"
+                self._resolve(port, rec.state.value, summary, keep=True)
+
+    def _resolve(self, port: int, reason: str, summary: str, keep: bool) -> None:
+        finding = self.findings.pop(port)
+        done = dataclasses.replace(finding, state=FindingState.RESOLVED, resolved_at=self.now)
+        self.changed[port] = done
+        if keep:
+            self.resolved[port] = done
+        details = {
+            "reason": reason,
+            "opened_at": _iso(finding.opened_at),
+            "open_for_s": round((self.now - finding.opened_at).total_seconds()),
+        }
+        summary = f"{summary}, finding resolved"
+        self._emit(EventType.FINDING_RESOLVED, summary, port, details, finding_id=finding.id)
+
+    def _open_findings(self) -> None:
+        policy, states, prev = self.policy, self.obs.states, self.prev
+        for port in sorted(self.applied):
+            if states[port] is not Observed.OPEN or port in self.findings:
+                continue
+            if port in policy.expected_open or port in policy.ignore:
+                continue
+            before = prev.ports.get(port)
+            if port in self.obs.confirmed_open or (before and before.state is Observed.OPEN):
+                self._open_finding(port)
+
+    def _open_finding(self, port: int) -> None:
+        old = self.resolved.get(port)
+        rec = self.ports[port]
+        finding = Finding(
+            id=None,
+            target=self.prev.name,
+            port=port,
+            severity=severity_for(port, old is not None, self.policy),
+            state=FindingState.OPEN,
+            opened_at=self.now,
+            fingerprint=rec.fingerprint,
+        )
+        details: dict[str, Any] = {
+            "hot": port in self.policy.hot,
+            "fingerprint": rec.fingerprint.describe() if rec.fingerprint else None,
+            "times_opened": rec.times_opened,
+        }
+        if old is None:
+            hot = " (hot port)" if port in self.policy.hot else ""
+            summary = f"port {_p(port)} open, not expected{hot}"
+            self._emit(EventType.FINDING_OPENED, summary, port, details, severity=finding.severity)
+        else:
+            resolved_at = old.resolved_at or old.opened_at
+            finding = dataclasses.replace(
+                finding, reopen_count=old.reopen_count + 1, previous_resolved_at=resolved_at
+            )
+            since = [n for n in self.recent if n.at >= resolved_at]
+            truncated = len(self.recent) >= MAX_RECENT and self.recent[0].at > resolved_at
+            details.update(
+                previous_resolved_at=_iso(resolved_at),
+                previous_finding_id=old.id,
+                reopen_count=finding.reopen_count,
+                since=[{"type": n.type.value, "at": _iso(n.at), "detail": n.detail} for n in since],
+                since_truncated=truncated,
+            )
+            parts = [f"closed since {_short(resolved_at, None)}"]
+            for kind, text in _SINCE_TEXT.items():
+                last = [n for n in since if n.type is kind]
+                if last and len(parts) < 3:
+                    parts.append(f"{text} {_short(last[-1].at, self.now)}")
+            summary = f"port {_p(port)} open again ({', '.join(parts)})"
+            self._emit(EventType.FINDING_REOPENED, summary, port, details)
+        self.findings[port] = self.changed[port] = finding
+
+    def _emit(
+        self,
+        type_: EventType,
+        summary: str,
+        port: int | None = None,
+        details: dict[str, Any] | None = None,
+        *,
+        severity: Severity | None = None,
+        finding_id: int | None = None,
+    ) -> None:
+        event = Event(
+            type=type_,
+            severity=severity or _SEVERITY.get(type_, Severity.INFO),
+            target=self.prev.name,
+            observed_at=self.now,
+            summary=summary,
+            port=port,
+            details=details or {},
+            finding_id=finding_id,
+        )
+        self.events.append(event)
+
+    def _note(self, type_: EventType, detail: str) -> None:
+        self.recent.append(Notable(type=type_, at=self.now, detail=detail))
+
+    def _finish(self) -> Outcome:
+        prev, obs = self.prev, self.obs
+        last_scan = dict(prev.last_scan)
+        if obs.complete:
+            last_scan[obs.kind] = max(obs.finished, last_scan.get(obs.kind, obs.finished))
+        reboot = bool(self.reboot_reasons)
+        reopened = sum(1 for e in self.events if e.type is EventType.FINDING_REOPENED)
+        state = dataclasses.replace(
+            prev,
+            address=prev.address if self.late else obs.address,
+            status=self.status,
+            status_since=self.status_since,
+            ports=self.ports,
+            findings=self.findings,
+            resolved=self.resolved,
+            expected_refusing=self.expected_refusing,
+            last_reboot=self.now if reboot else prev.last_reboot,
+            last_scan=last_scan,
+            reopened_total=prev.reopened_total + reopened,
+            reboots_total=prev.reboots_total + reboot,
+            last_observed=max(obs.finished, prev.last_observed or obs.finished),
+            anomaly_since=self.anomaly_since,
+            recent=tuple(self.recent[-MAX_RECENT:]),
+        )
+        events = sorted(self.events, key=lambda e: (_ORDER[e.type], e.port or 0))
+        findings = tuple(self.changed[p] for p in sorted(self.changed))
+        return Outcome(state, tuple(events), findings, reboot)
+
+
+def _p(port: int) -> str:
+    return f"{port}/tcp"
+
+
+def _ports_text(ports: Iterable[int], limit: int = 5) -> str:
+    ordered = sorted(set(ports))
+    text = ", ".join(_p(p) for p in ordered[:limit])
+    return text + (f" and {len(ordered) - limit} more" if len(ordered) > limit else "")
+
+
+def _iso(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _short(when: dt.datetime, ref: dt.datetime | None) -> str:
+    """`03:12Z` on the day of `ref`, else `2026-11-20 09:12Z` (always with a date if no ref)."""
+    when = when.astimezone(dt.UTC)
+    if ref is not None and when.date() == ref.astimezone(dt.UTC).date():
+        return when.strftime("%H:%MZ")
+    return when.strftime("%Y-%m-%d %H:%MZ")
+
+
+def _fp_json(fp: Fingerprint) -> dict[str, Any]:
+    fields = dataclasses.asdict(fp)
+    fields["tls_not_after"] = _iso(fp.tls_not_after) if fp.tls_not_after else None
+    return fields

@@ -1,0 +1,1 @@
+"""Revision scripts, one per schema version (Alembic loads them by path, not by import)."""

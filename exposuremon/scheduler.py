@@ -1,0 +1,189 @@
+"""Scheduling of scans: sentinel / quick / full jobs per target on APScheduler 3.
+
+The decisions (when a target's first scan after start-up runs, which follow-ups a suspected
+reboot triggers) are pure functions; :class:`ScanScheduler` only turns them into jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.date import DateTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from exposuremon.model import ScanKind
+
+RunScan = Callable[[str, ScanKind], Awaitable[None]]
+
+# How far first scans after a start-up are spread, per kind (capped by the interval):
+# overdue targets get their look within this window, staggered, not all at once. Full scans
+# spread over their whole interval: 1000 targets x 65535 ports in ten minutes would be 100k
+# probes a second, and the quick scans (top 1000 + hot ports) come within two minutes anyway.
+FIRST_RUN_WINDOW = {
+    ScanKind.SENTINEL: 30.0,
+    ScanKind.QUICK: 120.0,
+    ScanKind.FULL: float("inf"),
+}
+# After a suspected reboot: quick at once, full soon, quick again as late services come up.
+REBOOT_FOLLOW_UPS: tuple[tuple[ScanKind, float], ...] = (
+    (ScanKind.QUICK, 0.0),
+    (ScanKind.FULL, 60.0),
+    (ScanKind.QUICK, 300.0),
+    (ScanKind.QUICK, 900.0),
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobSpec:
+    """One recurring scan: a target, a kind, its interval and jitter (a share of it)."""
+
+    target: str
+    kind: ScanKind
+    interval: float
+    jitter: float = 0.1
+
+    @property
+    def job_id(self) -> str:
+        """Stable APScheduler job id."""
+        return f"{self.target}/{self.kind.value}"
+
+
+def first_run(
+    spec: JobSpec,
+    last: dt.datetime | None,
+    now: dt.datetime,
+    index: int,
+    count: int,
+) -> dt.datetime:
+    """When a job first runs after (re)start: due time from the last scan, staggered.
+
+    A scan that is not yet due runs when due. One that is overdue (or never ran) runs within
+    a window, the targets spread evenly over it by `index` of `count`, so a restart does not
+    launch every full scan at once.
+    """
+    window = min(spec.interval, FIRST_RUN_WINDOW[spec.kind])
+    stagger = dt.timedelta(seconds=window * index / max(count, 1))
+    if last is not None:
+        due = last + dt.timedelta(seconds=spec.interval)
+        if due > now + stagger:
+            return due
+    return now + stagger
+
+
+def follow_ups(now: dt.datetime) -> list[tuple[ScanKind, dt.datetime]]:
+    """The extra scans a suspected reboot schedules."""
+    return [(kind, now + dt.timedelta(seconds=delay)) for kind, delay in REBOOT_FOLLOW_UPS]
+
+
+class ScanScheduler:
+    """Keeps APScheduler's jobs in line with the configured targets."""
+
+    def __init__(self, run_scan: RunScan) -> None:
+        self._run_scan = run_scan
+        self._scheduler = AsyncIOScheduler(timezone=dt.UTC)
+        self._specs: dict[str, JobSpec] = {}
+
+    @property
+    def running(self) -> bool:
+        """True between start() and shutdown()."""
+        return bool(self._scheduler.running)
+
+    def start(self) -> None:
+        """Start firing jobs (needs a running event loop)."""
+        self._scheduler.start()
+
+    async def shutdown(self) -> None:
+        """Stop firing jobs; running scans are the service's to stop."""
+        if self._scheduler.running:
+            # AsyncIOScheduler defers its shutdown to the next loop iteration.
+            self._scheduler.shutdown(wait=False)
+            async with asyncio.timeout(5):
+                while self._scheduler.running:  # noqa: ASYNC110
+                    await asyncio.sleep(0)
+
+    def sync(
+        self,
+        specs: Sequence[JobSpec],
+        last_scans: Mapping[tuple[str, ScanKind], dt.datetime],
+        now: dt.datetime,
+    ) -> None:
+        """Add, change and remove jobs so that exactly `specs` are scheduled."""
+        wanted = {spec.job_id: spec for spec in specs}
+        for job_id in set(self._specs) - set(wanted):
+            self._remove(job_id)
+        for kind in ScanKind:
+            ofkind = [s for s in specs if s.kind is kind]
+            for index, spec in enumerate(ofkind):
+                if self._specs.get(spec.job_id) == spec:
+                    continue  # unchanged: keep its place in the schedule
+                last = last_scans.get((spec.target, spec.kind))
+                start = first_run(spec, last, now, index, len(ofkind))
+                self._scheduler.add_job(
+                    self._run_scan,
+                    trigger=IntervalTrigger(
+                        seconds=spec.interval,
+                        start_date=start,
+                        jitter=spec.interval * spec.jitter or None,
+                        timezone=dt.UTC,
+                    ),
+                    args=[spec.target, spec.kind],
+                    id=spec.job_id,
+                    name=spec.job_id,
+                    max_instances=1,
+                    coalesce=True,
+                    misfire_grace_time=max(1, int(spec.interval)),
+                    replace_existing=True,
+                )
+                self._specs[spec.job_id] = spec
+
+    def after_reboot(self, target: str, now: dt.datetime) -> None:
+        """Schedule the follow-up scans of a suspected reboot (replacing earlier ones)."""
+        if target not in {s.target for s in self._specs.values()}:
+            return
+        for n, (kind, when) in enumerate(follow_ups(now)):
+            self._scheduler.add_job(
+                self._run_scan,
+                trigger=DateTrigger(run_date=when, timezone=dt.UTC),
+                args=[target, kind],
+                id=f"{target}/reboot/{n}",
+                max_instances=1,
+                misfire_grace_time=120,
+                replace_existing=True,
+            )
+
+    def run_soon(self, target: str, kind: ScanKind) -> None:
+        """Run one scan of a target now (API / CLI request)."""
+        self._scheduler.add_job(
+            self._run_scan,
+            trigger=DateTrigger(timezone=dt.UTC),
+            args=[target, kind],
+            id=f"{target}/now/{kind.value}",
+            max_instances=1,
+            misfire_grace_time=60,
+            replace_existing=True,
+        )
+
+    def add_maintenance(self, func: Callable[[], Awaitable[None]], interval: float) -> None:
+        """Run a housekeeping coroutine (e.g. retention) every `interval` seconds."""
+        self._scheduler.add_job(
+            func,
+            trigger=IntervalTrigger(seconds=interval, timezone=dt.UTC),
+            id=f"maintenance/{getattr(func, '__name__', 'job')}",
+            max_instances=1,
+            coalesce=True,
+            replace_existing=True,
+        )
+
+    def next_runs(self) -> dict[str, dt.datetime | None]:
+        """Next fire time of every job, by job id (for status and tests)."""
+        return {job.id: job.next_run_time for job in self._scheduler.get_jobs()}
+
+    def _remove(self, job_id: str) -> None:
+        spec = self._specs.pop(job_id)
+        for job in self._scheduler.get_jobs():
+            if job.id == job_id or job.id.startswith(f"{spec.target}/reboot/"):
+                job.remove()

@@ -1,0 +1,365 @@
+"""The daemon: one object owns the lifecycle, store → scheduler → HTTP server → run → stop.
+
+Signal handlers only set a flag or schedule work (`request_stop`, `request_reload`). A scan
+job is: scan the target's ports, re-probe ports that newly answered open (confirmation),
+fingerprint what is newly open, then — under the target's lock — load its state, evaluate
+(pure, detect.py) and apply the outcome to the store in one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import datetime as dt
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from exposuremon import detect
+from exposuremon.config import Config, ConfigError, TargetConfig, load_config
+from exposuremon.logs import get_logger
+from exposuremon.metrics import Metrics
+from exposuremon.model import Observation, Observed, ScanKind, TargetState
+from exposuremon.scan.engine import Scanner
+from exposuremon.scan.ports import HOT_PORTS
+from exposuremon.scan.probe import fingerprint_many
+from exposuremon.scan.result import PortState, ScanResult
+from exposuremon.scan.target import Scan, ScanError
+from exposuremon.scan.timing import ScanOptions
+from exposuremon.scheduler import JobSpec, ScanScheduler
+from exposuremon.store import ScanRecord, Store
+from exposuremon.web import HttpServer, make_app
+
+MAX_FINGERPRINTS = 64  # ports fingerprinted per scan at most
+STOP_GRACE = 5.0  # seconds running scans get to record their partial results on shutdown
+
+
+def utcnow() -> dt.datetime:
+    """The service's clock (UTC)."""
+    return dt.datetime.now(dt.UTC)
+
+
+def ports_for(target: TargetConfig, kind: ScanKind, state: TargetState) -> tuple[int, ...]:
+    """The ports a scan of `kind` covers: sentinel = expected, ever-open and hot ports."""
+    if kind is ScanKind.FULL:
+        return tuple(sorted(target.full_ports()))
+    sentinel = (
+        set(target.expected_open)
+        | HOT_PORTS
+        | {p for p, rec in state.ports.items() if rec.times_opened or rec.state is Observed.OPEN}
+    )
+    if kind is ScanKind.SENTINEL:
+        return tuple(sorted(sentinel))
+    return tuple(sorted(sentinel | set(target.quick_ports())))
+
+
+def observation(
+    target: str,
+    kind: ScanKind,
+    result: ScanResult,
+    confirmed: Iterable[int],
+    fingerprints: dict[int, object],
+) -> Observation:
+    """The detection input built from an engine result (unfinished ports left out)."""
+    states = {
+        port: Observed(state.label)
+        for port, state in result.items()
+        if state is not PortState.UNKNOWN
+    }
+    return Observation(
+        target=target,
+        kind=kind,
+        address=result.address,
+        started=result.started,
+        finished=result.finished,
+        complete=result.complete,
+        states=states,
+        confirmed_open=frozenset(confirmed),
+        fingerprints=fingerprints,  # type: ignore[arg-type]
+        responded=result.responded,
+    )
+
+
+class Service:
+    """Owns the store, scanner, scheduler and HTTP server of one daemon."""
+
+    def __init__(
+        self,
+        config: Config,
+        config_path: Path | None = None,
+        *,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.metrics = Metrics(registry)
+        self.log = get_logger()
+        self._store: Store | None = None
+        self._scanner: Scanner | None = None
+        self._http: HttpServer | None = None
+        self._scheduler = ScanScheduler(self.scan_target)
+        self._running: dict[tuple[str, ScanKind], Scan] = {}
+        self._jobs: set[asyncio.Task[Any]] = set()
+        self._locks: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(
+            asyncio.Lock
+        )
+        self._stop_requested = asyncio.Event()
+        self._slots = asyncio.Semaphore(config.scan.max_concurrent_scans)
+        self._ready = False
+        self.scans_recorded = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def store(self) -> Store:
+        """The open store (after start)."""
+        if self._store is None:
+            raise RuntimeError("service not started")
+        return self._store
+
+    @property
+    def http_address(self) -> tuple[str, int] | None:
+        """Where the HTTP server listens (after start)."""
+        return None if self._http is None else self._http.bound
+
+    async def start(self) -> None:
+        """Open the store, start scanning and serving; ready when this returns."""
+        self._store = await Store.open(self.config.daemon.state_dir)
+        self._scanner = Scanner()
+        app = make_app(self.metrics.registry, self.not_ready)
+        self._http = HttpServer(app, self.config.http.host, self.config.http.port)
+        await self._http.start()
+        self._scheduler.start()
+        self._scheduler.sync(self._job_specs(), await self._store.last_scans(), utcnow())
+        self._scheduler.add_maintenance(self.prune, interval=3600.0)
+        self._ready = True
+        self.log.info(
+            "started",
+            targets=len(self.config.targets),
+            listen=f"{self.config.http.host}:{self.config.http.port}",
+            state_dir=str(self.config.daemon.state_dir),
+        )
+
+    async def run(self) -> None:
+        """Serve until a stop is requested."""
+        await self._stop_requested.wait()
+
+    def request_stop(self) -> None:
+        """Ask the service to stop (safe from a signal handler)."""
+        self._stop_requested.set()
+
+    def request_reload(self) -> None:
+        """Ask the service to reload its config (safe from a signal handler)."""
+        task = asyncio.get_running_loop().create_task(self.reload())
+        self._jobs_add(task)
+
+    async def stop(self) -> None:
+        """Stop scheduling, stop running scans (recorded incomplete), flush, close."""
+        self._ready = False
+        self._stop_requested.set()
+        await self._scheduler.shutdown()
+        for running in list(self._running.values()):
+            running.stop()
+        pending = [t for t in self._jobs if t is not asyncio.current_task()]
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=STOP_GRACE)
+            for task in late:
+                task.cancel()
+        if self._http is not None:
+            await self._http.stop()
+        if self._scanner is not None:
+            self._scanner.close()
+        if self._store is not None:
+            await self._store.close()
+        self.log.info("stopped", scans_recorded=self.scans_recorded)
+
+    def not_ready(self) -> str | None:
+        """None when ready to serve, else why not (for /readyz)."""
+        if not self._ready:
+            return "starting" if not self._stop_requested.is_set() else "stopping"
+        if not self._scheduler.running:
+            return "scheduler not running"
+        return None
+
+    async def reload(self) -> bool:
+        """Re-read the config file; apply it if valid, else keep the old one and say why."""
+        if self.config_path is None:
+            return False
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            self.log.error("reload rejected, keeping the running config", errors=exc.errors)
+            return False
+        old_names = {t.name for t in self.config.targets}
+        self.config = new
+        self._scheduler.sync(self._job_specs(), await self.store.last_scans(), utcnow())
+        names = {t.name for t in new.targets}
+        self.log.info(
+            "reloaded",
+            targets=len(names),
+            added=sorted(names - old_names),
+            removed=sorted(old_names - names),
+        )
+        return True
+
+    async def prune(self) -> None:
+        """Drop scans and events older than the retention."""
+        cutoff = utcnow() - dt.timedelta(seconds=self.config.daemon.retention)
+        counts = await self.store.prune(cutoff)
+        if any(counts.values()):
+            self.log.info("pruned", **counts)
+
+    # -- scanning --------------------------------------------------------------------------
+
+    def _job_specs(self) -> list[JobSpec]:
+        specs = []
+        for target in self.config.targets:
+            schedule = target.effective_schedule(self.config.schedule)
+            for kind in ScanKind:
+                specs.append(JobSpec(target.name, kind, schedule.interval(kind), schedule.jitter))
+        return specs
+
+    def _target(self, name: str) -> TargetConfig | None:
+        return next((t for t in self.config.targets if t.name == name), None)
+
+    def _jobs_add(self, task: asyncio.Task[Any]) -> None:
+        self._jobs.add(task)
+        task.add_done_callback(self._jobs.discard)
+
+    async def scan_target(self, name: str, kind: ScanKind) -> None:
+        """One scheduled scan of one target (skipped if the same scan is still running)."""
+        target = self._target(name)
+        if target is None or self._stop_requested.is_set() or (name, kind) in self._running:
+            return
+        task = asyncio.current_task()
+        if task is not None:
+            self._jobs_add(task)
+        log = self.log.bind(target=name, kind=kind.value)
+        try:
+            async with self._slots:
+                await self._scan_and_record(target, kind)
+        except ScanError as exc:
+            log.warning("scan failed", error=str(exc))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("scan job crashed")
+
+    def _options(self, target: TargetConfig) -> ScanOptions:
+        scan = self.config.scan
+        return ScanOptions(
+            concurrency=target.effective_concurrency(scan),
+            timeout_initial=scan.timeout_initial,
+            timeout_min=scan.timeout_min,
+            timeout_max=scan.timeout_max,
+            retries=scan.retries,
+            rate=target.effective_rate(scan),
+        )
+
+    async def _scan_and_record(self, target: TargetConfig, kind: ScanKind) -> None:
+        assert self._scanner is not None
+        store = self.store
+        before = await store.load_state(target.name)
+        ports = ports_for(target, kind, before)
+        known_open = {p for p, rec in before.ports.items() if rec.state is Observed.OPEN}
+        options = self._options(target)
+        running = self._scanner.start(
+            target.address, ports, options, hints=[*target.expected_open, *known_open]
+        )
+        self._running[(target.name, kind)] = running
+        self.log.debug("scan started", target=target.name, kind=kind.value, ports=len(ports))
+        try:
+            # The engine names results by what it resolved; the store knows the target's name.
+            result = dataclasses.replace(await running.wait(), target=target.name)
+        finally:
+            self._running.pop((target.name, kind), None)
+        self.metrics.record_scan(kind, result)
+        confirmed, fingerprints = await self._confirm_and_fingerprint(
+            target, kind, result, known_open, options
+        )
+        # The look ends after confirmation and fingerprints: dated then, a quick scan whose
+        # fingerprints took seconds is not older than the sentinel scans that ran meanwhile.
+        looked = dataclasses.replace(result, finished=max(result.finished, utcnow()))
+        obs = observation(target.name, kind, looked, confirmed, fingerprints)
+        async with self._locks[target.name]:
+            prev = await store.load_state(target.name)  # may have changed meanwhile (acks)
+            outcome = detect.evaluate(prev, obs, target.policy(self.config.scan), utcnow())
+            await store.apply(
+                ScanRecord.from_result(kind, result),
+                outcome.state,
+                outcome.events,
+                outcome.findings,
+                self._channels_for(target.name),
+            )
+        self.scans_recorded += 1
+        self.log.debug(
+            "scan recorded",
+            target=target.name,
+            kind=kind.value,
+            address=result.address,
+            complete=result.complete,
+            open=len(result.open),
+            duration_s=round(result.duration, 3),
+        )
+        for event in outcome.events:
+            self.log.info(
+                event.type.value,
+                target=target.name,
+                port=event.port,
+                severity=event.severity.label,
+                summary=event.summary,
+            )
+        if outcome.reboot_suspected and not self._stop_requested.is_set():
+            self._scheduler.after_reboot(target.name, utcnow())
+
+    async def _confirm_and_fingerprint(
+        self,
+        target: TargetConfig,
+        kind: ScanKind,
+        result: ScanResult,
+        known_open: set[int],
+        options: ScanOptions,
+    ) -> tuple[set[int], dict[int, object]]:
+        """Re-probe ports newly seen open; fingerprint what is new (or everything, off sentinel)."""
+        assert self._scanner is not None
+        open_now = set(result.open)
+        new_open = open_now - known_open
+        confirmed = open_now & known_open
+        if not self.config.scan.confirm:
+            confirmed = open_now
+        elif new_open and not self._stop_requested.is_set():
+            again = await self._scanner.scan(
+                target.name, sorted(new_open), options, address=result.address
+            )
+            confirmed |= new_open & set(again.open)
+        # Sentinel scans look only at what is newly open; quick and full ones look again at
+        # every open port, so a new certificate after a reboot (the quick follow-up scan)
+        # shows as a firmware change within seconds, not at the next full scan.
+        look = confirmed - known_open if kind is ScanKind.SENTINEL else confirmed
+        if len(look) > MAX_FINGERPRINTS:
+            # A middlebox answering everything (detection calls it an anomaly) would keep us
+            # busy for hours; a real router has few open ports.
+            look = set(sorted(look)[:MAX_FINGERPRINTS])
+        fingerprints: dict[int, object] = {}
+        if look and self.config.scan.fingerprint and not self._stop_requested.is_set():
+            with contextlib.suppress(Exception):  # a fingerprint is a hint, never a failure
+                fingerprints = dict(
+                    await fingerprint_many(
+                        result.address,
+                        sorted(look),
+                        timeout=self.config.scan.fingerprint_timeout,
+                        server_name=None if target.ip is not None else target.address,
+                    )
+                )
+        return confirmed, fingerprints
+
+    def _channels_for(self, target: str) -> list[str]:
+        return [
+            channel.name
+            for channel in self.config.notify
+            if not channel.targets or target in channel.targets
+        ]

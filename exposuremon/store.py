@@ -1,0 +1,460 @@
+"""Persistence: SQLite (WAL) under `state_dir`, schema kept current by Alembic migrations.
+
+One writer: each scan result is applied in one transaction that writes the scan, the target's
+new state, its findings, the events and the notification outbox rows together, so a crash never
+leaves an event without its notification or the reverse. Readers (API, metrics) run
+concurrently thanks to WAL. Only the engine setup knows it is SQLite; queries are SQLAlchemy
+Core, so a PostgreSQL backend needs a different engine, not different queries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from exposuremon import store_schema as s
+from exposuremon import store_sql as q
+from exposuremon.model import (
+    Event,
+    EventType,
+    Finding,
+    FindingState,
+    Observation,
+    Observed,
+    ScanKind,
+    TargetState,
+)
+
+if TYPE_CHECKING:
+    from exposuremon.scan.result import ScanResult
+
+DB_FILE = "exposuremon.db"
+MIGRATIONS = Path(__file__).parent / "migrations"
+DEFAULT_RETENTION = dt.timedelta(days=90)
+MAX_PAGE = 1000
+_BUSY_TIMEOUT_MS = 10_000
+_BEGIN = "exposuremon_begin"  # execution option: the statement that opens a transaction
+
+
+class StoreError(RuntimeError):
+    """The database failed or refused an operation (locked, corrupt, schema too new)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ScanRecord:
+    """One scan of one target as the `scans` table keeps it."""
+
+    target: str
+    kind: ScanKind
+    address: str
+    started: dt.datetime
+    finished: dt.datetime
+    complete: bool
+    ports_scanned: int
+    open_count: int
+    closed_count: int
+    filtered_count: int
+    duration_s: float
+
+    @classmethod
+    def from_result(cls, kind: ScanKind, result: ScanResult) -> ScanRecord:
+        """Summarise a scan engine result."""
+        counts = result.counts
+        return cls(
+            target=result.target,
+            kind=kind,
+            address=result.address,
+            started=result.started,
+            finished=result.finished,
+            complete=result.complete,
+            ports_scanned=len(result.ports),
+            open_count=counts["open"],
+            closed_count=counts["closed"],
+            filtered_count=counts["filtered"],
+            duration_s=result.duration,
+        )
+
+    @classmethod
+    def from_observation(cls, obs: Observation, ports_scanned: int | None = None) -> ScanRecord:
+        """Summarise an observation; `ports_scanned` defaults to the ports it finished."""
+        counts = {state: 0 for state in Observed}
+        for state in obs.states.values():
+            counts[state] += 1
+        return cls(
+            target=obs.target,
+            kind=obs.kind,
+            address=obs.address,
+            started=obs.started,
+            finished=obs.finished,
+            complete=obs.complete,
+            ports_scanned=len(obs.states) if ports_scanned is None else ports_scanned,
+            open_count=counts[Observed.OPEN],
+            closed_count=counts[Observed.CLOSED],
+            filtered_count=counts[Observed.FILTERED],
+            duration_s=(obs.finished - obs.started).total_seconds(),
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Applied:
+    """What `Store.apply` saved: ids, and the state and events as stored (ids filled in)."""
+
+    scan_id: int
+    event_ids: tuple[int, ...]
+    finding_ids_by_port: Mapping[int, int]  # the findings this apply inserted or changed
+    state: TargetState  # the outcome state with the new findings' ids: keep this one
+    events: tuple[Event, ...] = ()  # with `id` and `finding_id` set
+
+
+def db_path(state_dir: Path) -> Path:
+    """The database file under `state_dir`."""
+    return state_dir / DB_FILE
+
+
+def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # busy_timeout first, so that switching to WAL waits for other processes' locks.
+    cursor = dbapi_connection.cursor()
+    for pragma in (
+        f"busy_timeout = {_BUSY_TIMEOUT_MS}",
+        "journal_mode = WAL",
+        "synchronous = NORMAL",
+        "foreign_keys = ON",
+    ):
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
+
+
+def _on_begin(conn: sa.Connection) -> None:
+    # The driver's own BEGIN is disabled (isolation_level=None) because it skips SELECTs and
+    # DDL; writers take the write lock up front so they never fail upgrading a read lock.
+    conn.exec_driver_sql(conn.get_execution_options().get(_BEGIN, "BEGIN"))
+
+
+def _setup_sqlite(engine: sa.Engine) -> None:
+    sa.event.listen(engine, "connect", _on_connect)
+    sa.event.listen(engine, "begin", _on_begin)
+
+
+def sqlite_engine(path: Path) -> sa.Engine:
+    """A synchronous engine on the database file with the store's settings (for migrations)."""
+    engine = sa.create_engine(
+        sa.URL.create("sqlite", database=str(path)),
+        connect_args={"isolation_level": None},
+        poolclass=sa.NullPool,
+    )
+    _setup_sqlite(engine)
+    return engine
+
+
+def alembic_config() -> Config:
+    """An Alembic configuration pointing at the packaged migrations (no ini file needed)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def migrate(path: Path, revision: str = "head") -> None:
+    """Upgrade the database file to `revision` in one transaction (creates it when missing)."""
+    config = alembic_config()
+    script = ScriptDirectory.from_config(config)
+    engine = sqlite_engine(path)
+    try:
+        # An up-to-date database (the usual case, also for CLI commands while the daemon
+        # writes) is only read; an upgrade holds the write lock from its first statement.
+        with engine.connect() as conn:
+            current = _current_revisions(script, conn, path)
+        if revision == "head" and current == set(script.get_heads()):
+            return
+        with engine.execution_options(**{_BEGIN: "BEGIN IMMEDIATE"}).begin() as conn:
+            _current_revisions(script, conn, path)
+            config.attributes["connection"] = conn
+            command.upgrade(config, revision)
+    except sa.exc.SQLAlchemyError as exc:
+        raise StoreError(f"{path}: schema migration failed: {exc}") from exc
+    finally:
+        engine.dispose()
+
+
+def _prepare(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    migrate(path)
+
+
+def _current_revisions(script: ScriptDirectory, conn: sa.Connection, path: Path) -> set[str]:
+    """The database's revisions; refuses one from a newer exposuremon, which this must not touch."""
+    current = set(MigrationContext.configure(conn).get_current_heads())
+    for rev in current:
+        try:
+            known = script.get_revision(rev) is not None
+        except CommandError:
+            known = False
+        if not known:
+            raise StoreError(
+                f"{path}: schema revision {rev!r} is unknown to this exposuremon (newest known "
+                f"{script.get_current_head()!r}); it was written by a newer version"
+            )
+    return current
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@contextlib.contextmanager
+def _errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except sa.exc.SQLAlchemyError as exc:
+        raise StoreError(f"{what}: {exc}") from exc
+
+
+class Store:
+    """The daemon's database. Open with `await Store.open(state_dir)`; close when done."""
+
+    def __init__(
+        self, engine: AsyncEngine, path: Path, clock: Callable[[], dt.datetime] = _utcnow
+    ) -> None:
+        self._engine = engine
+        self._writer = engine.execution_options(**{_BEGIN: "BEGIN IMMEDIATE"})
+        self._write_lock = asyncio.Lock()
+        self._clock = clock
+        self.path = path
+
+    @classmethod
+    async def open(cls, state_dir: Path, *, clock: Callable[[], dt.datetime] = _utcnow) -> Store:
+        """Create or upgrade the database under `state_dir` and open it."""
+        path = db_path(state_dir)
+        # Alembic is synchronous; keep the event loop free while it runs.
+        await asyncio.to_thread(_prepare, path)
+        engine = create_async_engine(
+            sa.URL.create("sqlite+aiosqlite", database=str(path)),
+            connect_args={"isolation_level": None},
+        )
+        _setup_sqlite(engine.sync_engine)
+        return cls(engine, path, clock)
+
+    async def close(self) -> None:
+        """Close every connection (the WAL is checkpointed by the last one)."""
+        await self._engine.dispose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @contextlib.asynccontextmanager
+    async def _read(self, what: str) -> AsyncIterator[AsyncConnection]:
+        # One transaction per read, so a multi-query read sees one snapshot.
+        with _errors(what):
+            async with self._engine.connect() as conn:
+                yield conn
+
+    @contextlib.asynccontextmanager
+    async def _write(self, what: str) -> AsyncIterator[AsyncConnection]:
+        with _errors(what):
+            async with self._write_lock, self._writer.begin() as conn:
+                yield conn
+
+    # ---------------------------------------------------------------------------- state
+
+    async def load_state(self, target: str) -> TargetState:
+        """The stored state of `target`; an empty state when it was never scanned."""
+        async with self._read(f"load state of {target}") as conn:
+            states = await q.load_states(conn, target)
+        return states.get(target, TargetState(name=target))
+
+    async def load_states(self) -> dict[str, TargetState]:
+        """The stored state of every target ever scanned (removed ones keep their history)."""
+        async with self._read("load states") as conn:
+            return await q.load_states(conn, None)
+
+    async def apply(
+        self,
+        scan: ScanRecord,
+        outcome_state: TargetState,
+        events: Sequence[Event],
+        findings: Sequence[Finding],
+        channels: Sequence[str],
+    ) -> Applied:
+        """Save one scan's result in one transaction: scan, state, findings, events, outbox.
+
+        `findings` are the ones detection created (id None) or changed; the state's findings
+        are saved too when they differ from the stored ones. Port events without a finding id
+        are linked to that port's finding. Returns what was stored, ids filled in.
+        """
+        name = outcome_state.name
+        if scan.target != name:
+            raise ValueError(f"scan.target {scan.target!r} differs from outcome_state {name!r}")
+        q.check_outcome(outcome_state, events, findings)
+        scan_row = _scan_row(scan)
+        now = s.to_micros(self._clock(), "clock")
+        async with self._write(f"apply {scan.kind} scan of {name}") as conn:
+            await q.ensure_target(conn, outcome_state)
+            result = await conn.execute(sa.insert(s.scans).values(scan_row))
+            scan_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+            await q.sync_ports(conn, name, outcome_state.ports)
+            state, changed = await q.save_findings(conn, outcome_state, findings)
+            await q.update_target(conn, state)
+            saved = await q.insert_events(conn, events, scan_id, state, changed)
+            await q.insert_outbox(conn, saved, channels, str(scan_id), now)
+        return Applied(
+            scan_id=scan_id,
+            event_ids=tuple(e.id for e in saved if e.id is not None),
+            finding_ids_by_port=changed,
+            state=state,
+            events=tuple(saved),
+        )
+
+    async def last_scans(self) -> dict[tuple[str, ScanKind], dt.datetime]:
+        """When each target's last complete scan of each kind finished."""
+        t = s.scans
+        query = (
+            sa.select(t.c.target, t.c.kind, sa.func.max(t.c.finished))
+            .where(t.c.complete.is_(True))
+            .group_by(t.c.target, t.c.kind)
+        )
+        async with self._read("last scans") as conn:
+            rows = (await conn.execute(query)).all()
+        return {(r[0], ScanKind(r[1])): s.from_micros(r[2]) for r in rows}
+
+    # ---------------------------------------------------------------------- findings/events
+
+    async def findings(
+        self,
+        *,
+        target: str | None = None,
+        state: FindingState | None = None,
+        since: dt.datetime | None = None,
+        limit: int = 100,
+        cursor: int | None = None,
+    ) -> tuple[list[Finding], int | None]:
+        """Findings newest first (opened at or after `since`); returns the next page's cursor."""
+        t = s.findings
+        query = sa.select(t)
+        if target is not None:
+            query = query.where(t.c.target == target)
+        if state is not None:
+            query = query.where(t.c.state == FindingState(state).value)
+        if since is not None:
+            query = query.where(t.c.opened_at >= s.to_micros(since, "since"))
+        rows, next_cursor = await self._page(query, t.c.id, limit, cursor, "list findings")
+        return [s.finding_from_row(r) for r in rows], next_cursor
+
+    async def events(
+        self,
+        *,
+        target: str | None = None,
+        type: EventType | None = None,
+        since: dt.datetime | None = None,
+        limit: int = 100,
+        cursor: int | None = None,
+    ) -> tuple[list[Event], int | None]:
+        """Events newest first (observed at or after `since`); returns the next page's cursor."""
+        t = s.events
+        query = sa.select(t)
+        if target is not None:
+            query = query.where(t.c.target == target)
+        if type is not None:
+            query = query.where(t.c.type == EventType(type).value)
+        if since is not None:
+            query = query.where(t.c.observed_at >= s.to_micros(since, "since"))
+        rows, next_cursor = await self._page(query, t.c.id, limit, cursor, "list events")
+        return [s.event_from_row(r) for r in rows], next_cursor
+
+    async def _page(
+        self,
+        query: sa.Select[Any],
+        id_col: sa.ColumnElement[int],
+        limit: int,
+        cursor: int | None,
+        what: str,
+    ) -> tuple[list[Mapping[str, Any]], int | None]:
+        # Keyset pagination: stable while new rows arrive, unlike OFFSET.
+        if not 1 <= limit <= MAX_PAGE:
+            raise ValueError(f"limit: {limit} out of range (1-{MAX_PAGE})")
+        if cursor is not None:
+            query = query.where(id_col < cursor)
+        query = query.order_by(id_col.desc()).limit(limit + 1)
+        async with self._read(what) as conn:
+            rows = [r._mapping for r in await conn.execute(query)]
+        if len(rows) > limit:
+            return rows[:limit], rows[limit - 1]["id"]
+        return rows, None
+
+    async def finding(self, finding_id: int) -> Finding | None:
+        """One finding by id, or None."""
+        query = sa.select(s.findings).where(s.findings.c.id == finding_id)
+        async with self._read(f"load finding #{finding_id}") as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else s.finding_from_row(row._mapping)
+
+    async def save_ack(self, finding: Finding) -> None:
+        """Persist an acknowledgement (state, ack_until, ack_reason) and nothing else."""
+        if finding.id is None:
+            raise ValueError(f"finding {finding.target}/{finding.port}: not saved yet (no id)")
+        row = s.finding_row(finding)
+        values = {k: row[k] for k in ("state", "ack_until", "ack_reason")}
+        stmt = sa.update(s.findings).where(s.findings.c.id == finding.id).values(values)
+        async with self._write(f"save ack of finding #{finding.id}") as conn:
+            result = await conn.execute(stmt)
+            if result.rowcount == 0:
+                raise LookupError(f"finding #{finding.id} not found")
+
+    # ------------------------------------------------------------------------- upkeep
+
+    async def prune(self, older_than: dt.datetime) -> dict[str, int]:
+        """Delete scans and events older than the cutoff; events awaiting delivery stay."""
+        cut = s.to_micros(older_than, "older_than")
+        o, e = s.outbox, s.events
+        pending = sa.select(o.c.event_id).where(o.c.status == "pending")
+        old = sa.and_(e.c.observed_at < cut, e.c.id.not_in(pending))
+        async with self._write("prune") as conn:
+            # Delivered or dead outbox rows go with their events (they reference them).
+            outbox_n = await conn.execute(
+                sa.delete(o).where(o.c.event_id.in_(sa.select(e.c.id).where(old)))
+            )
+            events_n = await conn.execute(sa.delete(e).where(old))
+            scans_n = await conn.execute(sa.delete(s.scans).where(s.scans.c.finished < cut))
+        return {
+            "scans": scans_n.rowcount,
+            "events": events_n.rowcount,
+            "outbox": outbox_n.rowcount,
+        }
+
+    async def outbox_pending(self) -> int:
+        """How many notification deliveries are waiting."""
+        query = sa.select(sa.func.count()).select_from(s.outbox)
+        query = query.where(s.outbox.c.status == "pending")
+        async with self._read("count outbox") as conn:
+            return int((await conn.execute(query)).scalar_one())
+
+
+def _scan_row(scan: ScanRecord) -> dict[str, Any]:
+    where = f"scan of {scan.target}"
+    return {
+        "target": scan.target,
+        "kind": ScanKind(scan.kind).value,
+        "address": scan.address,
+        "started": s.to_micros(scan.started, f"{where}.started"),
+        "finished": s.to_micros(scan.finished, f"{where}.finished"),
+        "complete": scan.complete,
+        "ports_scanned": scan.ports_scanned,
+        "open_count": scan.open_count,
+        "closed_count": scan.closed_count,
+        "filtered_count": scan.filtered_count,
+        "duration_s": scan.duration_s,
+    }

@@ -1,0 +1,430 @@
+"""The store's tables (schema at the newest migration) and the pure codecs between rows and model.
+
+Times are integer microseconds since the Unix epoch (UTC): exact, portable to PostgreSQL's
+BIGINT, and ordered. Severities are stored as their labels, enums as their values, fingerprints
+and event details as JSON. The migrations under `exposuremon/migrations/` create exactly this
+schema; a test compares the two.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+
+from exposuremon.model import (
+    Event,
+    EventType,
+    Finding,
+    FindingState,
+    Fingerprint,
+    Notable,
+    Observed,
+    PortRecord,
+    ScanKind,
+    Severity,
+    TargetState,
+    TargetStatus,
+)
+
+# Explicit constraint names so that migrations (and SQLite's table rebuilds) can refer to them.
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# Microsecond timestamps; "at" columns are nullable unless the model requires a value.
+_Time = sa.BigInteger
+_SEVERITIES = "severity IN ('info', 'warning', 'critical')"
+
+targets = sa.Table(
+    "targets",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("address", sa.Text),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("status_since", _Time),
+    sa.Column("expected_refusing", sa.Boolean, nullable=False),
+    sa.Column("last_reboot", _Time),
+    sa.Column("last_scan", sa.JSON(none_as_null=True), nullable=False),  # {kind: micros}
+    sa.Column("reopened_total", sa.Integer, nullable=False),
+    sa.Column("reboots_total", sa.Integer, nullable=False),
+    sa.Column("last_observed", _Time),
+    sa.Column("anomaly_since", _Time),
+    sa.Column("recent", sa.JSON(none_as_null=True), nullable=False),  # [{type, at, detail}]
+    # {port: finding id}: the resolved findings detection keeps for reopen detection (not
+    # every resolved finding: one resolved because the port became expected is not kept).
+    sa.Column("resolved_ids", sa.JSON(none_as_null=True), nullable=False),
+)
+
+scans = sa.Table(
+    "scans",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("target", sa.Text, sa.ForeignKey("targets.name"), nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("address", sa.Text, nullable=False),
+    sa.Column("started", _Time, nullable=False),
+    sa.Column("finished", _Time, nullable=False),
+    sa.Column("complete", sa.Boolean, nullable=False),
+    sa.Column("ports_scanned", sa.Integer, nullable=False),
+    sa.Column("open_count", sa.Integer, nullable=False),
+    sa.Column("closed_count", sa.Integer, nullable=False),
+    sa.Column("filtered_count", sa.Integer, nullable=False),
+    sa.Column("duration_s", sa.Float, nullable=False),
+    sa.Index(None, "target", "kind", "finished"),
+    sa.Index(None, "finished"),
+    # Ids are referenced from outside (outbox group keys); never reuse one after a prune.
+    sqlite_autoincrement=True,
+)
+
+port_state = sa.Table(
+    "port_state",
+    metadata,
+    sa.Column("target", sa.Text, sa.ForeignKey("targets.name"), primary_key=True),
+    sa.Column("port", sa.Integer, primary_key=True),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("first_seen", _Time, nullable=False),
+    sa.Column("last_seen", _Time, nullable=False),
+    sa.Column("last_change", _Time, nullable=False),
+    sa.Column("times_opened", sa.Integer, nullable=False),
+    sa.Column("times_closed", sa.Integer, nullable=False),
+    sa.Column("times_reopened", sa.Integer, nullable=False),
+    sa.Column("first_open", _Time),
+    sa.Column("last_open", _Time),
+    sa.Column("closed_streak", sa.Integer, nullable=False),
+    sa.Column("fingerprint", sa.JSON(none_as_null=True)),
+)
+
+findings = sa.Table(
+    "findings",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("target", sa.Text, sa.ForeignKey("targets.name"), nullable=False),
+    sa.Column("port", sa.Integer, nullable=False),
+    sa.Column("severity", sa.Text, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("opened_at", _Time, nullable=False),
+    sa.Column("resolved_at", _Time),
+    sa.Column("reopen_count", sa.Integer, nullable=False),
+    sa.Column("previous_resolved_at", _Time),
+    sa.Column("ack_until", _Time),
+    sa.Column("ack_reason", sa.Text),
+    sa.Column("fingerprint", sa.JSON(none_as_null=True)),
+    sa.CheckConstraint(_SEVERITIES, name="severity"),
+    sa.CheckConstraint("state IN ('open', 'acked', 'resolved')", name="state"),
+    sa.Index(None, "target", "port", "state"),
+    sa.Index(None, "state"),
+    sqlite_autoincrement=True,
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("type", sa.Text, nullable=False),
+    sa.Column("severity", sa.Text, nullable=False),
+    sa.Column("target", sa.Text, sa.ForeignKey("targets.name"), nullable=False),
+    sa.Column("port", sa.Integer),
+    sa.Column("observed_at", _Time, nullable=False),
+    sa.Column("summary", sa.Text, nullable=False),
+    sa.Column("details", sa.JSON(none_as_null=True), nullable=False),
+    sa.Column("finding_id", sa.Integer, sa.ForeignKey("findings.id")),
+    # A scan may be pruned before its events (events pending delivery are kept).
+    sa.Column("scan_id", sa.Integer, sa.ForeignKey("scans.id", ondelete="SET NULL")),
+    sa.CheckConstraint(_SEVERITIES, name="severity"),
+    sa.Index(None, "target", "id"),
+    sa.Index(None, "type", "id"),
+    sa.Index(None, "observed_at"),
+    sa.Index(None, "finding_id"),
+    sa.Index(None, "scan_id"),
+    sqlite_autoincrement=True,
+)
+
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("channel", sa.Text, nullable=False),
+    sa.Column("event_id", sa.Integer, sa.ForeignKey("events.id"), nullable=False),
+    sa.Column("group_key", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", _Time, nullable=False),
+    sa.Column("last_error", sa.Text),
+    sa.Column("created_at", _Time, nullable=False),
+    sa.Column("sent_at", _Time),
+    # Added by migration 0002: "<channel>/<event_id>", one delivery per channel and event.
+    sa.Column("dedup_key", sa.Text),
+    sa.CheckConstraint("status IN ('pending', 'sent', 'dead')", name="status"),
+    sa.Index(None, "event_id"),
+    sa.Index(None, "status", "next_attempt_at"),
+    sa.Index(None, "dedup_key", unique=True),
+    sqlite_autoincrement=True,
+)
+
+Row = Mapping[Any, Any]  # a result row's mapping (SQLAlchemy also accepts columns as keys)
+ACTIVE_STATES = (FindingState.OPEN.value, FindingState.ACKED.value)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MICRO = dt.timedelta(microseconds=1)
+
+
+def to_micros(value: dt.datetime, field: str) -> int:
+    """A timezone-aware datetime as integer microseconds since the epoch."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{field}: naive datetime {value.isoformat()} (needs a timezone, UTC)")
+    return (value - _EPOCH) // _MICRO
+
+
+def opt_micros(value: dt.datetime | None, field: str) -> int | None:
+    """`to_micros` that passes None through."""
+    return None if value is None else to_micros(value, field)
+
+
+def from_micros(value: int) -> dt.datetime:
+    """Integer microseconds since the epoch as a UTC datetime."""
+    return _EPOCH + value * _MICRO
+
+
+def opt_datetime(value: int | None) -> dt.datetime | None:
+    """`from_micros` that passes None through."""
+    return None if value is None else from_micros(value)
+
+
+def fingerprint_to_json(fp: Fingerprint | None, field: str) -> dict[str, Any] | None:
+    """A fingerprint as a JSON object (absent fields omitted)."""
+    if fp is None:
+        return None
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(fp):
+        value = getattr(fp, f.name)
+        if isinstance(value, dt.datetime):
+            to_micros(value, f"{field}.{f.name}")  # rejects naive datetimes
+            value = value.isoformat()
+        if value is not None:
+            out[f.name] = value
+    return out
+
+
+def fingerprint_from_json(data: Mapping[str, Any] | None) -> Fingerprint | None:
+    """The inverse of `fingerprint_to_json`; unknown keys (from newer versions) are ignored."""
+    if data is None:
+        return None
+    names = {f.name for f in dataclasses.fields(Fingerprint)}
+    values = {k: v for k, v in data.items() if k in names}
+    if values.get("tls_not_after") is not None:
+        values["tls_not_after"] = dt.datetime.fromisoformat(values["tls_not_after"])
+    return Fingerprint(**values)
+
+
+def jsonable(value: Any, path: str = "details") -> Any:
+    """Event details as plain JSON: datetimes as RFC 3339, enums as values, sets sorted."""
+    if isinstance(value, Severity):
+        return value.label
+    if isinstance(value, enum.Enum):
+        return jsonable(value.value, path)
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, dt.datetime):
+        to_micros(value, path)
+        return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, Fingerprint):
+        return fingerprint_to_json(value, path)
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v, f"{path}.{k}") for k, v in value.items()}
+    if isinstance(value, set | frozenset):
+        items = [jsonable(v, f"{path}[]") for v in value]
+        try:
+            return sorted(items)
+        except TypeError:  # mixed types: any stable order will do
+            return sorted(items, key=repr)
+    if isinstance(value, list | tuple):
+        return [jsonable(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    raise TypeError(f"{path}: {type(value).__name__} cannot be stored as JSON")
+
+
+def target_row(state: TargetState) -> dict[str, Any]:
+    """The `targets` row of a target's state whose findings all have ids.
+
+    Ports and findings live in their own tables; the row keeps which resolved finding of each
+    port the state holds.
+    """
+    name = state.name
+    resolved_ids = {}
+    for port, f in sorted(state.resolved.items()):
+        if f.id is None:
+            raise ValueError(f"{name}.resolved[{port}]: finding not saved (no id)")
+        resolved_ids[str(port)] = f.id
+    return {
+        "name": name,
+        "address": state.address,
+        "status": TargetStatus(state.status).value,
+        "status_since": opt_micros(state.status_since, f"{name}.status_since"),
+        "expected_refusing": state.expected_refusing,
+        "last_reboot": opt_micros(state.last_reboot, f"{name}.last_reboot"),
+        "last_scan": {
+            ScanKind(kind).value: to_micros(at, f"{name}.last_scan[{kind}]")
+            for kind, at in sorted(state.last_scan.items())
+        },
+        "reopened_total": state.reopened_total,
+        "reboots_total": state.reboots_total,
+        "last_observed": opt_micros(state.last_observed, f"{name}.last_observed"),
+        "anomaly_since": opt_micros(state.anomaly_since, f"{name}.anomaly_since"),
+        "recent": [
+            {
+                "type": EventType(n.type).value,
+                "at": to_micros(n.at, f"{name}.recent[{i}].at"),
+                "detail": n.detail,
+            }
+            for i, n in enumerate(state.recent)
+        ],
+        "resolved_ids": resolved_ids,
+    }
+
+
+def resolved_ids(row: Row) -> dict[int, int]:
+    """The `targets.resolved_ids` of a row: finding id by port."""
+    return {int(port): int(fid) for port, fid in row["resolved_ids"].items()}
+
+
+def target_from_row(
+    row: Row,
+    ports: Mapping[int, PortRecord],
+    active: Mapping[int, Finding],
+    resolved: Mapping[int, Finding],
+) -> TargetState:
+    """Reassemble a TargetState from its row and its ports and findings."""
+    return TargetState(
+        name=row["name"],
+        address=row["address"],
+        status=TargetStatus(row["status"]),
+        status_since=opt_datetime(row["status_since"]),
+        ports=dict(ports),
+        findings=dict(active),
+        resolved=dict(resolved),
+        expected_refusing=bool(row["expected_refusing"]),
+        last_reboot=opt_datetime(row["last_reboot"]),
+        last_scan={ScanKind(k): from_micros(v) for k, v in row["last_scan"].items()},
+        reopened_total=row["reopened_total"],
+        reboots_total=row["reboots_total"],
+        last_observed=opt_datetime(row["last_observed"]),
+        anomaly_since=opt_datetime(row["anomaly_since"]),
+        recent=tuple(
+            Notable(type=EventType(n["type"]), at=from_micros(n["at"]), detail=n["detail"])
+            for n in row["recent"]
+        ),
+    )
+
+
+def port_row(target: str, rec: PortRecord) -> dict[str, Any]:
+    """The `port_state` row of one port record."""
+    where = f"{target}.ports[{rec.port}]"
+    return {
+        "target": target,
+        "port": rec.port,
+        "state": Observed(rec.state).value,
+        "first_seen": to_micros(rec.first_seen, f"{where}.first_seen"),
+        "last_seen": to_micros(rec.last_seen, f"{where}.last_seen"),
+        "last_change": to_micros(rec.last_change, f"{where}.last_change"),
+        "times_opened": rec.times_opened,
+        "times_closed": rec.times_closed,
+        "times_reopened": rec.times_reopened,
+        "first_open": opt_micros(rec.first_open, f"{where}.first_open"),
+        "last_open": opt_micros(rec.last_open, f"{where}.last_open"),
+        "closed_streak": rec.closed_streak,
+        "fingerprint": fingerprint_to_json(rec.fingerprint, f"{where}.fingerprint"),
+    }
+
+
+def port_from_row(row: Row) -> PortRecord:
+    """The inverse of `port_row`."""
+    return PortRecord(
+        port=row["port"],
+        state=Observed(row["state"]),
+        first_seen=from_micros(row["first_seen"]),
+        last_seen=from_micros(row["last_seen"]),
+        last_change=from_micros(row["last_change"]),
+        times_opened=row["times_opened"],
+        times_closed=row["times_closed"],
+        times_reopened=row["times_reopened"],
+        first_open=opt_datetime(row["first_open"]),
+        last_open=opt_datetime(row["last_open"]),
+        closed_streak=row["closed_streak"],
+        fingerprint=fingerprint_from_json(row["fingerprint"]),
+    )
+
+
+def finding_row(f: Finding) -> dict[str, Any]:
+    """The `findings` row of a finding, without its id."""
+    where = f"finding {f.target}/{f.port}" + (f" #{f.id}" if f.id is not None else "")
+    return {
+        "target": f.target,
+        "port": f.port,
+        "severity": Severity(f.severity).label,
+        "state": FindingState(f.state).value,
+        "opened_at": to_micros(f.opened_at, f"{where}.opened_at"),
+        "resolved_at": opt_micros(f.resolved_at, f"{where}.resolved_at"),
+        "reopen_count": f.reopen_count,
+        "previous_resolved_at": opt_micros(f.previous_resolved_at, f"{where}.previous_resolved_at"),
+        "ack_until": opt_micros(f.ack_until, f"{where}.ack_until"),
+        "ack_reason": f.ack_reason,
+        "fingerprint": fingerprint_to_json(f.fingerprint, f"{where}.fingerprint"),
+    }
+
+
+def finding_from_row(row: Row) -> Finding:
+    """A finding from its row (with id)."""
+    return Finding(
+        id=row["id"],
+        target=row["target"],
+        port=row["port"],
+        severity=Severity.parse(row["severity"]),
+        state=FindingState(row["state"]),
+        opened_at=from_micros(row["opened_at"]),
+        resolved_at=opt_datetime(row["resolved_at"]),
+        reopen_count=row["reopen_count"],
+        previous_resolved_at=opt_datetime(row["previous_resolved_at"]),
+        ack_until=opt_datetime(row["ack_until"]),
+        ack_reason=row["ack_reason"],
+        fingerprint=fingerprint_from_json(row["fingerprint"]),
+    )
+
+
+def event_row(e: Event, finding_id: int | None, scan_id: int | None) -> dict[str, Any]:
+    """The `events` row of an event, without its id."""
+    where = f"event {e.type} of {e.target}"
+    return {
+        "type": EventType(e.type).value,
+        "severity": Severity(e.severity).label,
+        "target": e.target,
+        "port": e.port,
+        "observed_at": to_micros(e.observed_at, f"{where}.observed_at"),
+        "summary": e.summary,
+        "details": jsonable(e.details, f"{where}.details"),
+        "finding_id": finding_id,
+        "scan_id": scan_id,
+    }
+
+
+def event_from_row(row: Row) -> Event:
+    """An event from its row; details come back as the JSON they were stored as."""
+    return Event(
+        id=row["id"],
+        type=EventType(row["type"]),
+        severity=Severity.parse(row["severity"]),
+        target=row["target"],
+        port=row["port"],
+        observed_at=from_micros(row["observed_at"]),
+        summary=row["summary"],
+        details=row["details"],
+        finding_id=row["finding_id"],
+    )

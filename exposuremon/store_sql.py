@@ -1,0 +1,247 @@
+"""The store's transaction bodies: applying one scan's outcome, and loading target states.
+
+Each function runs inside a transaction the caller (`exposuremon.store.Store`) opened; nothing
+here commits. SQLAlchemy Core only, no dialect-specific SQL: upserts are read-then-write, which
+is correct because the store has one writer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from exposuremon import store_schema as s
+from exposuremon.model import Event, Finding, PortRecord, TargetState
+
+_CHUNK = 500  # bound on IN-list sizes (SQLite caps bound parameters per statement)
+
+
+def chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    """`items` in slices small enough for one IN list."""
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+def check_outcome(state: TargetState, events: Sequence[Event], findings: Sequence[Finding]) -> None:
+    """Reject an outcome whose parts do not belong together, naming the part."""
+    name = state.name
+    for i, event in enumerate(events):
+        if event.target != name:
+            raise ValueError(f"events[{i}].target {event.target!r} differs from {name!r}")
+    for i, f in enumerate(findings):
+        if f.target != name:
+            raise ValueError(f"findings[{i}].target {f.target!r} differs from {name!r}")
+    groups = (("findings", state.findings, True), ("resolved", state.resolved, False))
+    for label, group, active in groups:
+        for port, f in group.items():
+            where = f"outcome_state.{label}[{port}]"
+            if f.port != port or f.target != name:
+                raise ValueError(f"{where}: holds the finding of {f.target}/{f.port}")
+            if f.is_active != active:
+                raise ValueError(f"{where}: state {f.state} does not belong in {label}")
+    for port, rec in state.ports.items():
+        if rec.port != port:
+            raise ValueError(f"outcome_state.ports[{port}]: holds the record of port {rec.port}")
+
+
+async def ensure_target(conn: AsyncConnection, state: TargetState) -> None:
+    """Insert the target's row if it is new (findings and scans reference it)."""
+    t = s.targets
+    exists = (await conn.execute(sa.select(t.c.name).where(t.c.name == state.name))).first()
+    if exists is None:
+        row = s.target_row(dataclasses.replace(state, findings={}, resolved={}))
+        await conn.execute(sa.insert(t).values(row))
+
+
+async def update_target(conn: AsyncConnection, state: TargetState) -> None:
+    """Write the target's row from a state whose findings all have ids."""
+    t = s.targets
+    row = s.target_row(state)
+    del row["name"]
+    await conn.execute(sa.update(t).where(t.c.name == state.name).values(row))
+
+
+async def sync_ports(conn: AsyncConnection, name: str, records: Mapping[int, PortRecord]) -> None:
+    """Make the target's port_state rows equal `records`, writing only what changed."""
+    t = s.port_state
+    rows = {port: s.port_row(name, rec) for port, rec in records.items()}
+    stored = {
+        r.port: dict(r._mapping) for r in await conn.execute(sa.select(t).where(t.c.target == name))
+    }
+    inserts = [row for port, row in rows.items() if port not in stored]
+    updates = [
+        {**row, "k_target": name, "k_port": port}
+        for port, row in rows.items()
+        if port in stored and stored[port] != row
+    ]
+    gone = sorted(port for port in stored if port not in rows)
+    if inserts:
+        await conn.execute(sa.insert(t), inserts)
+    if updates:
+        stmt = sa.update(t).where(
+            t.c.target == sa.bindparam("k_target"), t.c.port == sa.bindparam("k_port")
+        )
+        await conn.execute(stmt, updates)
+    for chunk in chunks(gone):
+        await conn.execute(sa.delete(t).where(t.c.target == name, t.c.port.in_(chunk)))
+
+
+def _findings_to_save(state: TargetState, findings: Sequence[Finding]) -> list[Finding]:
+    """The changed findings plus those in the outcome state, each once."""
+    by_id: dict[int, Finding] = {}
+    new: list[Finding] = []
+    for f in [*findings, *state.findings.values(), *state.resolved.values()]:
+        if f.id is None:
+            if f not in new:
+                new.append(f)
+        elif by_id.setdefault(f.id, f) != f:
+            raise ValueError(f"finding #{f.id}: findings and outcome_state hold different versions")
+    return [*by_id.values(), *new]
+
+
+async def save_findings(
+    conn: AsyncConnection, state: TargetState, findings: Sequence[Finding]
+) -> tuple[TargetState, dict[int, int]]:
+    """Insert new findings and update changed ones.
+
+    Returns the state with every finding's id filled in and, per port, the id of the finding
+    this apply inserted or changed (an active one wins over a resolved one).
+    """
+    t = s.findings
+    todo = _findings_to_save(state, findings)
+    stored: dict[int, dict[str, Any]] = {}
+    for chunk in chunks([f.id for f in todo if f.id is not None]):
+        for r in await conn.execute(sa.select(t).where(t.c.id.in_(chunk))):
+            stored[r.id] = dict(r._mapping)
+    ids: dict[Finding, int] = {}
+    touched = list(findings)
+    updates, inserts = [], []
+    for f in todo:
+        row = s.finding_row(f)
+        if f.id is None:
+            inserts.append((f, row))
+            continue
+        old = stored.get(f.id)
+        if old is None or old["target"] != f.target:
+            raise ValueError(f"finding #{f.id} of {f.target}/{f.port}: no such finding stored")
+        ids[f] = f.id
+        del old["id"]
+        if old != row:
+            updates.append({**row, "k_id": f.id})
+            touched.append(f)
+    if updates:
+        await conn.execute(sa.update(t).where(t.c.id == sa.bindparam("k_id")), updates)
+    if inserts:
+        stmt = sa.insert(t).returning(t.c.id, sort_by_parameter_order=True)
+        result = await conn.execute(stmt, [row for _, row in inserts])
+        for (f, _), new_id in zip(inserts, result.scalars().all(), strict=True):
+            ids[f] = new_id
+    saved = dataclasses.replace(
+        state,
+        findings={p: dataclasses.replace(f, id=ids[f]) for p, f in state.findings.items()},
+        resolved={p: dataclasses.replace(f, id=ids[f]) for p, f in state.resolved.items()},
+    )
+    await _check_active(conn, saved)
+    changed: dict[int, int] = {}
+    for f in sorted(touched, key=lambda f: (f.is_active, ids[f])):
+        changed[f.port] = ids[f]
+    return saved, changed
+
+
+async def _check_active(conn: AsyncConnection, state: TargetState) -> None:
+    """The active findings stored must be exactly those of the outcome state."""
+    t = s.findings
+    query = sa.select(t.c.port, t.c.id).where(
+        t.c.target == state.name, t.c.state.in_(s.ACTIVE_STATES)
+    )
+    stored = {(r.port, r.id) for r in await conn.execute(query)}
+    extra = stored - {(port, f.id) for port, f in state.findings.items()}
+    if extra:
+        text = ", ".join(f"port {port} #{fid}" for port, fid in sorted(extra))
+        raise ValueError(
+            f"outcome_state.findings of {state.name}: lacks active findings stored ({text}); "
+            "resolve them, or evaluate the state the store returned"
+        )
+
+
+async def insert_events(
+    conn: AsyncConnection,
+    events: Sequence[Event],
+    scan_id: int,
+    state: TargetState,
+    changed: Mapping[int, int],
+) -> list[Event]:
+    """Insert the events, linking each port event to that port's finding; returns them saved."""
+    if not events:
+        return []
+    linked = []
+    for e in events:
+        finding_id = e.finding_id
+        if finding_id is None and e.port is not None:
+            finding_id = changed.get(e.port)
+            if finding_id is None and e.port in state.findings:
+                finding_id = state.findings[e.port].id
+        linked.append(dataclasses.replace(e, finding_id=finding_id))
+    rows = [s.event_row(e, e.finding_id, scan_id) for e in linked]
+    stmt = sa.insert(s.events).returning(s.events.c.id, sort_by_parameter_order=True)
+    new_ids = (await conn.execute(stmt, rows)).scalars().all()
+    return [
+        dataclasses.replace(e, id=i, details=row["details"])
+        for e, row, i in zip(linked, rows, new_ids, strict=True)
+    ]
+
+
+async def insert_outbox(
+    conn: AsyncConnection, events: Iterable[Event], channels: Sequence[str], group: str, now: int
+) -> None:
+    """One pending delivery per channel and event."""
+    rows = [
+        {
+            "channel": channel,
+            "event_id": e.id,
+            "group_key": group,
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+            "dedup_key": f"{channel}/{e.id}",
+        }
+        for e in events
+        for channel in dict.fromkeys(channels)
+    ]
+    if rows:
+        await conn.execute(sa.insert(s.outbox), rows)
+
+
+async def load_states(conn: AsyncConnection, name: str | None) -> dict[str, TargetState]:
+    """Every target's state, or only `name`'s (call inside one transaction: one snapshot)."""
+
+    def only(table: sa.Table) -> sa.ColumnElement[bool]:
+        return sa.true() if name is None else table.c.target == name
+
+    t, p, f = s.targets, s.port_state, s.findings
+    query = sa.select(t).where(sa.true() if name is None else t.c.name == name)
+    rows = {r.name: r._mapping for r in await conn.execute(query)}
+    if not rows:
+        return {}
+    ports: dict[str, dict[int, PortRecord]] = {n: {} for n in rows}
+    for r in await conn.execute(sa.select(p).where(only(p)).order_by(p.c.target, p.c.port)):
+        ports[r.target][r.port] = s.port_from_row(r._mapping)
+    active: dict[str, dict[int, Finding]] = {n: {} for n in rows}
+    query = sa.select(f).where(only(f), f.c.state.in_(s.ACTIVE_STATES)).order_by(f.c.id)
+    for r in await conn.execute(query):
+        active[r.target][r.port] = s.finding_from_row(r._mapping)
+    wanted = {fid: n for n, row in rows.items() for fid in s.resolved_ids(row).values()}
+    by_id: dict[int, Finding] = {}
+    for chunk in chunks(sorted(wanted)):
+        for r in await conn.execute(sa.select(f).where(f.c.id.in_(chunk))):
+            by_id[r.id] = s.finding_from_row(r._mapping)
+    states = {}
+    for n, row in rows.items():
+        resolved = {port: by_id[fid] for port, fid in s.resolved_ids(row).items()}
+        states[n] = s.target_from_row(row, ports[n], active[n], resolved)
+    return states

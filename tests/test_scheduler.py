@@ -1,0 +1,88 @@
+"""Scan scheduling: staggered first runs (pure) and real APScheduler jobs firing."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from exposuremon.model import ScanKind
+from exposuremon.scheduler import JobSpec, ScanScheduler, first_run, follow_ups
+
+NOW = dt.datetime(2026, 11, 26, 3, 0, tzinfo=dt.UTC)
+
+
+def test_not_yet_due_runs_when_due() -> None:
+    """A full scan done an hour ago with a 24 h interval next runs 23 h from now."""
+    spec = JobSpec("r", ScanKind.FULL, 86400)
+    last = NOW - dt.timedelta(hours=1)
+    assert first_run(spec, last, NOW, 0, 1) == last + dt.timedelta(hours=24)
+
+
+@given(st.integers(min_value=1, max_value=2000))
+def test_overdue_full_scans_are_spread(count: int) -> None:
+    """After a restart, overdue full scans of many targets are spread over their interval."""
+    spec = JobSpec("r", ScanKind.FULL, 86400)
+    runs = [first_run(spec, None, NOW, i, count) for i in range(count)]
+    assert runs == sorted(runs)
+    assert runs[0] == NOW  # the first one at once
+    assert all(NOW <= r < NOW + dt.timedelta(hours=24) for r in runs)
+    assert len(set(runs)) == count
+
+
+def test_quick_scans_come_within_two_minutes() -> None:
+    """Overdue quick scans of a thousand targets all run within two minutes of a restart."""
+    spec = JobSpec("r", ScanKind.QUICK, 900)
+    assert first_run(spec, None, NOW, 999, 1000) < NOW + dt.timedelta(minutes=2)
+
+
+def test_window_never_exceeds_interval() -> None:
+    """A 10 s sentinel interval is never staggered by more than 10 s."""
+    spec = JobSpec("r", ScanKind.SENTINEL, 10)
+    assert first_run(spec, None, NOW, 99, 100) < NOW + dt.timedelta(seconds=10)
+
+
+def test_reboot_follow_ups() -> None:
+    """A suspected reboot means a quick scan now, a full one soon, quick ones at +5 and +15 min."""
+    plan = follow_ups(NOW)
+    assert plan[0] == (ScanKind.QUICK, NOW)
+    assert (ScanKind.FULL, NOW + dt.timedelta(minutes=1)) in plan
+    assert (ScanKind.QUICK, NOW + dt.timedelta(minutes=5)) in plan
+    assert (ScanKind.QUICK, NOW + dt.timedelta(minutes=15)) in plan
+
+
+async def test_jobs_fire_and_follow_config_changes() -> None:
+    """Jobs run repeatedly; a removed target stops running; follow-ups run once each."""
+    calls: list[tuple[str, ScanKind]] = []
+    fired = asyncio.Event()
+
+    async def run_scan(target: str, kind: ScanKind) -> None:
+        calls.append((target, kind))
+        fired.set()
+
+    sched = ScanScheduler(run_scan)
+    sched.start()
+    try:
+        now = dt.datetime.now(dt.UTC)
+        specs = [JobSpec("a", ScanKind.SENTINEL, 0.2, 0.0), JobSpec("b", ScanKind.SENTINEL, 0.2, 0)]
+        sched.sync(specs, {}, now)
+        assert set(sched.next_runs()) == {"a/sentinel", "b/sentinel"}
+        async with asyncio.timeout(10):
+            while sum(1 for c in calls if c[0] == "a") < 3:
+                fired.clear()
+                await fired.wait()
+        sched.sync(specs[:1], {}, dt.datetime.now(dt.UTC))
+        assert set(sched.next_runs()) == {"a/sentinel"}
+        sched.after_reboot("a", dt.datetime.now(dt.UTC))
+        async with asyncio.timeout(10):
+            while ("a", ScanKind.QUICK) not in calls:
+                fired.clear()
+                await fired.wait()
+        assert any(job.startswith("a/reboot/") for job in sched.next_runs())
+        sched.after_reboot("gone", dt.datetime.now(dt.UTC))  # unknown targets are ignored
+        assert not any(job.startswith("gone/") for job in sched.next_runs())
+    finally:
+        await sched.shutdown()
+    assert not sched.running
