@@ -19,8 +19,8 @@ import click
 
 from exposuremon import detect
 from exposuremon.config import Config, ConfigError, check_warnings, load_config
-from exposuremon.model import FindingState
-from exposuremon.store import Store
+from exposuremon.model import FindingState, TargetState
+from exposuremon.store import MAX_PAGE, Store, StoreError
 from exposuremon.units import parse_duration
 from exposuremon.views import finding_json, rfc3339, target_json
 
@@ -50,6 +50,8 @@ def _load(config_path: Path) -> Config:
 
 
 def _with_store(config: Config, work: Callable[[Store], Awaitable[T]]) -> T:
+    """Run `work` on the daemon's store; an unusable store is one line and exit 1."""
+
     async def run() -> T:
         store = await Store.open(config.daemon.state_dir)
         try:
@@ -57,7 +59,12 @@ def _with_store(config: Config, work: Callable[[Store], Awaitable[T]]) -> T:
         finally:
             await store.close()
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:  # e.g. state_dir not creatable: mkdir runs before SQLite does
+        raise click.ClickException(f"state_dir {config.daemon.state_dir}: {exc}") from None
 
 
 @click.command("check-config")
@@ -102,16 +109,16 @@ def status(config_path: Path, as_json: bool) -> None:
     """Each target: up/down, open ports (expected or not), findings, last scans."""
     config = _load(config_path)
     states = _with_store(config, lambda store: store.load_states())
-    docs = [
-        target_json(states[t.name], frozenset(t.expected_open))
-        for t in config.targets
-        if t.name in states
-    ]
-    docs += [
-        {"name": t.name, "address": t.address, "status": "never scanned"}
-        for t in config.targets
-        if t.name not in states
-    ]
+    docs = []
+    # Config order, and one shape for every target so that scripts need no special case.
+    for t in config.targets:
+        if t.name in states:
+            docs.append(target_json(states[t.name], frozenset(t.expected_open)))
+        else:
+            never = TargetState(name=t.name, address=t.address)
+            docs.append(
+                target_json(never, frozenset(t.expected_open)) | {"status": "never scanned"}
+            )
     if as_json:
         click.echo(json.dumps({"targets": docs}, indent=2))
         return
@@ -145,23 +152,38 @@ def status(config_path: Path, as_json: bool) -> None:
     show_default=True,
 )
 @click.option("--target", default=None, help="Only this target.")
-@click.option("--limit", type=click.IntRange(1, 10000), default=100, show_default=True)
+@click.option("--limit", type=click.IntRange(1, MAX_PAGE), default=100, show_default=True)
+@click.option(
+    "--cursor",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Continue after a page: the `next` value that page printed.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def findings(config_path: Path, state: str, target: str | None, limit: int, as_json: bool) -> None:
+def findings(
+    config_path: Path,
+    state: str,
+    target: str | None,
+    limit: int,
+    cursor: int | None,
+    as_json: bool,
+) -> None:
     """List findings (unexpected open ports), newest first."""
     config = _load(config_path)
     wanted = None if state == "all" else FindingState(state)
 
     async def work(store: Store) -> tuple[list[dict[str, Any]], int | None]:
-        rows, cursor = await store.findings(target=target, state=wanted, limit=limit)
+        rows, next_cursor = await store.findings(
+            target=target, state=wanted, limit=limit, cursor=cursor
+        )
         states = await store.load_states()
         return [
             finding_json(f, states[f.target].address if f.target in states else None) for f in rows
-        ], cursor
+        ], next_cursor
 
-    docs, cursor = _with_store(config, work)
+    docs, next_cursor = _with_store(config, work)
     if as_json:
-        click.echo(json.dumps({"findings": docs, "next": cursor}, indent=2))
+        click.echo(json.dumps({"findings": docs, "next": next_cursor}, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
@@ -179,24 +201,30 @@ def findings(config_path: Path, state: str, target: str | None, limit: int, as_j
             str(doc["reopen_count"]),
         )
     Console().print(table)
+    if next_cursor is not None:
+        click.echo(f"more: --cursor {next_cursor}")
 
 
 def parse_until(text: str, now: dt.datetime) -> dt.datetime:
     """An ack's expiry: an ISO date/time (UTC unless it says otherwise) or a duration (`7d`)."""
+    hint = "'--until'"
     try:
-        return now + dt.timedelta(seconds=parse_duration(text))
+        when = now + dt.timedelta(seconds=parse_duration(text))
     except ValueError:
-        pass
-    try:
-        when = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise click.BadParameter(
-            f"{text!r} is neither a date (2026-12-31, 2026-12-31T18:00) nor a duration (7d)"
-        ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
+        try:
+            when = dt.datetime.fromisoformat(text)
+        except ValueError:
+            raise click.BadParameter(
+                f"{text!r} is neither a date (2026-12-31, 2026-12-31T18:00) nor a duration (7d)",
+                param_hint=hint,
+            ) from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+    except OverflowError:
+        raise click.BadParameter(f"{text!r} is too far in the future", param_hint=hint) from None
+    # Also for a zero duration: detect.acknowledge refuses an expiry that is not in the future.
     if when <= now:
-        raise click.BadParameter(f"{text!r} is in the past")
+        raise click.BadParameter(f"{text!r} is not in the future", param_hint=hint)
     return when
 
 

@@ -96,8 +96,13 @@ class ScanScheduler:
         """Start firing jobs (needs a running event loop)."""
         self._scheduler.start()
 
+    def pause(self) -> None:
+        """Fire no more jobs; those running go on (they finish before shutdown)."""
+        if self._scheduler.running:
+            self._scheduler.pause()
+
     async def shutdown(self) -> None:
-        """Stop firing jobs; running scans are the service's to stop."""
+        """Stop firing jobs; jobs still running are cancelled, so finish them first."""
         if self._scheduler.running:
             # AsyncIOScheduler defers its shutdown to the next loop iteration.
             self._scheduler.shutdown(wait=False)
@@ -126,10 +131,12 @@ class ScanScheduler:
                     self._run_scan,
                     trigger=IntervalTrigger(
                         seconds=spec.interval,
-                        start_date=start,
                         jitter=spec.interval * spec.jitter or None,
                         timezone=dt.UTC,
                     ),
+                    # Explicit: an interval trigger's start date in the past (a first run
+                    # "now") would otherwise be skipped to the next interval.
+                    next_run_time=start,
                     args=[spec.target, spec.kind],
                     id=spec.job_id,
                     name=spec.job_id,

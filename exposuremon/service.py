@@ -161,7 +161,9 @@ class Service:
         """Stop scheduling, stop running scans (recorded incomplete), flush, close."""
         self._ready = False
         self._stop_requested.set()
-        await self._scheduler.shutdown()
+        # Pause first, shut down last: APScheduler cancels jobs still running at shutdown,
+        # and a stopped scan's job must live on to record its partial result.
+        self._scheduler.pause()
         for running in list(self._running.values()):
             running.stop()
         pending = [t for t in self._jobs if t is not asyncio.current_task()]
@@ -169,6 +171,7 @@ class Service:
             _, late = await asyncio.wait(pending, timeout=STOP_GRACE)
             for task in late:
                 task.cancel()
+        await self._scheduler.shutdown()
         if self._http is not None:
             await self._http.stop()
         if self._scanner is not None:

@@ -86,3 +86,20 @@ async def test_jobs_fire_and_follow_config_changes() -> None:
     finally:
         await sched.shutdown()
     assert not sched.running
+
+
+async def test_first_run_now_is_not_skipped() -> None:
+    """A job whose first run is due now runs now, not one interval later."""
+    ran = asyncio.Event()
+
+    async def run_scan(target: str, kind: ScanKind) -> None:
+        ran.set()
+
+    sched = ScanScheduler(run_scan)
+    sched.start()
+    try:
+        sched.sync([JobSpec("a", ScanKind.SENTINEL, 3600, 0)], {}, dt.datetime.now(dt.UTC))
+        async with asyncio.timeout(10):
+            await ran.wait()
+    finally:
+        await sched.shutdown()

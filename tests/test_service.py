@@ -1,0 +1,111 @@
+"""The service's lifecycle and HTTP endpoints, shutdown with scans running, and accuracy."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from exposuremon.config import load_config
+from exposuremon.model import EventType, ScanKind, TargetStatus
+from exposuremon.service import Service
+from tests.daemon import all_events, daemon_process, running_service, wait_until, write_config
+from tests.loopback import Listeners
+from tests.testbed import Router
+
+
+async def test_health_ready_and_metrics(tmp_path: Path) -> None:
+    """/healthz answers, /readyz says ready once started, /metrics counts the scans."""
+    listeners = Listeners()
+    port = listeners.open("127.0.0.3")
+    config = write_config(
+        tmp_path, [{"name": "lo", "address": "127.0.0.3", "expected_open": str(port)}]
+    )
+    service = Service(load_config(config), config)
+    assert service.not_ready() == "starting"
+    try:
+        await service.start()
+        assert service.http_address is not None
+        host, http_port = service.http_address
+        base = f"http://{host}:{http_port}"
+
+        async def scanned() -> bool:
+            return service.scans_recorded >= 2
+
+        await wait_until(scanned, 20, "two scans recorded")
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/healthz") as resp:
+                assert resp.status == 200
+            async with http.get(f"{base}/readyz") as resp:
+                assert resp.status == 200
+                assert (await resp.json())["status"] == "ready"
+            async with http.get(f"{base}/metrics") as resp:
+                text = await resp.text()
+        assert 'exposuremon_build_info{version="' in text
+        assert 'exposuremon_scan_duration_seconds_count{kind="sentinel"}' in text
+        assert 'exposuremon_probes_total{result="open"}' in text
+        state = await service.store.load_state("lo")
+        assert state.status is TargetStatus.UP
+        assert port in state.ports
+    finally:
+        await service.stop()
+        listeners.close()
+    assert service.not_ready() == "stopping"
+
+
+@pytest.mark.netns
+def test_sigterm_records_the_running_scan_as_incomplete(router: Router, tmp_path: Path) -> None:
+    """SIGTERM mid-scan: exit 0 within 10 s, and the cut-short scan is stored incomplete."""
+    router.listen(443)
+    router.set_policy("drop", {443: "accept"})  # a full scan of a dropping host takes a while
+    config = write_config(
+        tmp_path, [{"name": "r", "address": router.addr, "expected_open": "443"}], full="1h"
+    )
+    with daemon_process(config, tmp_path / "daemon.log") as daemon:
+        daemon.start()
+        daemon.wait_log('"kind": "full", "ports"', 20)
+        started = time.monotonic()
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait(10) == 0
+        assert time.monotonic() - started < 10
+        assert '"stopped"' in daemon.log()
+    db = sqlite3.connect(tmp_path / "state" / "exposuremon.db")
+    try:
+        rows = db.execute("SELECT complete FROM scans WHERE kind = 'full'").fetchall()
+    finally:
+        db.close()
+    assert rows == [(0,)]
+
+
+@pytest.mark.netns
+@pytest.mark.slow
+async def test_no_false_findings_with_loss_and_latency(
+    router_factory: Callable[..., Router], tmp_path: Path
+) -> None:
+    """2% loss each way and 40 ms RTT: many scans, yet no finding and no outage is invented."""
+    router = router_factory(rtt=0.040)
+    router.listen(443)
+    router.set_policy("reject", {443: "accept"}, loss=0.02)
+    assert router.delayed_addr is not None
+    config = write_config(
+        tmp_path,
+        [{"name": "r", "address": router.delayed_addr, "expected_open": "443"}],
+        quick="3s",
+    )
+    async with running_service(config) as service:
+
+        async def enough() -> bool:
+            last = await service.store.last_scans()
+            return service.scans_recorded >= 20 and ("r", ScanKind.QUICK) in last
+
+        await wait_until(enough, 60, "20 scans, quick ones among them")
+        events = await all_events(service.store, "r")
+    kinds = {e.type for e in events}
+    assert EventType.FINDING_OPENED not in kinds
+    assert EventType.TARGET_DOWN not in kinds
+    assert EventType.EXPECTED_PORT_CLOSED not in kinds
