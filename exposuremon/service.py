@@ -13,7 +13,7 @@ import collections
 import contextlib
 import dataclasses
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +23,8 @@ from exposuremon import detect
 from exposuremon.config import Config, ConfigError, TargetConfig, load_config
 from exposuremon.logs import get_logger
 from exposuremon.metrics import Metrics
-from exposuremon.model import Observation, Observed, ScanKind, TargetState
+from exposuremon.model import Fingerprint, Observation, Observed, ScanKind, TargetState
 from exposuremon.scan.engine import Scanner
-from exposuremon.scan.ports import HOT_PORTS
 from exposuremon.scan.probe import fingerprint_many
 from exposuremon.scan.result import PortState, ScanResult
 from exposuremon.scan.target import Scan, ScanError
@@ -43,18 +42,11 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def ports_for(target: TargetConfig, kind: ScanKind, state: TargetState) -> tuple[int, ...]:
-    """The ports a scan of `kind` covers: sentinel = expected, ever-open and hot ports."""
-    if kind is ScanKind.FULL:
-        return tuple(sorted(target.full_ports()))
-    sentinel = (
-        set(target.expected_open)
-        | HOT_PORTS
-        | {p for p, rec in state.ports.items() if rec.times_opened or rec.state is Observed.OPEN}
+def ever_open(state: TargetState) -> frozenset[int]:
+    """Ports of a target that were ever seen open: the sentinel scans keep watching them."""
+    return frozenset(
+        p for p, rec in state.ports.items() if rec.times_opened or rec.state is Observed.OPEN
     )
-    if kind is ScanKind.SENTINEL:
-        return tuple(sorted(sentinel))
-    return tuple(sorted(sentinel | set(target.quick_ports())))
 
 
 def observation(
@@ -62,7 +54,7 @@ def observation(
     kind: ScanKind,
     result: ScanResult,
     confirmed: Iterable[int],
-    fingerprints: dict[int, object],
+    fingerprints: Mapping[int, Fingerprint],
 ) -> Observation:
     """The detection input built from an engine result (unfinished ports left out)."""
     states = {
@@ -79,7 +71,7 @@ def observation(
         complete=result.complete,
         states=states,
         confirmed_open=frozenset(confirmed),
-        fingerprints=fingerprints,  # type: ignore[arg-type]
+        fingerprints=fingerprints,
         responded=result.responded,
     )
 
@@ -267,7 +259,7 @@ class Service:
         assert self._scanner is not None
         store = self.store
         before = await store.load_state(target.name)
-        ports = ports_for(target, kind, before)
+        ports = sorted(target.ports_for(kind, ever_open(before)))
         known_open = {p for p, rec in before.ports.items() if rec.state is Observed.OPEN}
         options = self._options(target)
         running = self._scanner.start(
@@ -326,7 +318,7 @@ class Service:
         result: ScanResult,
         known_open: set[int],
         options: ScanOptions,
-    ) -> tuple[set[int], dict[int, object]]:
+    ) -> tuple[set[int], dict[int, Fingerprint]]:
         """Re-probe ports newly seen open; fingerprint what is new (or everything, off sentinel)."""
         assert self._scanner is not None
         open_now = set(result.open)
@@ -347,7 +339,7 @@ class Service:
             # A middlebox answering everything (detection calls it an anomaly) would keep us
             # busy for hours; a real router has few open ports.
             look = set(sorted(look)[:MAX_FINGERPRINTS])
-        fingerprints: dict[int, object] = {}
+        fingerprints: dict[int, Fingerprint] = {}
         if look and self.config.scan.fingerprint and not self._stop_requested.is_set():
             with contextlib.suppress(Exception):  # a fingerprint is a hint, never a failure
                 fingerprints = dict(

@@ -408,11 +408,13 @@ class Store:
             raise ValueError(f"finding {finding.target}/{finding.port}: not saved yet (no id)")
         row = s.finding_row(finding)
         values = {k: row[k] for k in ("state", "ack_until", "ack_reason")}
-        stmt = sa.update(s.findings).where(s.findings.c.id == finding.id).values(values)
+        t = s.findings
+        # A finding the daemon resolved meanwhile stays resolved: an ack is for open ones.
+        stmt = sa.update(t).where(t.c.id == finding.id, t.c.state != "resolved").values(values)
         async with self._write(f"save ack of finding #{finding.id}") as conn:
             result = await conn.execute(stmt)
             if result.rowcount == 0:
-                raise LookupError(f"finding #{finding.id} not found")
+                raise LookupError(f"finding #{finding.id} not found, or resolved")
 
     # ------------------------------------------------------------------------- upkeep
 

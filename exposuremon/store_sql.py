@@ -119,6 +119,9 @@ async def save_findings(
             stored[r.id] = dict(r._mapping)
     ids: dict[Finding, int] = {}
     touched = list(findings)
+    # Only what detection changed is written: a finding it left alone may have been acked by
+    # another process (`exposuremon ack`) since the state was loaded, and that ack must stand.
+    changed_ids = {f.id for f in findings if f.id is not None}
     updates, inserts = [], []
     for f in todo:
         row = s.finding_row(f)
@@ -130,7 +133,7 @@ async def save_findings(
             raise ValueError(f"finding #{f.id} of {f.target}/{f.port}: no such finding stored")
         ids[f] = f.id
         del old["id"]
-        if old != row:
+        if old != row and f.id in changed_ids:
             updates.append({**row, "k_id": f.id})
             touched.append(f)
     if updates:

@@ -754,6 +754,45 @@ async def test_save_ack_persists_only_the_ack(store: Store) -> None:
         await store.save_ack(dataclasses.replace(acked, id=None))
 
 
+async def test_an_ack_made_between_load_and_apply_stands(store: Store) -> None:
+    """A scan applied from a state loaded before an `ack` does not undo that ack."""
+    applied = await store.apply(
+        scan_of("r", T0),
+        TargetState(name="r", findings={443: finding("r", 443)}),
+        [],
+        [finding("r", 443)],
+        [],
+    )
+    loaded = await store.load_state("r")  # the daemon loads, then scans …
+    open_one = applied.state.findings[443]
+    acked = dataclasses.replace(
+        open_one, state=FindingState.ACKED, ack_until=at(600), ack_reason="change window"
+    )
+    await store.save_ack(acked)  # … meanwhile the operator acks …
+    await store.apply(scan_of("r", at(1)), loaded, [], [], [])  # … and the scan is applied
+    assert (await store.finding(open_one.id or 0)) == acked
+
+
+async def test_a_resolved_finding_cannot_be_acked(store: Store) -> None:
+    """An ack racing the daemon's resolution loses: the finding stays resolved."""
+    applied = await store.apply(
+        scan_of("r", T0),
+        TargetState(name="r", findings={443: finding("r", 443)}),
+        [],
+        [finding("r", 443)],
+        [],
+    )
+    open_one = applied.state.findings[443]
+    resolved = dataclasses.replace(open_one, state=FindingState.RESOLVED, resolved_at=at(5))
+    await store.apply(
+        scan_of("r", at(5)), TargetState(name="r", resolved={443: resolved}), [], [resolved], []
+    )
+    acked = dataclasses.replace(open_one, state=FindingState.ACKED, ack_until=at(600))
+    with pytest.raises(LookupError, match="resolved"):
+        await store.save_ack(acked)
+    assert (await store.finding(open_one.id or 0)) == resolved
+
+
 # ------------------------------------------------------------------------------- upkeep
 
 
