@@ -95,6 +95,7 @@ class Service:
         self._http: HttpServer | None = None
         self._scheduler = ScanScheduler(self.scan_target)
         self._running: dict[tuple[str, ScanKind], Scan] = {}
+        self._seen: dict[str, TargetState] = {}  # last state applied per target
         self._jobs: set[asyncio.Task[Any]] = set()
         self._locks: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(
             asyncio.Lock
@@ -258,7 +259,9 @@ class Service:
     async def _scan_and_record(self, target: TargetConfig, kind: ScanKind) -> None:
         assert self._scanner is not None
         store = self.store
-        before = await store.load_state(target.name)
+        # What to scan comes from the last state this service saw (no database round trip);
+        # detection below works on the state freshly loaded under the target's lock.
+        before = self._seen.get(target.name) or await store.load_state(target.name)
         ports = sorted(target.ports_for(kind, ever_open(before)))
         known_open = {p for p, rec in before.ports.items() if rec.state is Observed.OPEN}
         options = self._options(target)
@@ -283,13 +286,14 @@ class Service:
         async with self._locks[target.name]:
             prev = await store.load_state(target.name)  # may have changed meanwhile (acks)
             outcome = detect.evaluate(prev, obs, target.policy(self.config.scan), utcnow())
-            await store.apply(
+            applied = await store.apply(
                 ScanRecord.from_result(kind, result),
                 outcome.state,
                 outcome.events,
                 outcome.findings,
                 self._channels_for(target.name),
             )
+            self._seen[target.name] = applied.state
         self.scans_recorded += 1
         self.log.debug(
             "scan recorded",
