@@ -27,10 +27,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from exposuremon.store import Store
-
 from bench.common import machine, write_results
 from exposuremon.model import EventType, FindingState
+from exposuremon.store import Store
 from tests.loopback import Listeners
 from tests.testbed import make_router, missing_requirements
 

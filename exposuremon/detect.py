@@ -551,3 +551,29 @@ def _fp_json(fp: Fingerprint) -> dict[str, Any]:
     fields = dataclasses.asdict(fp)
     fields["tls_not_after"] = _iso(fp.tls_not_after) if fp.tls_not_after else None
     return fields
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def only_time_advanced(before: TargetState, after: TargetState) -> bool:
+    """True when `after` differs from `before` in scan and last-seen times only.
+
+    Such a result (a quiet sentinel scan: nothing opened, closed or changed) need not be
+    written at once; the service batches the times.
+    """
+    return _timeless(before) == _timeless(after)
+
+
+def _timeless(state: TargetState) -> TargetState:
+    return dataclasses.replace(
+        state,
+        last_scan={},
+        last_observed=None,
+        ports={
+            port: dataclasses.replace(
+                rec, last_seen=_EPOCH, last_open=None if rec.last_open is None else _EPOCH
+            )
+            for port, rec in state.ports.items()
+        },
+    )

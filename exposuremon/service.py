@@ -35,6 +35,7 @@ from exposuremon.web import HttpServer, make_app
 
 MAX_FINGERPRINTS = 64  # ports fingerprinted per scan at most
 STOP_GRACE = 5.0  # seconds running scans get to record their partial results on shutdown
+QUIET_FLUSH = 60.0  # seconds between writes of quiet scans' times
 
 
 def utcnow() -> dt.datetime:
@@ -96,6 +97,9 @@ class Service:
         self._scheduler = ScanScheduler(self.scan_target)
         self._running: dict[tuple[str, ScanKind], Scan] = {}
         self._seen: dict[str, TargetState] = {}  # last state applied per target
+        # Quiet sentinel scans (nothing but time passed) are not written one by one: their
+        # times are flushed every QUIET_FLUSH seconds, and at stop. A crash loses only those.
+        self._quiet: dict[str, TargetState] = {}
         self._jobs: set[asyncio.Task[Any]] = set()
         self._locks: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(
             asyncio.Lock
@@ -129,6 +133,7 @@ class Service:
         self._scheduler.start()
         self._scheduler.sync(self._job_specs(), await self._store.last_scans(), utcnow())
         self._scheduler.add_maintenance(self.prune, interval=3600.0)
+        self._scheduler.add_maintenance(self.flush_quiet, interval=QUIET_FLUSH)
         self._ready = True
         self.log.info(
             "started",
@@ -165,6 +170,8 @@ class Service:
             for task in late:
                 task.cancel()
         await self._scheduler.shutdown()
+        if self._store is not None:
+            await self.flush_quiet()
         if self._http is not None:
             await self._http.stop()
         if self._scanner is not None:
@@ -201,6 +208,31 @@ class Service:
             removed=sorted(old_names - names),
         )
         return True
+
+    @staticmethod
+    def _is_quiet(
+        kind: ScanKind, result: ScanResult, prev: TargetState, outcome: detect.Outcome
+    ) -> bool:
+        """A complete sentinel scan after which only time has passed: no write needed now."""
+        return (
+            kind is ScanKind.SENTINEL
+            and result.complete
+            and not outcome.events
+            and not outcome.findings
+            and not outcome.reboot_suspected
+            and prev.last_observed is not None  # the first scan of a target is always written
+            and detect.only_time_advanced(prev, outcome.state)
+        )
+
+    async def flush_quiet(self) -> None:
+        """Write the times of quiet scans held since the last flush."""
+        batch, self._quiet = self._quiet, {}
+        try:
+            await self.store.touch(list(batch.values()))
+        except Exception:
+            # Keep them for the next flush, unless newer ones arrived meanwhile.
+            self._quiet = batch | self._quiet
+            raise
 
     async def prune(self) -> None:
         """Drop scans and events older than the retention."""
@@ -284,16 +316,24 @@ class Service:
         looked = dataclasses.replace(result, finished=max(result.finished, utcnow()))
         obs = observation(target.name, kind, looked, confirmed, fingerprints)
         async with self._locks[target.name]:
-            prev = await store.load_state(target.name)  # may have changed meanwhile (acks)
+            stored = await store.load_state(target.name)  # may have changed meanwhile (acks)
+            held = self._quiet.get(target.name)
+            # Times of quiet scans not yet written are newer than the stored ones; anything
+            # else changed in the store (an ack) wins over what this service holds.
+            prev = held if held and detect.only_time_advanced(stored, held) else stored
             outcome = detect.evaluate(prev, obs, target.policy(self.config.scan), utcnow())
-            applied = await store.apply(
-                ScanRecord.from_result(kind, result),
-                outcome.state,
-                outcome.events,
-                outcome.findings,
-                self._channels_for(target.name),
-            )
-            self._seen[target.name] = applied.state
+            if self._is_quiet(kind, result, prev, outcome):
+                self._quiet[target.name] = self._seen[target.name] = outcome.state
+            else:
+                applied = await store.apply(
+                    ScanRecord.from_result(kind, result),
+                    outcome.state,
+                    outcome.events,
+                    outcome.findings,
+                    self._channels_for(target.name),
+                )
+                self._quiet.pop(target.name, None)
+                self._seen[target.name] = applied.state
         self.scans_recorded += 1
         self.log.debug(
             "scan recorded",

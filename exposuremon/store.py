@@ -319,6 +319,18 @@ class Store:
             events=tuple(saved),
         )
 
+    async def touch(self, states: Sequence[TargetState]) -> None:
+        """Record only the passage of time (scan and last-seen times) of quiet scans.
+
+        For states that differ from the stored ones in nothing else (see
+        `detect.only_time_advanced`); a time already newer in the store is kept.
+        """
+        if not states:
+            return
+        async with self._write(f"touch {len(states)} targets") as conn:
+            for state in states:
+                await q.touch_times(conn, state)
+
     async def last_scans(self) -> dict[tuple[str, ScanKind], dt.datetime]:
         """When each target's last complete scan of each kind finished."""
         t = s.scans

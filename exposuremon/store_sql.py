@@ -65,6 +65,41 @@ async def update_target(conn: AsyncConnection, state: TargetState) -> None:
     await conn.execute(sa.update(t).where(t.c.name == state.name).values(row))
 
 
+async def touch_times(conn: AsyncConnection, state: TargetState) -> None:
+    """Advance a target's scan times and its ports' last-seen times; never move one back."""
+    t, p = s.targets, s.port_state
+    row = s.target_row(state)
+    observed = row["last_observed"]
+    newer = sa.or_(t.c.last_observed.is_(None), t.c.last_observed < observed)
+    await conn.execute(
+        sa.update(t)
+        .where(t.c.name == state.name, newer)
+        .values(last_scan=row["last_scan"], last_observed=observed)
+    )
+    times = []
+    for port, rec in state.ports.items():
+        prow = s.port_row(state.name, rec)
+        times.append(
+            {
+                "k_target": state.name,
+                "k_port": port,
+                "v_seen": prow["last_seen"],
+                "v_open": prow["last_open"],
+            }
+        )
+    if times:
+        stmt = (
+            sa.update(p)
+            .where(
+                p.c.target == sa.bindparam("k_target"),
+                p.c.port == sa.bindparam("k_port"),
+                p.c.last_seen < sa.bindparam("v_seen"),
+            )
+            .values(last_seen=sa.bindparam("v_seen"), last_open=sa.bindparam("v_open"))
+        )
+        await conn.execute(stmt, times)
+
+
 async def sync_ports(conn: AsyncConnection, name: str, records: Mapping[int, PortRecord]) -> None:
     """Make the target's port_state rows equal `records`, writing only what changed."""
     t = s.port_state

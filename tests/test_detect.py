@@ -18,6 +18,7 @@ from exposuremon.detect import (
     acknowledge,
     evaluate,
     expire_acks,
+    only_time_advanced,
     severity_for,
 )
 from exposuremon.model import (
@@ -754,3 +755,15 @@ def test_resolving_keeps_stored_identity() -> None:
     assert isinstance(resolved, Finding)
     assert (resolved.id, resolved.port, resolved.opened_at) == (7, 8080, stored.opened_at)
     assert of(out, E.FINDING_RESOLVED)[8080][0].finding_id == 7
+
+
+def test_only_time_advanced_tells_quiet_scans_apart() -> None:
+    """A repeated identical scan only advances times; a port change or a finding is more."""
+    walk = Walk(Policy(expected_open=frozenset({443})))
+    first = walk.sentinel({443}).state
+    second = walk.sentinel({443})
+    assert not second.events
+    assert second.state != first  # times moved …
+    assert only_time_advanced(first, second.state)  # … and nothing else
+    assert not only_time_advanced(second.state, walk.sentinel(set()).state)  # 443 closed
+    assert not only_time_advanced(walk.state, walk.sentinel({443, 8080}).state)  # a finding

@@ -58,6 +58,34 @@ async def test_health_ready_and_metrics(tmp_path: Path) -> None:
     assert service.not_ready() == "stopping"
 
 
+async def test_quiet_scans_are_written_in_batches(tmp_path: Path) -> None:
+    """Sentinel scans that change nothing are not written one by one, but flushed in batches."""
+    listeners = Listeners()
+    port = listeners.open("127.0.0.4")
+    config = write_config(
+        tmp_path, [{"name": "lo", "address": "127.0.0.4", "expected_open": str(port)}], quick="1h"
+    )
+    try:
+        async with running_service(config) as service:
+
+            async def several() -> bool:
+                return service.scans_recorded >= 5
+
+            await wait_until(several, 30, "five scans")
+            db = sqlite3.connect(tmp_path / "state" / "exposuremon.db")
+            try:
+                (rows,) = db.execute("SELECT count(*) FROM scans").fetchone()
+            finally:
+                db.close()
+            assert rows < service.scans_recorded  # the quiet sentinel scans were held
+            before = (await service.store.load_state("lo")).last_scan[ScanKind.SENTINEL]
+            await service.flush_quiet()
+            after = (await service.store.load_state("lo")).last_scan[ScanKind.SENTINEL]
+            assert after > before
+    finally:
+        listeners.close()
+
+
 @pytest.mark.netns
 def test_sigterm_records_the_running_scan_as_incomplete(router: Router, tmp_path: Path) -> None:
     """SIGTERM mid-scan: exit 0 within 10 s, and the cut-short scan is stored incomplete."""

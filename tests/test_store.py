@@ -793,6 +793,34 @@ async def test_a_resolved_finding_cannot_be_acked(store: Store) -> None:
     assert (await store.finding(open_one.id or 0)) == resolved
 
 
+async def test_touch_advances_only_times_and_never_back(store: Store) -> None:
+    """touch() writes scan and last-seen times of quiet scans, never an older one."""
+    rec = PortRecord(443, Observed.OPEN, T0, T0, T0, times_opened=1, first_open=T0, last_open=T0)
+    base = TargetState(
+        name="r", ports={443: rec}, last_observed=T0, last_scan={ScanKind.SENTINEL: T0}
+    )
+    await store.apply(scan_of("r", T0), base, [], [], [])
+    later = dataclasses.replace(
+        base,
+        last_observed=at(5),
+        last_scan={ScanKind.SENTINEL: at(5)},
+        ports={443: dataclasses.replace(rec, last_seen=at(5), last_open=at(5))},
+        reboots_total=99,  # not a time: touch must not write it
+    )
+    await store.touch([later])
+    loaded = await store.load_state("r")
+    assert loaded.last_observed == at(5)
+    assert loaded.last_scan[ScanKind.SENTINEL] == at(5)
+    assert loaded.ports[443].last_seen == at(5)
+    assert loaded.ports[443].last_open == at(5)
+    assert loaded.reboots_total == 0
+    await store.touch([base])  # an older batch arriving late
+    again = await store.load_state("r")
+    assert again.last_observed == at(5)
+    assert again.ports[443].last_seen == at(5)
+    await store.touch([])  # nothing to do, no error
+
+
 # ------------------------------------------------------------------------------- upkeep
 
 
