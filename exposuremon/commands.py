@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 import click
 
 from exposuremon import detect
-from exposuremon.config import Config, ConfigError, check_warnings, load_config
+from exposuremon.config import Config, ConfigError, load_config
+from exposuremon.config_checks import check_warnings
 from exposuremon.model import FindingState, TargetState
 from exposuremon.store import MAX_PAGE, Store, StoreError
 from exposuremon.units import parse_duration

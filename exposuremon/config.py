@@ -9,21 +9,16 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
-import socket
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
-from functools import lru_cache
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
-from urllib.parse import urlsplit
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
-    PlainValidator,
     SecretStr,
     StrictBool,
     StrictInt,
@@ -32,241 +27,37 @@ from pydantic import (
     ValidationInfo,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
 
+from exposuremon.config_fields import (
+    DEFAULT_FULL,
+    DEFAULT_QUICK,
+    TOKEN_ENV,
+    ConfigError,
+    Duration,
+    EnvName,
+    FilePath,
+    IPAddress,
+    Name,
+    NotifyType,
+    PortSet,
+    PositiveFloat,
+    PositiveInt,
+    key_error,
+    lower_text,
+    parse_address,
+    parse_http_url,
+    parse_jitter,
+    parse_listen,
+    parse_public_url,
+    parse_secret_url,
+    parse_severity,
+    parse_share,
+    split_listen,
+)
 from exposuremon.detect import Policy
 from exposuremon.model import ScanKind, Severity
-from exposuremon.scan.ports import HOT_PORTS, PortSpecError, format_ports, parse_ports
+from exposuremon.scan.ports import HOT_PORTS, format_ports
 from exposuremon.scan.timing import ScanOptions
-from exposuremon.units import parse_duration
-
-TOKEN_ENV = "EXPOSUREMON_API_TOKEN"
-NotifyType = Literal["slack", "discord", "msteams", "googlechat", "ntfy", "webhook"]
-NOTIFY_TYPES: tuple[str, ...] = get_args(NotifyType)
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
-
-
-class ConfigError(Exception):
-    """The configuration is invalid; `errors` holds one `key.path: problem` line per problem."""
-
-    def __init__(self, errors: Sequence[str]) -> None:
-        self.errors = list(errors)
-        super().__init__("\n".join(self.errors))
-
-
-def _at(key: str, message: str) -> PydanticCustomError:
-    # A model validator's error is located at the model; ctx["key"] lets us point below it.
-    return PydanticCustomError("at_key", "{message}", {"key": key, "message": message})
-
-
-# --- field parsers (run before pydantic's own type checks) ------------------------------------
-
-
-def _duration(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise ValueError("expected a duration like '30s', '15m' or '24h'")
-    seconds = parse_duration(value)
-    if seconds <= 0:
-        raise ValueError(f"must be more than zero: {value!r}")
-    return seconds
-
-
-def _positive_number(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError("expected a number")
-    if value <= 0:
-        raise ValueError(f"must be more than zero, got {value!r}")
-    return float(value)
-
-
-def _share(value: object) -> float:
-    share = _positive_number(value)
-    if share > 1:
-        raise ValueError(f"must be a share in (0, 1], got {value!r}")
-    return share
-
-
-def _jitter(value: object) -> float:
-    if isinstance(value, str) and value.strip().endswith("%"):
-        try:
-            share = float(value.strip()[:-1]) / 100
-        except ValueError:
-            raise ValueError(f"not a percentage: {value!r}") from None
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        share = float(value)
-    else:
-        raise ValueError("expected a fraction like 0.1 or a percentage like '10%'")
-    if not 0 <= share <= 0.5:
-        raise ValueError(f"must be between 0 and 0.5 (50%), got {value!r}")
-    return share
-
-
-@lru_cache(maxsize=256)
-def _ports_of(items: tuple[str | int, ...]) -> frozenset[int]:
-    # Cached so that thousands of targets share one `1-65535` set instead of 4 MB each.
-    return frozenset(parse_ports(items))
-
-
-def _port_error(problem: str, index: int | None) -> PydanticCustomError:
-    # ctx["item"] extends the key path to the offending list entry: `expected_open[1]`.
-    ctx: dict[str, Any] = {"problem": problem}
-    if index is not None:
-        ctx["item"] = index
-    return PydanticCustomError("port_spec", "{problem}", ctx)
-
-
-def _port_set(value: object) -> frozenset[int]:
-    if isinstance(value, frozenset):
-        return value
-    listed = isinstance(value, list | tuple)
-    items: list[object] = list(value) if isinstance(value, list | tuple) else [value]
-    specs: list[str | int] = []
-    for index, item in enumerate(items):
-        if isinstance(item, bool) or not isinstance(item, str | int):
-            if listed:
-                raise _port_error("expected a port number or a spec string", index)
-            raise _port_error("expected a port spec string or a list of ports and specs", None)
-        specs.append(item)
-    try:
-        return _ports_of(tuple(specs))
-    except PortSpecError:
-        for index, spec in enumerate(specs):  # find the entry to blame
-            try:
-                parse_ports(spec)
-            except PortSpecError as exc:
-                raise _port_error(str(exc), index if listed else None) from None
-        raise
-
-
-def _name(value: object) -> str:
-    if not isinstance(value, str):
-        raise ValueError("expected a string")
-    if not _NAME.match(value):
-        raise ValueError(f"must be 1-64 characters of A-Z a-z 0-9 . _ -, got {value!r}")
-    return value
-
-
-def _env_name(value: object) -> str:
-    if not isinstance(value, str) or not _ENV_NAME.match(value):
-        raise ValueError(f"not an environment variable name: {value!r}")
-    return value
-
-
-def _path(value: object, info: ValidationInfo) -> Path:
-    if not isinstance(value, str | Path) or not str(value):
-        raise ValueError("expected a non-empty path string")
-    path = Path(value)
-    base = (info.context or {}).get("base_dir")
-    # Relative paths are relative to the config file, not to wherever the daemon was started.
-    return path if path.is_absolute() or base is None else Path(base) / path
-
-
-def _is_hostname(text: str) -> bool:
-    labels = text.removesuffix(".").split(".")
-    # An all-numeric last label would make `999.1.1.1` a "hostname" (RFC 3696 section 2).
-    return (
-        0 < len(text) <= 253
-        and all(_LABEL.match(label) for label in labels)
-        and not labels[-1].isdigit()
-    )
-
-
-def _address(value: object) -> str:
-    if not isinstance(value, str):
-        raise ValueError("expected a string")
-    text = value.strip()
-    if text.startswith("[") and text.endswith("]"):
-        text = text[1:-1]
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        pass
-    if not _is_hostname(text):
-        raise ValueError(
-            f"not an IP address or hostname: {value!r} (write it without scheme, port or path)"
-        )
-    return text.lower()
-
-
-def _split_listen(text: str) -> tuple[str, int]:
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not host:
-        raise ValueError(f"expected HOST:PORT like '127.0.0.1:9810' or '[::1]:9810', got {text!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        if not _is_ip(host) or ":" not in host:
-            raise ValueError(f"not an IPv6 address in brackets: {text!r}")
-    elif ":" in host:
-        raise ValueError(f"put IPv6 addresses in brackets, e.g. '[::1]:9810', got {text!r}")
-    elif not (_is_ip(host) or _is_hostname(host)):
-        raise ValueError(f"not an IP address or hostname: {host!r}")
-    # Port 0 asks the kernel for a free port (tests run several daemons side by side).
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"port must be 0-65535, got {port_text!r}")
-    return host, int(port_text)
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _listen(value: object) -> str:
-    if not isinstance(value, str):
-        raise ValueError("expected a string")
-    _split_listen(value)
-    return value
-
-
-def _http_url(value: object) -> str:
-    if not isinstance(value, str):
-        raise ValueError("expected a string")
-    parts = urlsplit(value)
-    # The message never echoes the value: webhook URLs are secrets.
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("must be an http:// or https:// URL")
-    return value
-
-
-def _public_url(value: object) -> str:
-    return _http_url(value).rstrip("/")
-
-
-def _secret_url(value: object) -> SecretStr:
-    if isinstance(value, SecretStr):
-        value = value.get_secret_value()
-    return SecretStr(_http_url(value))
-
-
-def _severity(value: object) -> Severity:
-    if isinstance(value, Severity):
-        return value
-    if not isinstance(value, str):
-        raise ValueError("expected 'info', 'warning' or 'critical'")
-    return Severity.parse(value)
-
-
-def _lower(value: object) -> object:
-    return value.lower() if isinstance(value, str) else value
-
-
-Duration = Annotated[float, BeforeValidator(_duration)]
-PortSet = Annotated[frozenset[int], PlainValidator(_port_set)]
-Name = Annotated[str, BeforeValidator(_name)]
-EnvName = Annotated[str, BeforeValidator(_env_name)]
-FilePath = Annotated[Path, BeforeValidator(_path)]
-PositiveInt = Annotated[StrictInt, Field(ge=1)]
-PositiveFloat = Annotated[float, BeforeValidator(_positive_number)]
-
-DEFAULT_QUICK = _ports_of(("top1000,hot",))
-DEFAULT_FULL = _ports_of(("1-65535",))
 
 
 class _Model(BaseModel):
@@ -282,7 +73,7 @@ class DaemonConfig(_Model):
     state_dir: FilePath = Field(default=Path("state"), validate_default=True)
     log_format: Literal["console", "json"] = "console"
     log_level: Annotated[
-        Literal["debug", "info", "warning", "error", "critical"], BeforeValidator(_lower)
+        Literal["debug", "info", "warning", "error", "critical"], BeforeValidator(lower_text)
     ] = "info"
     retention: Duration = 90 * 86400.0
 
@@ -290,19 +81,19 @@ class DaemonConfig(_Model):
 class HttpConfig(_Model):
     """`[http]`: the status page, API and metrics listener."""
 
-    listen: Annotated[str, BeforeValidator(_listen)] = "127.0.0.1:9810"
+    listen: Annotated[str, BeforeValidator(parse_listen)] = "127.0.0.1:9810"
     token_file: FilePath | None = None
-    public_url: Annotated[str, BeforeValidator(_public_url)] | None = None
+    public_url: Annotated[str, BeforeValidator(parse_public_url)] | None = None
 
     @property
     def host(self) -> str:
         """Host part of `listen`, without IPv6 brackets."""
-        return _split_listen(self.listen)[0]
+        return split_listen(self.listen)[0]
 
     @property
     def port(self) -> int:
         """Port part of `listen`."""
-        return _split_listen(self.listen)[1]
+        return split_listen(self.listen)[1]
 
     def api_token(self) -> str | None:
         """The API token from env EXPOSUREMON_API_TOKEN, else token_file (read now), else None."""
@@ -331,15 +122,15 @@ class ScanConfig(_Model):
     fingerprint: StrictBool = True
     fingerprint_timeout: Duration = 3.0
     resolve_after: PositiveInt = 2
-    anomaly_share: Annotated[float, BeforeValidator(_share)] = 0.5
+    anomaly_share: Annotated[float, BeforeValidator(parse_share)] = 0.5
     anomaly_min_ports: PositiveInt = 50
 
     @model_validator(mode="after")
     def _timeouts_ordered(self) -> ScanConfig:
         if self.timeout_min > self.timeout_max:
-            raise _at("timeout_max", f"must not be below timeout_min ({self.timeout_min:g}s)")
+            raise key_error("timeout_max", f"must not be below timeout_min ({self.timeout_min:g}s)")
         if not self.timeout_min <= self.timeout_initial <= self.timeout_max:
-            raise _at(
+            raise key_error(
                 "timeout_initial",
                 f"must lie between timeout_min ({self.timeout_min:g}s) "
                 f"and timeout_max ({self.timeout_max:g}s)",
@@ -368,7 +159,7 @@ class ScheduleOverride(_Model):
     sentinel: Duration | None = None
     quick: Duration | None = None
     full: Duration | None = None
-    jitter: Annotated[float, BeforeValidator(_jitter)] | None = None
+    jitter: Annotated[float, BeforeValidator(parse_jitter)] | None = None
 
 
 class ScheduleConfig(_Model):
@@ -377,7 +168,7 @@ class ScheduleConfig(_Model):
     sentinel: Duration = 30.0
     quick: Duration = 15 * 60.0
     full: Duration = 24 * 3600.0
-    jitter: Annotated[float, BeforeValidator(_jitter)] = 0.1
+    jitter: Annotated[float, BeforeValidator(parse_jitter)] = 0.1
 
     def interval(self, kind: ScanKind) -> float:
         """Seconds between scans of `kind`."""
@@ -392,7 +183,7 @@ class TargetConfig(_Model):
     """`[[targets]]`: one monitored address and its policy."""
 
     name: Name
-    address: Annotated[str, BeforeValidator(_address)]
+    address: Annotated[str, BeforeValidator(parse_address)]
     expected_open: PortSet = frozenset()
     ignore: PortSet = frozenset()
     # Left out of repr: tens of thousands of ports would drown every log line.
@@ -405,7 +196,7 @@ class TargetConfig(_Model):
     def _policy_consistent(self) -> TargetConfig:
         both = self.expected_open & self.ignore
         if both:
-            raise _at("ignore", f"ports {format_ports(both)} are also in expected_open")
+            raise key_error("ignore", f"ports {format_ports(both)} are also in expected_open")
         return self
 
     @property
@@ -471,28 +262,32 @@ class NotifyConfig(_Model):
 
     name: Name
     type: NotifyType
-    url: Annotated[SecretStr, BeforeValidator(_secret_url)] | None = Field(default=None, repr=False)
+    url: Annotated[SecretStr, BeforeValidator(parse_secret_url)] | None = Field(
+        default=None, repr=False
+    )
     url_env: EnvName | None = None
     url_file: FilePath | None = None
     secret_env: EnvName | None = None
     secret_file: FilePath | None = None
-    min_severity: Annotated[Severity, BeforeValidator(_severity)] = Severity.WARNING
+    min_severity: Annotated[Severity, BeforeValidator(parse_severity)] = Severity.WARNING
     targets: tuple[StrictStr, ...] | None = None
 
     @model_validator(mode="after")
     def _sources(self) -> NotifyConfig:
         given = [k for k in ("url", "url_env", "url_file") if getattr(self, k) is not None]
         if not given:
-            raise _at("url", "one of url, url_env or url_file is required")
+            raise key_error("url", "one of url, url_env or url_file is required")
         if len(given) > 1:
-            raise _at(given[1], f"set only one of url, url_env, url_file (also has {given[0]})")
+            raise key_error(
+                given[1], f"set only one of url, url_env, url_file (also has {given[0]})"
+            )
         secret = [k for k in ("secret_env", "secret_file") if getattr(self, k) is not None]
         if secret and self.type != "webhook":
-            raise _at(secret[0], "only type 'webhook' signs its requests")
+            raise key_error(secret[0], "only type 'webhook' signs its requests")
         if len(secret) > 1:
-            raise _at(secret[1], "set only one of secret_env, secret_file")
+            raise key_error(secret[1], "set only one of secret_env, secret_file")
         if self.targets is not None and not self.targets:
-            raise _at("targets", "empty list; leave the key out to notify for every target")
+            raise key_error("targets", "empty list; leave the key out to notify for every target")
         return self
 
     def resolve_url(self) -> str:
@@ -506,7 +301,7 @@ class NotifyConfig(_Model):
         if url is None:  # unreachable: the validator demands one source
             raise ConfigError([f"{owner}.url: no URL configured"])
         try:
-            _http_url(url)
+            parse_http_url(url)
         except ValueError:
             key = "url_env" if self.url_env else "url_file"
             raise ConfigError([f"{owner}.{key}: the URL read from it must be http(s)://"]) from None
@@ -576,7 +371,7 @@ class Config(_Model):
         )
         if problems:
             key, _, message = problems[0].partition(": ")
-            raise _at(key, message)
+            raise key_error(key, message)
         return self
 
     def target(self, name: str) -> TargetConfig:
@@ -702,100 +497,20 @@ def load_config(path: Path) -> Config:
     return parse_config(text, path.absolute().parent, source=str(path))
 
 
-# --- warnings ---------------------------------------------------------------------------------
-
-_HAIRPIN = (
-    "scanning your own WAN from inside the LAN goes through hairpin NAT and shows the wrong "
-    "side; run exposuremon from a vantage point outside the monitored network"
-)
-_LOCAL_SUFFIXES = (".local", ".lan", ".home.arpa", ".internal", ".localhost")
-
-
-def host_addresses() -> frozenset[IPAddress]:
-    """This host's own addresses, from the kernel's tables (Linux /proc; no network traffic)."""
-    found: set[IPAddress] = {ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")}
-    try:
-        last = None
-        for line in Path("/proc/net/fib_trie").read_text().splitlines():
-            text = line.strip()
-            if text.startswith("|-- "):
-                last = text[4:]
-            elif text.endswith("host LOCAL") and last is not None:
-                found.add(ipaddress.ip_address(last))
-    except (OSError, ValueError):
-        pass
-    try:
-        for line in Path("/proc/net/if_inet6").read_text().splitlines():
-            fields = line.split()
-            if fields and len(fields[0]) == 32:
-                found.add(ipaddress.IPv6Address(int(fields[0], 16)))
-    except (OSError, ValueError):
-        pass
-    return frozenset(found)
-
-
-def _address_warning(target: TargetConfig, own: frozenset[IPAddress]) -> str | None:
-    ip = target.ip
-    if ip is None:
-        name = target.address.removesuffix(".")
-        if name == "localhost" or name.endswith(_LOCAL_SUFFIXES):
-            return f"{target.address} is a local name"
-        if name == socket.gethostname().lower():
-            return f"{target.address} is this host's own name"
-        return None
-    if ip in own:
-        return f"{ip} is one of this host's own addresses"
-    for attribute, what in (
-        ("is_loopback", "a loopback"),
-        ("is_link_local", "a link-local"),
-        ("is_private", "a private"),
-    ):
-        if getattr(ip, attribute):
-            return f"{ip} is {what} address"
-    if not ip.is_global:
-        return f"{ip} is not a globally routable address"
-    return None
-
-
-def _secret_warning(owner: str, env: str | None, file: Path | None) -> str | None:
-    if env is not None and not os.environ.get(env, "").strip():
-        return f"{owner}: environment variable {env} is not set here (the service's may differ)"
-    if file is not None and not os.access(file, os.R_OK):
-        return f"{owner}: {file} is not readable here (the service's user may differ)"
-    return None
-
-
-def check_warnings(config: Config, own_addresses: Iterable[IPAddress] | None = None) -> list[str]:
-    """Problems that do not stop the daemon: inside-view targets, unavailable secrets, exposure."""
-    own = frozenset(own_addresses) if own_addresses is not None else host_addresses()
-    warnings: list[str] = []
-    for i, target in enumerate(config.targets):
-        reason = _address_warning(target, own)
-        if reason is not None:
-            warnings.append(f"targets[{i}].address: {reason}; {_HAIRPIN}")
-    for i, channel in enumerate(config.notify):
-        for key, env, file in (
-            ("url", channel.url_env, channel.url_file),
-            ("secret", channel.secret_env, channel.secret_file),
-        ):
-            suffix = "_env" if env is not None else "_file"
-            problem = _secret_warning(f"notify[{i}].{key}{suffix}", env, file)
-            if problem is not None:
-                warnings.append(problem)
-    problem = _secret_warning("http.token_file", None, config.http.token_file)
-    if problem is not None:
-        warnings.append(problem)
-    host = config.http.host
-    if host != "localhost" and not _is_loopback(host):
-        warnings.append(
-            f"http.listen: {config.http.listen} is reachable from other hosts; the status page "
-            "and API show which ports are open on your routers, so restrict access to it"
-        )
-    return warnings
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host.split("%")[0]).is_loopback
-    except ValueError:
-        return False
+__all__ = [
+    "DEFAULT_FULL",
+    "DEFAULT_QUICK",
+    "TOKEN_ENV",
+    "Config",
+    "ConfigError",
+    "DaemonConfig",
+    "HttpConfig",
+    "NotifyConfig",
+    "ScanConfig",
+    "ScanOverride",
+    "ScheduleConfig",
+    "ScheduleOverride",
+    "TargetConfig",
+    "load_config",
+    "parse_config",
+]

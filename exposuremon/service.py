@@ -171,7 +171,10 @@ class Service:
                 task.cancel()
         await self._scheduler.shutdown()
         if self._store is not None:
-            await self.flush_quiet()
+            try:
+                await self.flush_quiet()
+            except Exception:  # stopping must go on: only "last seen" times are at stake
+                self.log.exception("could not write the times of quiet scans")
         if self._http is not None:
             await self._http.stop()
         if self._scanner is not None:

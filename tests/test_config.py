@@ -17,11 +17,10 @@ from exposuremon.config import (
     TOKEN_ENV,
     Config,
     ConfigError,
-    check_warnings,
-    host_addresses,
     load_config,
     parse_config,
 )
+from exposuremon.config_checks import check_warnings, host_addresses
 from exposuremon.model import ScanKind, Severity
 from exposuremon.scan.ports import HOT_PORTS, TOP1000_PORTS, format_ports
 

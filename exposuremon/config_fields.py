@@ -1,0 +1,257 @@
+"""Field parsers of the configuration: durations, port specs, names, addresses, URLs.
+
+Each runs before pydantic's own type checks and raises an error that becomes
+`key.path: problem`; config.py builds the models from them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BeforeValidator,
+    Field,
+    PlainValidator,
+    SecretStr,
+    StrictInt,
+    ValidationInfo,
+)
+from pydantic_core import PydanticCustomError
+
+from exposuremon.model import Severity
+from exposuremon.scan.ports import PortSpecError, parse_ports
+from exposuremon.units import parse_duration
+
+TOKEN_ENV = "EXPOSUREMON_API_TOKEN"
+NotifyType = Literal["slack", "discord", "msteams", "googlechat", "ntfy", "webhook"]
+NOTIFY_TYPES: tuple[str, ...] = get_args(NotifyType)
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; `errors` holds one `key.path: problem` line per problem."""
+
+    def __init__(self, errors: Sequence[str]) -> None:
+        self.errors = list(errors)
+        super().__init__("\n".join(self.errors))
+
+
+def key_error(key: str, message: str) -> PydanticCustomError:
+    # A model validator's error is located at the model; ctx["key"] lets us point below it.
+    return PydanticCustomError("at_key", "{message}", {"key": key, "message": message})
+
+
+# --- field parsers (run before pydantic's own type checks) ------------------------------------
+
+
+def _duration(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError("expected a duration like '30s', '15m' or '24h'")
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"must be more than zero: {value!r}")
+    return seconds
+
+
+def _positive_number(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("expected a number")
+    if value <= 0:
+        raise ValueError(f"must be more than zero, got {value!r}")
+    return float(value)
+
+
+def parse_share(value: object) -> float:
+    share = _positive_number(value)
+    if share > 1:
+        raise ValueError(f"must be a share in (0, 1], got {value!r}")
+    return share
+
+
+def parse_jitter(value: object) -> float:
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            share = float(value.strip()[:-1]) / 100
+        except ValueError:
+            raise ValueError(f"not a percentage: {value!r}") from None
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        share = float(value)
+    else:
+        raise ValueError("expected a fraction like 0.1 or a percentage like '10%'")
+    if not 0 <= share <= 0.5:
+        raise ValueError(f"must be between 0 and 0.5 (50%), got {value!r}")
+    return share
+
+
+@lru_cache(maxsize=256)
+def _ports_of(items: tuple[str | int, ...]) -> frozenset[int]:
+    # Cached so that thousands of targets share one `1-65535` set instead of 4 MB each.
+    return frozenset(parse_ports(items))
+
+
+def _port_error(problem: str, index: int | None) -> PydanticCustomError:
+    # ctx["item"] extends the key path to the offending list entry: `expected_open[1]`.
+    ctx: dict[str, Any] = {"problem": problem}
+    if index is not None:
+        ctx["item"] = index
+    return PydanticCustomError("port_spec", "{problem}", ctx)
+
+
+def _port_set(value: object) -> frozenset[int]:
+    if isinstance(value, frozenset):
+        return value
+    listed = isinstance(value, list | tuple)
+    items: list[object] = list(value) if isinstance(value, list | tuple) else [value]
+    specs: list[str | int] = []
+    for index, item in enumerate(items):
+        if isinstance(item, bool) or not isinstance(item, str | int):
+            if listed:
+                raise _port_error("expected a port number or a spec string", index)
+            raise _port_error("expected a port spec string or a list of ports and specs", None)
+        specs.append(item)
+    try:
+        return _ports_of(tuple(specs))
+    except PortSpecError:
+        for index, spec in enumerate(specs):  # find the entry to blame
+            try:
+                parse_ports(spec)
+            except PortSpecError as exc:
+                raise _port_error(str(exc), index if listed else None) from None
+        raise
+
+
+def _name(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    if not _NAME.match(value):
+        raise ValueError(f"must be 1-64 characters of A-Z a-z 0-9 . _ -, got {value!r}")
+    return value
+
+
+def _env_name(value: object) -> str:
+    if not isinstance(value, str) or not _ENV_NAME.match(value):
+        raise ValueError(f"not an environment variable name: {value!r}")
+    return value
+
+
+def _path(value: object, info: ValidationInfo) -> Path:
+    if not isinstance(value, str | Path) or not str(value):
+        raise ValueError("expected a non-empty path string")
+    path = Path(value)
+    base = (info.context or {}).get("base_dir")
+    # Relative paths are relative to the config file, not to wherever the daemon was started.
+    return path if path.is_absolute() or base is None else Path(base) / path
+
+
+def _is_hostname(text: str) -> bool:
+    labels = text.removesuffix(".").split(".")
+    # An all-numeric last label would make `999.1.1.1` a "hostname" (RFC 3696 section 2).
+    return (
+        0 < len(text) <= 253
+        and all(_LABEL.match(label) for label in labels)
+        and not labels[-1].isdigit()
+    )
+
+
+def parse_address(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    text = value.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    if not _is_hostname(text):
+        raise ValueError(
+            f"not an IP address or hostname: {value!r} (write it without scheme, port or path)"
+        )
+    return text.lower()
+
+
+def split_listen(text: str) -> tuple[str, int]:
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"expected HOST:PORT like '127.0.0.1:9810' or '[::1]:9810', got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        if not _is_ip(host) or ":" not in host:
+            raise ValueError(f"not an IPv6 address in brackets: {text!r}")
+    elif ":" in host:
+        raise ValueError(f"put IPv6 addresses in brackets, e.g. '[::1]:9810', got {text!r}")
+    elif not (_is_ip(host) or _is_hostname(host)):
+        raise ValueError(f"not an IP address or hostname: {host!r}")
+    # Port 0 asks the kernel for a free port (tests run several daemons side by side).
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"port must be 0-65535, got {port_text!r}")
+    return host, int(port_text)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_listen(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    split_listen(value)
+    return value
+
+
+def parse_http_url(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    parts = urlsplit(value)
+    # The message never echoes the value: webhook URLs are secrets.
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+def parse_public_url(value: object) -> str:
+    return parse_http_url(value).rstrip("/")
+
+
+def parse_secret_url(value: object) -> SecretStr:
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    return SecretStr(parse_http_url(value))
+
+
+def parse_severity(value: object) -> Severity:
+    if isinstance(value, Severity):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("expected 'info', 'warning' or 'critical'")
+    return Severity.parse(value)
+
+
+def lower_text(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
+Duration = Annotated[float, BeforeValidator(_duration)]
+PortSet = Annotated[frozenset[int], PlainValidator(_port_set)]
+Name = Annotated[str, BeforeValidator(_name)]
+EnvName = Annotated[str, BeforeValidator(_env_name)]
+FilePath = Annotated[Path, BeforeValidator(_path)]
+PositiveInt = Annotated[StrictInt, Field(ge=1)]
+PositiveFloat = Annotated[float, BeforeValidator(_positive_number)]
+
+DEFAULT_QUICK = _ports_of(("top1000,hot",))
+DEFAULT_FULL = _ports_of(("1-65535",))
