@@ -319,7 +319,13 @@ class Service:
         looked = dataclasses.replace(result, finished=max(result.finished, utcnow()))
         obs = observation(target.name, kind, looked, confirmed, fingerprints)
         async with self._locks[target.name]:
-            stored = await store.load_state(target.name)  # may have changed meanwhile (acks)
+            seen = self._seen.get(target.name)
+            if seen is not None and not seen.findings:
+                # Only `exposuremon ack` writes besides this service, and only to an active
+                # finding: a target without one cannot have changed behind our back.
+                stored = seen
+            else:
+                stored = await store.load_state(target.name)  # an ack may have come in
             held = self._quiet.get(target.name)
             # Times of quiet scans not yet written are newer than the stored ones; anything
             # else changed in the store (an ack) wins over what this service holds.
