@@ -229,14 +229,6 @@ class TargetConfig(_Model):
         """The global `[scan]` with this target's overrides applied."""
         return scan.with_override(self.scan)
 
-    def effective_concurrency(self, scan: ScanConfig) -> int:
-        """Probes in flight to this target: its override, else `[scan] concurrency`."""
-        return self.scan.concurrency if self.scan.concurrency is not None else scan.concurrency
-
-    def effective_rate(self, scan: ScanConfig) -> float | None:
-        """Connects per second to this target: its override, else `[scan] rate` (None: no limit)."""
-        return self.scan.rate if self.scan.rate is not None else scan.rate
-
     def policy(self, scan: ScanConfig) -> Policy:
         """The detection policy for this target under the global `[scan]` thresholds."""
         effective = self.effective_scan(scan)

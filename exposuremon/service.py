@@ -2,8 +2,9 @@
 
 Signal handlers only set a flag or schedule work (`request_stop`, `request_reload`). A scan
 job is: scan the target's ports, re-probe ports that newly answered open (confirmation),
-fingerprint what is newly open, then — under the target's lock — load its state, evaluate
-(pure, detect.py) and apply the outcome to the store in one transaction.
+fingerprint what is newly open, then, under the target's lock, take its state (from the store
+when an ack may have changed it), evaluate (pure, detect.py) and apply the outcome to the
+store in one transaction, or hold it when only time passed (quiet scans, flushed each minute).
 """
 
 from __future__ import annotations
@@ -280,17 +281,6 @@ class Service:
         except Exception:
             log.exception("scan job crashed")
 
-    def _options(self, target: TargetConfig) -> ScanOptions:
-        scan = self.config.scan
-        return ScanOptions(
-            concurrency=target.effective_concurrency(scan),
-            timeout_initial=scan.timeout_initial,
-            timeout_min=scan.timeout_min,
-            timeout_max=scan.timeout_max,
-            retries=scan.retries,
-            rate=target.effective_rate(scan),
-        )
-
     async def _scan_and_record(self, target: TargetConfig, kind: ScanKind) -> None:
         assert self._scanner is not None
         store = self.store
@@ -299,7 +289,7 @@ class Service:
         before = self._seen.get(target.name) or await store.load_state(target.name)
         ports = sorted(target.ports_for(kind, ever_open(before)))
         known_open = {p for p, rec in before.ports.items() if rec.state is Observed.OPEN}
-        options = self._options(target)
+        options = target.effective_scan(self.config.scan).scan_options()
         running = self._scanner.start(
             target.address, ports, options, hints=[*target.expected_open, *known_open]
         )

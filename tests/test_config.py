@@ -431,9 +431,13 @@ def test_per_target_overrides() -> None:
     assert (scan.rate, scan.concurrency, scan.resolve_after, scan.retries) == (5.5, 16, 1, 3)
     assert config.scan_for(surgery) == config.scan
     assert office.effective_scan(config.scan) == scan
-    assert office.effective_concurrency(config.scan) == 16
-    assert (office.effective_rate(config.scan), surgery.effective_rate(config.scan)) == (5.5, 50)
-    assert surgery.effective_concurrency(config.scan) == 200
+    office_scan, surgery_scan = (
+        office.effective_scan(config.scan),
+        surgery.effective_scan(config.scan),
+    )
+    assert office_scan.scan_options().concurrency == 16
+    assert (office_scan.scan_options().rate, surgery_scan.scan_options().rate) == (5.5, 50)
+    assert surgery_scan.scan_options().concurrency == 200
     policy = office.policy(config.scan)
     assert (policy.expected_open, policy.ignore) == (office.expected_open, office.ignore)
     assert (policy.resolve_after, policy.anomaly_share, policy.anomaly_min_ports) == (1, 0.8, 100)
