@@ -724,8 +724,8 @@ async def test_last_scans_are_the_latest_complete_ones(store: Store) -> None:
     }
 
 
-async def test_save_ack_persists_only_the_ack(store: Store) -> None:
-    """An ack changes state, ack_until and ack_reason; other fields of the argument are ignored."""
+async def saved_open_finding(store: Store) -> Finding:
+    """Target "r" with one open finding on 443, applied at T0; the finding as stored."""
     applied = await store.apply(
         scan_of("r", T0),
         TargetState(name="r", findings={443: finding("r", 443)}),
@@ -733,7 +733,12 @@ async def test_save_ack_persists_only_the_ack(store: Store) -> None:
         [finding("r", 443)],
         [],
     )
-    stored = applied.state.findings[443]
+    return applied.state.findings[443]
+
+
+async def test_save_ack_persists_only_the_ack(store: Store) -> None:
+    """An ack changes state, ack_until and ack_reason; other fields of the argument are ignored."""
+    stored = await saved_open_finding(store)
     acked = dataclasses.replace(
         stored,
         state=FindingState.ACKED,
@@ -756,15 +761,8 @@ async def test_save_ack_persists_only_the_ack(store: Store) -> None:
 
 async def test_an_ack_made_between_load_and_apply_stands(store: Store) -> None:
     """A scan applied from a state loaded before an `ack` does not undo that ack."""
-    applied = await store.apply(
-        scan_of("r", T0),
-        TargetState(name="r", findings={443: finding("r", 443)}),
-        [],
-        [finding("r", 443)],
-        [],
-    )
+    open_one = await saved_open_finding(store)
     loaded = await store.load_state("r")  # the daemon loads, then scans …
-    open_one = applied.state.findings[443]
     acked = dataclasses.replace(
         open_one, state=FindingState.ACKED, ack_until=at(600), ack_reason="change window"
     )
@@ -775,14 +773,7 @@ async def test_an_ack_made_between_load_and_apply_stands(store: Store) -> None:
 
 async def test_a_resolved_finding_cannot_be_acked(store: Store) -> None:
     """An ack racing the daemon's resolution loses: the finding stays resolved."""
-    applied = await store.apply(
-        scan_of("r", T0),
-        TargetState(name="r", findings={443: finding("r", 443)}),
-        [],
-        [finding("r", 443)],
-        [],
-    )
-    open_one = applied.state.findings[443]
+    open_one = await saved_open_finding(store)
     resolved = dataclasses.replace(open_one, state=FindingState.RESOLVED, resolved_at=at(5))
     await store.apply(
         scan_of("r", at(5)), TargetState(name="r", resolved={443: resolved}), [], [resolved], []
