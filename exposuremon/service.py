@@ -97,6 +97,7 @@ class Service:
         self._http: HttpServer | None = None
         self._scheduler = ScanScheduler(self.scan_target)
         self._running: dict[tuple[str, ScanKind], Scan] = {}
+        self._claimed: set[tuple[str, ScanKind]] = set()  # scans in progress, any stage
         self._seen: dict[str, TargetState] = {}  # last state applied per target
         # Quiet sentinel scans (nothing but time passed) are not written one by one: their
         # times are flushed every QUIET_FLUSH seconds, and at stop. A crash loses only those.
@@ -265,14 +266,20 @@ class Service:
     async def scan_target(self, name: str, kind: ScanKind) -> None:
         """One scheduled scan of one target (skipped if the same scan is still running)."""
         target = self._target(name)
-        if target is None or self._stop_requested.is_set() or (name, kind) in self._running:
+        key = (name, kind)
+        # Checked and reserved with no await in between: follow-up and on-demand jobs have
+        # their own ids, so APScheduler's max_instances alone does not keep them apart.
+        if target is None or self._stop_requested.is_set() or key in self._claimed:
             return
+        self._claimed.add(key)
         task = asyncio.current_task()
         if task is not None:
             self._jobs_add(task)
         log = self.log.bind(target=name, kind=kind.value)
         try:
             async with self._slots:
+                if self._stop_requested.is_set():  # waited for a slot through a stop
+                    return
                 await self._scan_and_record(target, kind)
         except ScanError as exc:
             log.warning("scan failed", error=str(exc))
@@ -280,6 +287,8 @@ class Service:
             raise
         except Exception:
             log.exception("scan job crashed")
+        finally:
+            self._claimed.discard(key)
 
     async def _scan_and_record(self, target: TargetConfig, kind: ScanKind) -> None:
         assert self._scanner is not None
@@ -298,8 +307,13 @@ class Service:
         try:
             # The engine names results by what it resolved; the store knows the target's name.
             result = dataclasses.replace(await running.wait(), target=target.name)
+        except asyncio.CancelledError:
+            running.stop()  # wait() is shielded: cancelling it alone would leave it scanning
+            raise
         finally:
             self._running.pop((target.name, kind), None)
+        if not result.address:
+            return  # stopped before the name resolved: nothing was observed
         self.metrics.record_scan(kind, result)
         confirmed, fingerprints = await self._confirm_and_fingerprint(
             target, kind, result, known_open, options

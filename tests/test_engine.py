@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
+import struct
 import subprocess
 import sys
 import textwrap
@@ -216,3 +218,24 @@ async def _until(predicate: Callable[[], bool], deadline: float = 20.0) -> None:
         # The engine exposes counters, not events: poll them, bounded by the deadline.
         while not predicate():  # noqa: ASYNC110
             await asyncio.sleep(0.005)
+
+
+async def test_accepted_then_reset_is_open() -> None:
+    """A service that accepts and resets at once is open, not filtered, however the race goes."""
+
+    async def reset_at_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
+    server = await asyncio.start_server(reset_at_once, "127.0.0.5", 0)
+    port = server.sockets[0].getsockname()[1]
+    scanner = Scanner()
+    try:
+        for _ in range(20):
+            result = await scanner.scan("127.0.0.5", [port])
+            assert result.state(port) is PortState.OPEN
+    finally:
+        scanner.close()
+        server.close()
+        await server.wait_closed()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import pytest
@@ -131,3 +132,17 @@ async def test_concurrent_targets_on_two_routers(router_factory: RouterFactory) 
         scanner.close()
     assert_exact(res_a, expected(ports, {443}))
     assert_exact(res_b, expected(ports, {80}, set(ports) - {80}))
+
+
+async def test_immediate_answers_never_stall_a_queued_scan(router: Router) -> None:
+    """A scan whose probes fail at once (no route) completes while a big scan holds the budget."""
+    unrouted = "198.19.255.254"  # inside the test bed's range, routed nowhere: fails locally
+    scanner = Scanner(max_sockets=4)
+    try:
+        big = scanner.start(router.addr, range(1, 65536))
+        small = await asyncio.wait_for(scanner.scan(unrouted, range(1, 200)), 30)
+        big.stop()
+    finally:
+        scanner.close()
+    assert small.complete
+    assert small.counts["filtered"] == 199

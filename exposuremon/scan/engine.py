@@ -199,14 +199,16 @@ class Scanner:
             scan._queued = False
             if scan._stopped:
                 continue
-            before = self._free
+            sent = scan.probes_sent
             self._serving = scan
             try:
                 scan.fill(max_new=1)
             finally:
                 self._serving = None
+            # Requeue whenever it launched, even a probe that answered at once and gave its
+            # slot straight back: nothing of it may be in flight to call fill() again.
             if (
-                self._free < before
+                scan.probes_sent > sent
                 and not scan._queued
                 and scan._wants()
                 and scan.inflight < scan._window.allowed

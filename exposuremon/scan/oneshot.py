@@ -99,10 +99,13 @@ def scan_blocking(
         partials = found + [_collect(pid, fd) for pid, fd in children]
     finally:
         for pid, fd in children:
+            # Normally collected already; after an error, no worker may outlive the command.
+            with contextlib.suppress(ProcessLookupError, ChildProcessError):
+                if os.waitpid(pid, os.WNOHANG) == (0, 0):
+                    os.kill(pid, signal.SIGTERM)
+                    os.waitpid(pid, 0)
             with contextlib.suppress(OSError):
                 os.close(fd)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
         counters.close()
     return _merge(result, partials, tuple(ports))
 

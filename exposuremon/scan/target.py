@@ -34,9 +34,12 @@ _RESOURCE_ERRNOS = frozenset(
     {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.EADDRNOTAVAIL, errno.EAGAIN}
 )
 _NOT_RESET = frozenset({errno.EISCONN, errno.EALREADY})
+# Errors only a connection that was established can have: the service accepted, then reset.
+_AFTER_HANDSHAKE = frozenset({errno.ECONNRESET, errno.EPIPE})
 _EPOLLOUT = select.EPOLLOUT
 _SOCK_STREAM_NONBLOCK = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
 _monotonic = time.monotonic  # the clock asyncio's loop.time() reads, without the call chain
+_MAX_RESOURCE_TRIES = 50
 _TICK = 0.01  # timer granularity for deadlines; timeouts are >= timeout_min (100 ms)
 
 
@@ -81,6 +84,8 @@ class Scan:
         self._next = 0
         self._retry_q: collections.deque[tuple[int, int]] = collections.deque()
         self._spare: list[_socket.socket] = []  # sockets whose connect failed: reusable
+        self._resource_tries: dict[int, int] = {}
+        self._gave_up = False  # some port could not be probed at all: the scan is incomplete
         self._sockaddr_family = socket.AF_INET
         self._loopback = False
         self.inflight = 0
@@ -129,10 +134,12 @@ class Scan:
     async def _begin(self) -> None:
         try:
             family, address = await _resolve(self._loop, self._given_address or self.target)
-        except ScanError as exc:
+        except Exception as exc:  # ScanError, or anything else: never leave wait() hanging
             if not self._future.done():
                 self._scanner._forget(self)
-                self._future.set_exception(exc)
+                self._future.set_exception(
+                    exc if isinstance(exc, ScanError) else ScanError(f"{self.target}: {exc}")
+                )
             return
         self.address = address
         self._sockaddr_family = family
@@ -217,7 +224,13 @@ class Scan:
                 scanner._release(1)
                 self._resource_trouble(port, attempt, ping, exc)
                 return False
-            scanner._epoll.register(sock.fileno(), _EPOLLOUT)
+            try:
+                scanner._epoll.register(sock.fileno(), _EPOLLOUT)
+            except OSError as exc:  # ENOSPC (max_user_watches), ENOMEM
+                sock.close()
+                scanner._release(1)
+                self._resource_trouble(port, attempt, ping, exc)
+                return False
         err = sock.connect_ex((self.address, port))
         now = _monotonic()
         self.probes_sent += 1
@@ -249,6 +262,15 @@ class Scan:
     def _resource_trouble(self, port: int, attempt: int, ping: bool, exc: OSError) -> None:
         self.resource_waits += 1
         if not ping:
+            tries = self._resource_tries[port] = self._resource_tries.get(port, 0) + 1
+            if tries > _MAX_RESOURCE_TRIES:
+                # This port cannot be probed from here (e.g. no source address): it stays
+                # UNKNOWN and the scan ends incomplete rather than never.
+                self._gave_up = True
+                self.done += 1
+                if self.done == self.total:
+                    self._finish(complete=False)
+                return
             self._retry_q.appendleft((port, attempt))
         self._scanner._shrink_budget()
         # Nothing of ours in flight would ever call fill() again: poll for freed resources.
@@ -273,7 +295,7 @@ class Scan:
         if err == _ECONNREFUSED:
             state = _CLOSED
             self._spare.append(sock)
-        elif err == 0:
+        elif err == 0 or err in _AFTER_HANDSHAKE:
             if self._loopback and _self_connected(sock):
                 # On loopback a connect can meet its own ephemeral port (simultaneous open).
                 state = _CLOSED
@@ -383,6 +405,7 @@ class Scan:
     def _finish(self, complete: bool) -> None:
         if self._future.done():
             return
+        complete = complete and not self._gave_up
         self._stopped = True
         while self._spare:
             self._spare.pop().close()
