@@ -74,6 +74,7 @@ from exposuremon.model import (
     TargetStatus,
 )
 from exposuremon.scan.ports import HOT_PORTS
+from exposuremon.units import rfc3339
 
 MAX_RECENT = 32
 
@@ -536,7 +537,7 @@ def _ports_text(ports: Iterable[int], limit: int = 5) -> str:
 
 
 def _iso(when: dt.datetime) -> str:
-    return when.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return rfc3339(when, "milliseconds")
 
 
 def _short(when: dt.datetime, ref: dt.datetime | None) -> str:

@@ -30,6 +30,7 @@ from exposuremon.model import (
     TargetState,
     TargetStatus,
 )
+from exposuremon.units import rfc3339
 
 # Explicit constraint names so that migrations (and SQLite's table rebuilds) can refer to them.
 metadata = sa.MetaData(
@@ -236,7 +237,7 @@ def jsonable(value: Any, path: str = "details") -> Any:
         return value
     if isinstance(value, dt.datetime):
         to_micros(value, path)
-        return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+        return rfc3339(value, "auto")
     if isinstance(value, Fingerprint):
         return fingerprint_to_json(value, path)
     if isinstance(value, Mapping):

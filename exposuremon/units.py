@@ -1,7 +1,8 @@
-"""Parsing of human units used in config and CLI: durations like `30s`, `15m`, `24h`, `250ms`."""
+"""Human units in config, CLI and JSON: durations like `30s`, `15m`, `24h`; RFC 3339 times."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
@@ -35,3 +36,8 @@ def format_duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
     return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+
+
+def rfc3339(when: dt.datetime, timespec: str = "seconds") -> str:
+    """A time as RFC 3339 in UTC with a `Z`, e.g. `2026-11-26T03:14:07Z`."""
+    return when.astimezone(dt.UTC).isoformat(timespec=timespec).replace("+00:00", "Z")

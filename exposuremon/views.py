@@ -10,14 +10,13 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
+from exposuremon import units
 from exposuremon.model import Event, Finding, Fingerprint, Observed, ScanKind, TargetState
 
 
 def rfc3339(when: dt.datetime | None) -> str | None:
     """`2026-11-26T03:14:07Z`, or None."""
-    if when is None:
-        return None
-    return when.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return None if when is None else units.rfc3339(when)
 
 
 def fingerprint_json(fp: Fingerprint | None) -> dict[str, Any] | None:

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from exposuremon.scan.ports import HOT_PORTS
 from exposuremon.scan.result import ScanResult
-from exposuremon.units import format_duration
+from exposuremon.units import format_duration, rfc3339
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
-
-
-def rfc3339(when: dt.datetime) -> str:
-    """UTC timestamp as RFC 3339 with a `Z` suffix, millisecond precision."""
-    return when.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def unexpected_open(result: ScanResult, expected: Collection[int] | None) -> tuple[int, ...]:
@@ -31,8 +25,8 @@ def result_json(result: ScanResult, expected: Collection[int] | None = None) -> 
     doc: dict[str, Any] = {
         "target": result.target,
         "address": result.address,
-        "started_at": rfc3339(result.started),
-        "finished_at": rfc3339(result.finished),
+        "started_at": rfc3339(result.started, "milliseconds"),
+        "finished_at": rfc3339(result.finished, "milliseconds"),
         "duration_s": round(result.duration, 3),
         "complete": result.complete,
         "ports_scanned": len(result.ports),
