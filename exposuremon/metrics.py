@@ -1,18 +1,28 @@
-"""Prometheus metrics of the daemon's work, in the service's own registry.
+"""Prometheus metrics of the daemon, in the service's own registry (never the global one).
 
-Counters of work done live here. Metrics describing state (open ports, findings, target up)
-are computed from the store at scrape time by a collector (the observability work adds it),
-so they are right after a restart.
+Counters of work done (probes, scans, notifications) are ordinary prometheus-client metrics
+and start from zero with the process. Metrics describing state (open ports, findings, target
+up, last scans, reopen and reboot totals) are computed from the store at scrape time by
+`StateCollector`, so they are right after a restart. Port labels appear only for open ports,
+which keeps the label sets bounded by what is actually exposed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from importlib import metadata
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 
-from exposuremon.model import ScanKind
+from exposuremon import exposition
+from exposuremon.config import Config
+from exposuremon.exposition import Family
+from exposuremon.model import FindingState, ScanKind, TargetState, TargetStatus
 from exposuremon.scan.result import ScanResult
+from exposuremon.store_sql import TargetGauges
 
 PREFIX = "exposuremon"
 _DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -42,6 +52,19 @@ class Metrics:
             ["kind", "complete"],
             registry=self.registry,
         )
+        self.notifications = Counter(
+            f"{PREFIX}_notifications",
+            "Notification delivery attempts by channel and result: sent, failed (will be "
+            "retried) or dead (given up: permanent error or retry horizon passed).",
+            ["channel", "result"],
+            registry=self.registry,
+        )
+        self.start_time = Gauge(
+            f"{PREFIX}_start_time_seconds",
+            "When this daemon process started (unix seconds); alerts use it as uptime.",
+            registry=self.registry,
+        )
+        self.start_time.set_to_current_time()
         self.build_info = Gauge(
             f"{PREFIX}_build_info",
             "Always 1; the version label says which exposuremon runs.",
@@ -68,3 +91,161 @@ def _version() -> str:
         return metadata.version("exposuremon")
     except metadata.PackageNotFoundError:
         return "unknown"
+
+
+Snapshot = tuple[Mapping[str, TargetGauges], int]
+_FINDING_STATES = tuple(state.value for state in FindingState)
+_MICROS = 1e6
+
+
+class StateCollector(Collector):
+    """State gauges from the store, read by `refresh()` just before each scrape.
+
+    Only configured targets are shown: a target removed from the config keeps its history
+    in the store, but its open ports must not keep alerts firing. Every configured target
+    has its zero-valued series (unexpected ports, findings, totals) from the first scrape,
+    so `increase()` sees the first reopen and an absent series never hides a target.
+    """
+
+    def __init__(
+        self,
+        read: Callable[[], Awaitable[Snapshot]],
+        config: Callable[[], Config],
+        held: Callable[[], Mapping[str, TargetState]] = dict,
+    ) -> None:
+        self._read = read
+        self._config = config
+        # Quiet sentinel scans the service has not written yet: their times are newer.
+        self._held = held
+        self._snapshot: Snapshot = ({}, 0)
+
+    async def refresh(self) -> None:
+        """Read the store now; the next `collect()` shows this snapshot."""
+        self._snapshot = await self._read()
+
+    def describe(self) -> Iterator[Metric]:
+        """The families (without samples), so registering does not read the store."""
+        return _parse(exposition.render(_Families().all(), openmetrics=False))
+
+    def collect(self) -> Iterator[Metric]:
+        """The families as prometheus-client metrics (scrapes use the faster `render`)."""
+        return _parse(self.render(False).decode())
+
+    def render(self, openmetrics: bool) -> bytes:
+        """The families in the text format or OpenMetrics, from the last `refresh()`."""
+        return exposition.render(self.families(), openmetrics=openmetrics).encode()
+
+    def families(self) -> list[Family]:
+        """The state families from the last `refresh()`, one sample set per configured target."""
+        stored, pending = self._snapshot
+        held = self._held()
+        config = self._config()
+        f = _Families()
+        port_open, unexpected = f.port_open.template, f.unexpected.template
+        for target in config.targets:
+            name = exposition.escape(target.name)
+            schedule = target.effective_schedule(config.schedule)
+            for kind in ScanKind:
+                f.interval.add((name, kind.value), schedule.interval(kind))
+            row = stored.get(target.name)
+            if row is None:  # never scanned yet: zeros, and no up/down or scan times
+                row = TargetGauges(TargetStatus.UNKNOWN.value, {}, 0, 0)
+            f.port_open.lines.extend(port_open.format(name, port, 1) for port in row.open_ports)
+            f.unexpected.lines.extend(
+                unexpected.format(name, port, severity, 1) for port, severity in row.unexpected
+            )
+            f.unexpected_n.add((name,), len(row.unexpected))
+            if row.status != TargetStatus.UNKNOWN.value:
+                f.up.add((name,), 1 if row.status == TargetStatus.UP.value else 0)
+            for state in _FINDING_STATES:
+                f.findings.add((name, state), row.findings.get(state, 0))
+            f.reopened.add((name,), row.reopened_total)
+            f.reboots.add((name,), row.reboots_total)
+            times = {kind: micros / _MICROS for kind, micros in row.last_scan.items()}
+            newer = held.get(target.name)
+            if newer is not None:
+                for kind, when in newer.last_scan.items():
+                    times[kind.value] = max(times.get(kind.value, 0.0), when.timestamp())
+            for kind_name, seconds in sorted(times.items()):
+                f.last_scan.add((name, kind_name), seconds)
+        f.outbox.add((), pending)
+        return f.all()
+
+
+def _parse(text: str) -> Iterator[Metric]:
+    # prometheus-client's own parser: what `collect()` yields is exactly what was served.
+    return iter(text_string_to_metric_families(text))
+
+
+class _Families:
+    """A fresh set of the state metric families (one per scrape)."""
+
+    def __init__(self) -> None:
+        p = PREFIX
+        self.port_open = Family(
+            f"{p}_port_open", "gauge", "1 for each open port of a target.", ("target", "port")
+        )
+        self.unexpected = Family(
+            f"{p}_port_unexpected",
+            "gauge",
+            "1 for each open port that is not expected (an active finding), by severity.",
+            ("target", "port", "severity"),
+        )
+        self.unexpected_n = Family(
+            f"{p}_unexpected_open_ports",
+            "gauge",
+            "How many unexpected ports of a target are open (active findings).",
+            ("target",),
+        )
+        self.up = Family(
+            f"{p}_target_up",
+            "gauge",
+            "1 when the target answered its last scan, 0 when it did not (absent until known).",
+            ("target",),
+        )
+        self.findings = Family(
+            f"{p}_findings", "gauge", "Findings of a target by state.", ("target", "state")
+        )
+        self.reopened = Family(
+            f"{p}_findings_reopened",
+            "counter",
+            "Findings reopened: a port that had been closed was seen open again (kept in the "
+            "store, so it survives restarts).",
+            ("target",),
+        )
+        self.reboots = Family(
+            f"{p}_reboots_suspected",
+            "counter",
+            "Reboots suspected from the target going down and up or its open ports changing.",
+            ("target",),
+        )
+        self.last_scan = Family(
+            f"{p}_last_scan_success_timestamp_seconds",
+            "gauge",
+            "When the last complete scan of each kind finished (unix seconds).",
+            ("target", "kind"),
+        )
+        self.interval = Family(
+            f"{p}_schedule_interval_seconds",
+            "gauge",
+            "The configured interval of each scan kind per target (for staleness alerts).",
+            ("target", "kind"),
+        )
+        self.outbox = Family(
+            f"{p}_outbox_pending", "gauge", "Notification deliveries waiting to be sent.", ()
+        )
+
+    def all(self) -> list[Family]:
+        """Every family, in exposition order."""
+        return [
+            self.port_open,
+            self.unexpected,
+            self.unexpected_n,
+            self.up,
+            self.findings,
+            self.reopened,
+            self.reboots,
+            self.last_scan,
+            self.interval,
+            self.outbox,
+        ]
