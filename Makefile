@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 CONFIG ?= config.example.toml
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test check lint typecheck bench venv sysdeps clean
+.PHONY: run test check lint typecheck bench venv sysdeps clean install uninstall docs
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,3 +40,23 @@ bench: $(STAMP) sysdeps
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+## The systemd service (as root): a venv in PREFIX, the unit, /etc/exposuremon/config.toml.
+## See docs/install.md; DESTDIR stages into another root, PIP_SPEC=wheel installs a wheel.
+PREFIX      ?= /opt/exposuremon
+DESTDIR     ?=
+SYSTEMD_DIR ?= /etc/systemd/system
+CONF_DIR    ?= /etc/exposuremon
+BIN_DIR     ?= /usr/local/bin
+INSTALL_ENV  = PREFIX='$(PREFIX)' DESTDIR='$(DESTDIR)' SYSTEMD_DIR='$(SYSTEMD_DIR)' \
+               CONF_DIR='$(CONF_DIR)' BIN_DIR='$(BIN_DIR)' PYTHON='$(PYTHON)'
+
+install:
+	$(INSTALL_ENV) sh deploy/install.sh install
+
+uninstall:
+	$(INSTALL_ENV) sh deploy/install.sh uninstall
+
+## docs/config.md is generated from the config models (a test checks it is current).
+docs: $(STAMP)
+	$(BIN)/python -m exposuremon.config_doc > docs/config.md

@@ -6,6 +6,10 @@ command -v nft >/dev/null 2>&1 || need="$need nftables"
 command -v ip >/dev/null 2>&1 || need="$need iproute2"
 command -v nmap >/dev/null 2>&1 || need="$need nmap"
 command -v openssl >/dev/null 2>&1 || need="$need openssl"
+command -v systemd-analyze >/dev/null 2>&1 || need="$need systemd"
+command -v chromium >/dev/null 2>&1 || need="$need chromium"
+command -v promtool >/dev/null 2>&1 || need="$need prometheus"
+command -v amtool >/dev/null 2>&1 || need="$need prometheus-alertmanager"
 [ -n "$need" ] || exit 0
 if [ "$(id -u)" != 0 ]; then
     echo "sysdeps: missing Debian packages:$need (not root: namespace tests will skip)" >&2
@@ -14,3 +18,11 @@ fi
 echo "sysdeps: installing$need"
 apt-get update -qq
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $need >/dev/null
+# The tests only run the prometheus/promtool/amtool binaries; where systemd runs, these
+# packages also start their services (Alertmanager on every interface): stop the ones that
+# were just installed, never one that was there before.
+for pkg in $need; do
+    case "$pkg" in prometheus|prometheus-alertmanager)
+        [ -d /run/systemd/system ] && systemctl disable --now "$pkg.service" >/dev/null 2>&1 || true
+    esac
+done

@@ -192,6 +192,7 @@ def _add_daemon_commands() -> None:
         commands.status,
         commands.findings,
         commands.ack,
+        commands.notify_test,
     ):
         cli.add_command(command)
 

@@ -1,4 +1,4 @@
-"""The daemon's commands: `run`, `check-config`, `status`, `findings`, `ack`.
+"""The daemon's commands: `run`, `check-config`, `status`, `findings`, `ack`, `notify-test`.
 
 `status`, `findings` and `ack` read and write the daemon's store directly (SQLite in WAL mode
 allows that while the daemon runs), through the same views the HTTP API uses.
@@ -17,16 +17,16 @@ from typing import Any, TypeVar
 
 import click
 
-from exposuremon import detect
+from exposuremon import acks
 from exposuremon.config import Config, ConfigError, load_config
 from exposuremon.config_checks import check_warnings
-from exposuremon.model import FindingState, TargetState
-from exposuremon.store import MAX_PAGE, Store, StoreError
-from exposuremon.units import parse_duration
-from exposuremon.views import finding_json, rfc3339, target_json
+from exposuremon.model import FindingState
+from exposuremon.store import MAX_PAGE, Store, StoreError, db_path
+from exposuremon.views import findings_page, rfc3339, status_json
 
 T = TypeVar("T")
 EXIT_CONFIG = 2
+NOTIFY_TEST_TIMEOUT = 15.0  # seconds per channel for `notify-test`
 
 config_option = click.option(
     "-c",
@@ -51,9 +51,14 @@ def _load(config_path: Path) -> Config:
 
 
 def _with_store(config: Config, work: Callable[[Store], Awaitable[T]]) -> T:
-    """Run `work` on the daemon's store; an unusable store is one line and exit 1."""
+    """Run `work` on the daemon's store; a missing or unusable store is one line and exit 1."""
 
     async def run() -> T:
+        path = db_path(config.daemon.state_dir)
+        # Only the daemon creates the database: under systemd's DynamicUser= a database made
+        # by a root-run `status` would belong to root.
+        if not path.exists():
+            raise StoreError(f"no database at {path}: the daemon has not run with this state_dir")
         store = await Store.open(config.daemon.state_dir)
         try:
             return await work(store)
@@ -110,18 +115,11 @@ def status(config_path: Path, as_json: bool) -> None:
     """Each target: up/down, open ports (expected or not), findings, last scans."""
     config = _load(config_path)
     states = _with_store(config, lambda store: store.load_states())
-    docs = []
-    # Config order, and one shape for every target so that scripts need no special case.
-    for t in config.targets:
-        if t.name in states:
-            docs.append(target_json(states[t.name], frozenset(t.expected_open)))
-        else:
-            never = TargetState(name=t.name, address=t.address)
-            docs.append(
-                target_json(never, frozenset(t.expected_open)) | {"status": "never scanned"}
-            )
+    # The same document as GET /api/v1/targets.
+    doc = status_json(config.targets, states)
+    docs = doc["targets"]
     if as_json:
-        click.echo(json.dumps({"targets": docs}, indent=2))
+        click.echo(json.dumps(doc, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
@@ -173,18 +171,17 @@ def findings(
     config = _load(config_path)
     wanted = None if state == "all" else FindingState(state)
 
-    async def work(store: Store) -> tuple[list[dict[str, Any]], int | None]:
+    async def work(store: Store) -> dict[str, Any]:
         rows, next_cursor = await store.findings(
             target=target, state=wanted, limit=limit, cursor=cursor
         )
-        states = await store.load_states()
-        return [
-            finding_json(f, states[f.target].address if f.target in states else None) for f in rows
-        ], next_cursor
+        # The same document as GET /api/v1/findings.
+        return findings_page(rows, await store.load_states(), next_cursor)
 
-    docs, next_cursor = _with_store(config, work)
+    page = _with_store(config, work)
+    docs, next_cursor = page["findings"], page["next"]
     if as_json:
-        click.echo(json.dumps({"findings": docs, "next": next_cursor}, indent=2))
+        click.echo(json.dumps(page, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
@@ -207,26 +204,11 @@ def findings(
 
 
 def parse_until(text: str, now: dt.datetime) -> dt.datetime:
-    """An ack's expiry: an ISO date/time (UTC unless it says otherwise) or a duration (`7d`)."""
-    hint = "'--until'"
+    """An ack's expiry (see `acks.parse_until`), refused as a bad `--until`."""
     try:
-        when = now + dt.timedelta(seconds=parse_duration(text))
-    except ValueError:
-        try:
-            when = dt.datetime.fromisoformat(text)
-        except ValueError:
-            raise click.BadParameter(
-                f"{text!r} is neither a date (2026-12-31, 2026-12-31T18:00) nor a duration (7d)",
-                param_hint=hint,
-            ) from None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=dt.UTC)
-    except OverflowError:
-        raise click.BadParameter(f"{text!r} is too far in the future", param_hint=hint) from None
-    # Also for a zero duration: detect.acknowledge refuses an expiry that is not in the future.
-    if when <= now:
-        raise click.BadParameter(f"{text!r} is not in the future", param_hint=hint)
-    return when
+        return acks.parse_until(text, now)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--until'") from None
 
 
 @click.command("ack")
@@ -243,15 +225,57 @@ def ack(finding_id: int, config_path: Path, until_text: str, reason: str) -> Non
         raise click.BadParameter("must not be empty", param_hint="'--reason'")
 
     async def work(store: Store) -> str:
-        finding = await store.finding(finding_id)
-        if finding is None:
-            raise click.UsageError(f"no finding with id {finding_id}")
-        if not finding.is_active:
-            raise click.UsageError(f"finding {finding_id} is resolved: nothing to acknowledge")
-        state = await store.load_state(finding.target)
-        _, acked = detect.acknowledge(state, finding.port, until, reason.strip(), now)
-        await store.save_ack(acked)
+        try:
+            finding = await acks.ack_finding(store, finding_id, until, reason, now)
+        except (LookupError, ValueError) as exc:
+            raise click.UsageError(str(exc)) from None
         what = f"{finding.target} {finding.port}/tcp"
         return f"finding {finding_id} ({what}) acked until {rfc3339(until)}"
 
     click.echo(_with_store(config, work))
+
+
+@click.command("notify-test")
+@config_option
+@click.option(
+    "--channel",
+    "names",
+    multiple=True,
+    metavar="NAME",
+    help="Only this [[notify]] channel (repeatable); default: every channel.",
+)
+def notify_test(config_path: Path, names: tuple[str, ...]) -> None:
+    """Send a test message to each channel; exit 1 if any delivery failed."""
+    import aiohttp
+
+    from exposuremon.notify.outbox import send_test
+
+    config = _load(config_path)
+    channels = {c.name: c for c in config.notify}
+    if not channels:
+        raise click.ClickException(f"{config_path}: no [[notify]] channel configured")
+    unknown = [n for n in names if n not in channels]
+    if unknown:
+        known = ", ".join(sorted(channels))
+        raise click.UsageError(
+            f"--channel: no channel named {', '.join(map(repr, unknown))} (configured: {known})"
+        )
+    chosen = [channels[n] for n in dict.fromkeys(names)] if names else list(channels.values())
+
+    async def send_all() -> list[str | None]:
+        timeout = aiohttp.ClientTimeout(total=NOTIFY_TEST_TIMEOUT)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            return list(
+                await asyncio.gather(
+                    *(send_test(c, session, public_url=config.http.public_url) for c in chosen)
+                )
+            )
+
+    errors = asyncio.run(send_all())
+    for channel, error in zip(chosen, errors, strict=True):
+        if error is None:
+            click.echo(f"{channel.name} ({channel.type}): ok")
+        else:
+            click.echo(f"{channel.name} ({channel.type}): FAILED: {error}")
+    if any(e is not None for e in errors):
+        sys.exit(1)

@@ -19,6 +19,8 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
+    PlainValidator,
     SecretStr,
     StrictBool,
     StrictInt,
@@ -56,6 +58,7 @@ from exposuremon.config_fields import (
 )
 from exposuremon.detect import Policy
 from exposuremon.model import ScanKind, Severity
+from exposuremon.notify.policy import Rate, parse_rate
 from exposuremon.scan.ports import HOT_PORTS, format_ports
 from exposuremon.scan.timing import ScanOptions
 
@@ -263,6 +266,12 @@ class NotifyConfig(_Model):
     secret_file: FilePath | None = None
     min_severity: Annotated[Severity, BeforeValidator(parse_severity)] = Severity.WARNING
     targets: tuple[StrictStr, ...] | None = None
+    # Delivery (notify/outbox.py): messages per period (default per type), how long a failing
+    # message is retried, and reminders of open critical findings (off unless remind_every).
+    rate: Annotated[Rate, PlainValidator(parse_rate), PlainSerializer(str)] | None = None
+    retry_horizon: Duration = 24 * 3600.0
+    remind_every: Duration | None = None
+    remind_max: PositiveInt = 3
 
     @model_validator(mode="after")
     def _sources(self) -> NotifyConfig:

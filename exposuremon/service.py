@@ -18,13 +18,15 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from prometheus_client import CollectorRegistry
 
-from exposuremon import detect
+from exposuremon import acks, detect
 from exposuremon.config import Config, ConfigError, TargetConfig, load_config
 from exposuremon.logs import get_logger
-from exposuremon.metrics import Metrics
-from exposuremon.model import Fingerprint, Observation, Observed, ScanKind, TargetState
+from exposuremon.metrics import Metrics, StateCollector
+from exposuremon.model import Finding, Fingerprint, Observation, Observed, ScanKind, TargetState
+from exposuremon.notify.outbox import Notifier, NullNotifier, router
 from exposuremon.scan.engine import Scanner
 from exposuremon.scan.probe import fingerprint_many
 from exposuremon.scan.result import PortState, ScanResult
@@ -32,11 +34,14 @@ from exposuremon.scan.target import Scan, ScanError
 from exposuremon.scan.timing import ScanOptions
 from exposuremon.scheduler import JobSpec, ScanScheduler
 from exposuremon.store import ScanRecord, Store
+from exposuremon.systemd import SystemdNotifier, service_status
 from exposuremon.web import HttpServer, make_app
 
 MAX_FINGERPRINTS = 64  # ports fingerprinted per scan at most
 STOP_GRACE = 5.0  # seconds running scans get to record their partial results on shutdown
 QUIET_FLUSH = 60.0  # seconds between writes of quiet scans' times
+NOTIFY_TIMEOUT = 10.0  # seconds per webhook request
+STATUS_EVERY = 60.0  # seconds between STATUS= updates to systemd
 
 
 def utcnow() -> dt.datetime:
@@ -91,6 +96,10 @@ class Service:
         self.config = config
         self.config_path = config_path
         self.metrics = Metrics(registry)
+        # Not in the registry: /metrics adds its families with a faster renderer (exposition.py).
+        self.state_metrics = StateCollector(
+            lambda: self.store.gauges(), lambda: self.config, lambda: self._quiet
+        )
         self.log = get_logger()
         self._store: Store | None = None
         self._scanner: Scanner | None = None
@@ -110,6 +119,11 @@ class Service:
         self._slots = asyncio.Semaphore(config.scan.max_concurrent_scans)
         self._ready = False
         self.scans_recorded = 0
+        self.systemd = SystemdNotifier.from_env()  # does nothing outside systemd
+        self._reload_error: str | None = None  # why the last reload was refused
+        # Chat delivery (notify/outbox.py): a real worker once the store is open.
+        self.notifications: Notifier | NullNotifier = NullNotifier()
+        self._session: aiohttp.ClientSession | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -127,15 +141,27 @@ class Service:
 
     async def start(self) -> None:
         """Open the store, start scanning and serving; ready when this returns."""
+        # Pinging from the start: migrations may take long, and run in a thread.
+        self.systemd.start_watchdog()
         self._store = await Store.open(self.config.daemon.state_dir)
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=NOTIFY_TIMEOUT))
+        self.notifications = Notifier(
+            self._store,
+            self.config.notify,
+            self._session,
+            self.metrics,
+            public_url=self.config.http.public_url,
+        )
+        self.notifications.start()  # delivers what an earlier run left in the outbox
         self._scanner = Scanner()
-        app = make_app(self.metrics.registry, self.not_ready)
+        app = make_app(self.metrics.registry, self, state=self.state_metrics)
         self._http = HttpServer(app, self.config.http.host, self.config.http.port)
         await self._http.start()
         self._scheduler.start()
         self._scheduler.sync(self._job_specs(), await self._store.last_scans(), utcnow())
         self._scheduler.add_maintenance(self.prune, interval=3600.0)
         self._scheduler.add_maintenance(self.flush_quiet, interval=QUIET_FLUSH)
+        self._scheduler.add_maintenance(self.refresh_status, interval=STATUS_EVERY)
         self._ready = True
         self.log.info(
             "started",
@@ -143,6 +169,8 @@ class Service:
             listen=f"{self.config.http.host}:{self.config.http.port}",
             state_dir=str(self.config.daemon.state_dir),
         )
+        self.systemd.ready()
+        await self.refresh_status()
 
     async def run(self) -> None:
         """Serve until a stop is requested."""
@@ -159,6 +187,7 @@ class Service:
 
     async def stop(self) -> None:
         """Stop scheduling, stop running scans (recorded incomplete), flush, close."""
+        self.systemd.stopping()
         self._ready = False
         self._stop_requested.set()
         # Pause first, shut down last: APScheduler cancels jobs still running at shutdown,
@@ -182,8 +211,12 @@ class Service:
         if self._scanner is not None:
             self._scanner.close()
         if self._store is not None:
+            await self.notifications.stop()  # settles a delivery in flight, so before close
             await self._store.close()
+        if self._session is not None:
+            await self._session.close()
         self.log.info("stopped", scans_recorded=self.scans_recorded)
+        await self.systemd.stop_watchdog()  # last: a slow shutdown is still a live one
 
     def not_ready(self) -> str | None:
         """None when ready to serve, else why not (for /readyz)."""
@@ -193,17 +226,36 @@ class Service:
             return "scheduler not running"
         return None
 
+    async def refresh_status(self) -> None:
+        """Tell systemd the one-line status: targets, open findings, last scan, reload error."""
+        names = [t.name for t in self.config.targets]
+        self.systemd.status(service_status(names, self._seen, self._reload_error))
+
     async def reload(self) -> bool:
         """Re-read the config file; apply it if valid, else keep the old one and say why."""
         if self.config_path is None:
             return False
+        if not self._ready:  # starting or stopping: nothing to apply a config to
+            self.log.warning("reload ignored while starting or stopping")
+            return False
+        self.systemd.reloading()
         try:
-            new = load_config(self.config_path)
+            return await self._reload(self.config_path)
+        finally:
+            # READY=1 after a refused config too: the service runs on, on the old one.
+            self.systemd.ready()
+            await self.refresh_status()
+
+    async def _reload(self, path: Path) -> bool:
+        try:
+            new = load_config(path)
         except ConfigError as exc:
+            self._reload_error = "; ".join(exc.errors)
             self.log.error("reload rejected, keeping the running config", errors=exc.errors)
             return False
         old_names = {t.name for t in self.config.targets}
         self.config = new
+        self.notifications.reconfigure(new.notify, new.http.public_url)
         self._scheduler.sync(self._job_specs(), await self.store.last_scans(), utcnow())
         names = {t.name for t in new.targets}
         self.log.info(
@@ -212,6 +264,7 @@ class Service:
             added=sorted(names - old_names),
             removed=sorted(old_names - names),
         )
+        self._reload_error = None
         return True
 
     @staticmethod
@@ -343,10 +396,12 @@ class Service:
                     outcome.state,
                     outcome.events,
                     outcome.findings,
-                    self._channels_for(target.name),
+                    router(self.config.notify, outcome.events, outcome.findings),
                 )
                 self._quiet.pop(target.name, None)
                 self._seen[target.name] = applied.state
+                if applied.events:
+                    self.notifications.wake()
         self.scans_recorded += 1
         self.log.debug(
             "scan recorded",
@@ -409,9 +464,22 @@ class Service:
                 )
         return confirmed, fingerprints
 
-    def _channels_for(self, target: str) -> list[str]:
-        return [
-            channel.name
-            for channel in self.config.notify
-            if not channel.targets or target in channel.targets
-        ]
+    # -- API backend (exposuremon.api.Backend; also: store, config, not_ready) ----------------
+
+    def scan_now(self, target: str) -> bool:
+        """Schedule an on-demand quick scan of `target` now; False when it is not configured."""
+        if self._target(target) is None:
+            return False
+        self._scheduler.run_soon(target, ScanKind.QUICK)
+        return True
+
+    async def ack(self, finding_id: int, until: dt.datetime, reason: str) -> Finding:
+        """Acknowledge a finding (LookupError: unknown, ValueError: resolved), never mid-scan."""
+        finding = await self.store.finding(finding_id)
+        if finding is None:
+            raise LookupError(f"no finding with id {finding_id}")
+        # Under the target's lock: a scan's evaluation cannot overwrite the ack with stale state.
+        async with self._locks[finding.target]:
+            acked = await acks.ack_finding(self.store, finding_id, until, reason, utcnow())
+            self._seen.pop(finding.target, None)  # the next scan reads the acked state
+        return acked

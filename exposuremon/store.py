@@ -25,6 +25,7 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from exposuremon import store_outbox as so
 from exposuremon import store_schema as s
 from exposuremon import store_sql as q
 from exposuremon.model import (
@@ -288,14 +289,17 @@ class Store:
         outcome_state: TargetState,
         events: Sequence[Event],
         findings: Sequence[Finding],
-        channels: Sequence[str],
+        channels: Sequence[str] | q.Route,
     ) -> Applied:
         """Save one scan's result in one transaction: scan, state, findings, events, outbox.
 
         `findings` are the ones detection created (id None) or changed; the state's findings
         are saved too when they differ from the stored ones. Port events without a finding id
-        are linked to that port's finding. Returns what was stored, ids filled in.
+        are linked to that port's finding. `channels` names the notification channels of
+        every event, or is a function naming them per (saved) event. Returns what was stored,
+        ids filled in.
         """
+        route = channels if callable(channels) else (lambda _e, names=tuple(channels): names)
         name = outcome_state.name
         if scan.target != name:
             raise ValueError(f"scan.target {scan.target!r} differs from outcome_state {name!r}")
@@ -310,7 +314,7 @@ class Store:
             state, changed = await q.save_findings(conn, outcome_state, findings)
             await q.update_target(conn, state)
             saved = await q.insert_events(conn, events, scan_id, state, changed)
-            await q.insert_outbox(conn, saved, channels, str(scan_id), now)
+            await q.insert_outbox(conn, saved, route, str(scan_id), now)
         return Applied(
             scan_id=scan_id,
             event_ids=tuple(e.id for e in saved if e.id is not None),
@@ -449,12 +453,65 @@ class Store:
             "outbox": outbox_n.rowcount,
         }
 
+    async def gauges(self) -> tuple[dict[str, q.TargetGauges], int]:
+        """What the state metrics show: per-target gauges and the pending outbox count."""
+        async with self._read("read gauges") as conn:
+            return await q.gauge_snapshot(conn)
+
     async def outbox_pending(self) -> int:
         """How many notification deliveries are waiting."""
         query = sa.select(sa.func.count()).select_from(s.outbox)
         query = query.where(s.outbox.c.status == "pending")
         async with self._read("count outbox") as conn:
             return int((await conn.execute(query)).scalar_one())
+
+    # ---------------------------------------------------- notification outbox (store_outbox)
+
+    async def deliveries(
+        self,
+        *,
+        status: str | None = None,
+        channel: str | None = None,
+        limit: int = 100,
+        cursor: int | None = None,
+    ) -> tuple[list[so.Delivery], int | None]:
+        """Outbox rows newest first (dead letters: status="dead"); returns the next cursor."""
+        query = so.deliveries_query(status, channel)
+        rows, nxt = await self._page(query, s.outbox.c.id, limit, cursor, "list deliveries")
+        return [so.delivery_from_row(r) for r in rows], nxt
+
+    async def next_message(
+        self, channel: str, now: dt.datetime
+    ) -> tuple[so.Outgoing | None, dt.datetime | None]:
+        """The channel's oldest message due at `now`, else when its next delivery is due."""
+        async with self._read(f"next message for {channel}") as conn:
+            found = await so.next_message(conn, channel, s.to_micros(now, "now"))
+            return (found, None) if found else (None, await so.next_due(conn, channel))
+
+    async def settle(
+        self,
+        ids: Sequence[int],
+        status: str,
+        now: dt.datetime,
+        next_attempt_at: dt.datetime | None = None,
+        error: str | None = None,
+    ) -> int:
+        """Record one attempt of a message's rows (see `store_outbox.settle`); rows changed."""
+        at, now_us = s.opt_micros(next_attempt_at, "next_attempt_at"), s.to_micros(now, "now")
+        async with self._write(f"settle {len(ids)} deliveries as {status}") as conn:
+            return await so.settle(conn, ids, status, now_us, at, error)
+
+    async def retire_channels(self, active: Sequence[str], error: str) -> dict[str, int]:
+        """Mark pending deliveries of channels not in `active` dead; counts per channel."""
+        async with self._write("retire removed channels") as conn:
+            return await so.retire(conn, active, error)
+
+    async def enqueue_reminders(
+        self, rules: Sequence[so.ReminderRule], now: dt.datetime
+    ) -> dict[str, int]:
+        """Queue the reminders due at `now` (see `store_outbox.enqueue_reminders`)."""
+        async with self._write("queue reminders") as conn:
+            return await so.enqueue_reminders(conn, rules, s.to_micros(now, "now"))
 
 
 def _scan_row(scan: ScanRecord) -> dict[str, Any]:

@@ -166,11 +166,26 @@ outbox = sa.Table(
     sa.Column("sent_at", _Time),
     # Added by migration 0002: "<channel>/<event_id>", one delivery per channel and event.
     sa.Column("dedup_key", sa.Text),
+    # Added by migration 0003: "event" or "reminder" (of the event's finding), and the
+    # reminder's number for that finding and channel.
+    sa.Column("kind", sa.Text, nullable=False, server_default="event"),
+    sa.Column("reminder", sa.Integer),
     sa.CheckConstraint("status IN ('pending', 'sent', 'dead')", name="status"),
     sa.Index(None, "event_id"),
     sa.Index(None, "status", "next_attempt_at"),
     sa.Index(None, "dedup_key", unique=True),
+    sa.Index(None, "channel", "group_key"),
     sqlite_autoincrement=True,
+)
+
+# Added by migration 0003: reminders sent per finding and channel since it was last acked.
+reminders = sa.Table(
+    "reminders",
+    metadata,
+    sa.Column("finding_id", sa.Integer, sa.ForeignKey("findings.id"), primary_key=True),
+    sa.Column("channel", sa.Text, primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Column("last_at", _Time),
 )
 
 Row = Mapping[Any, Any]  # a result row's mapping (SQLAlchemy also accepts columns as keys)

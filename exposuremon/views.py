@@ -7,11 +7,21 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Mapping
-from typing import Any
+import re
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from exposuremon import units
 from exposuremon.model import Event, Finding, Fingerprint, Observed, ScanKind, TargetState
+
+if TYPE_CHECKING:
+    from exposuremon.config import TargetConfig
+    from exposuremon.store_outbox import Delivery
+
+NEVER_SCANNED = "never scanned"
+# Any URL in a delivery's error text: the notifier redacts webhook secrets before storing it;
+# the API drops whole URLs as well, so that a missed case cannot leak one.
+_URL = re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://[^\s\"'<>]*[^\s\"'<>:.,;)]")
 
 
 def rfc3339(when: dt.datetime | None) -> str | None:
@@ -94,3 +104,61 @@ def target_json(state: TargetState, expected_open: frozenset[int]) -> dict[str, 
 
 def _last_scans(last: Mapping[ScanKind, dt.datetime]) -> dict[str, str | None]:
     return {kind.value: rfc3339(last.get(kind)) for kind in ScanKind}
+
+
+def status_json(
+    targets: Sequence[TargetConfig], states: Mapping[str, TargetState]
+) -> dict[str, Any]:
+    """`GET /api/v1/targets` and `exposuremon status --json`: configured targets, in order."""
+    return {"targets": [target_status_json(t, states.get(t.name)) for t in targets]}
+
+
+def target_status_json(target: TargetConfig, state: TargetState | None) -> dict[str, Any]:
+    """One configured target; one shape whether scanned or not, so scripts need no special case."""
+    expected = frozenset(target.expected_open)
+    if state is not None:
+        return target_json(state, expected)
+    never = TargetState(name=target.name, address=target.address)
+    return target_json(never, expected) | {"status": NEVER_SCANNED}
+
+
+def findings_page(
+    rows: Sequence[Finding], states: Mapping[str, TargetState], next_cursor: int | None
+) -> dict[str, Any]:
+    """`GET /api/v1/findings` and `exposuremon findings --json`: a page and the next cursor."""
+    return {
+        "findings": [
+            finding_json(f, states[f.target].address if f.target in states else None) for f in rows
+        ],
+        "next": next_cursor,
+    }
+
+
+def events_page(rows: Sequence[Event], next_cursor: int | None) -> dict[str, Any]:
+    """`GET /api/v1/events`: a page and the next cursor."""
+    return {"events": [event_json(e) for e in rows], "next": next_cursor}
+
+
+def delivery_json(d: Delivery) -> dict[str, Any]:
+    """One element of `GET /api/v1/notifications`: an outbox row, never its channel's URL."""
+    return {
+        "id": d.id,
+        "channel": d.channel,
+        "target": d.target,
+        "event_id": d.event_id,
+        "kind": d.kind,
+        "reminder": d.reminder,
+        "group_key": d.group_key,
+        "dedup_key": d.dedup_key,
+        "status": d.status,
+        "attempts": d.attempts,
+        "next_attempt_at": rfc3339(d.next_attempt_at),
+        "last_error": None if d.last_error is None else _URL.sub("<url>", d.last_error),
+        "created_at": rfc3339(d.created_at),
+        "sent_at": rfc3339(d.sent_at),
+    }
+
+
+def deliveries_page(rows: Sequence[Delivery], next_cursor: int | None) -> dict[str, Any]:
+    """`GET /api/v1/notifications`: a page and the next cursor."""
+    return {"notifications": [delivery_json(d) for d in rows], "next": next_cursor}

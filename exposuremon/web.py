@@ -1,35 +1,138 @@
-"""The HTTP server: health, readiness and metrics now; the JSON API and status page join later.
+"""The HTTP server: health, readiness, metrics, the status page and the JSON API.
 
-aiohttp, bound to `[http] listen` (127.0.0.1:9810 by default). The service passes in what
-the handlers need (a readiness check, the metrics registry), so handlers stay thin.
+aiohttp, bound to `[http] listen` (127.0.0.1:9810 by default). The service passes itself in as
+the `Backend` the handlers read from, so handlers stay thin. Every error is JSON
+`{"error": "..."}`: routing's 404/405 too, and anything unexpected becomes a 500 without a
+traceback in the body (the traceback goes to the log).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import logging
+from typing import TYPE_CHECKING
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
+from exposuremon import page
+from exposuremon.api import MAX_BODY, Api, Backend, Handler, error
+from exposuremon.exposition import scrape_handler
+from exposuremon.logs import get_logger
+from exposuremon.store import StoreError
 
-def make_app(registry: CollectorRegistry, is_ready: Callable[[], str | None]) -> web.Application:
-    """The aiohttp application; `is_ready` returns None when ready, else the reason it is not."""
+if TYPE_CHECKING:
+    from exposuremon.metrics import StateCollector
+
+# The page loads nothing from anywhere (no scripts, no external assets); say so to the browser,
+# so that even an escaping mistake could not run a script from a scanned host's banner.
+PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'"
+
+
+class _QuietParseErrors(logging.Filter):
+    """A malformed request (a scanner, a bot) is one warning line, not a traceback per request."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            peer = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg, record.args = (
+                "malformed HTTP request from %s (%s)",
+                (
+                    peer,
+                    type(exc).__name__,
+                ),
+            )
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+# aiohttp's protocol errors (bad request lines, oversized headers) are logged here.
+PROTOCOL_LOG = logging.getLogger("exposuremon.http")
+PROTOCOL_LOG.addFilter(_QuietParseErrors())
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn routing errors and crashes into JSON errors; add headers every answer carries."""
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        # Keep what the client needs (Allow on 405); the body becomes ours.
+        keep = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "www-authenticate")}
+        response = error(exc.status, _reason(request, exc), keep)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        get_logger().exception(
+            "HTTP handler failed", method=request.method, path=request.path[:200]
+        )
+        response = error(500, "internal error")
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def _reason(request: web.Request, exc: web.HTTPException) -> str:
+    if exc.status == 404:
+        return "not found"
+    if exc.status == 405:
+        allowed = exc.headers.get("Allow", "")
+        return f"method {request.method[:16]} not allowed here (allowed: {allowed})"
+    if exc.status == 413:
+        return f"body: larger than {MAX_BODY} bytes"
+    return (exc.reason or "error").lower()
+
+
+def make_app(
+    registry: CollectorRegistry,
+    backend: Backend,
+    *,
+    state: StateCollector | None = None,
+) -> web.Application:
+    """The aiohttp application, reading from `backend` (the running service).
+
+    `state` (the store-backed state metrics) is read before each /metrics scrape and added to
+    what prometheus-client serves from `registry`.
+    """
 
     async def healthz(_: web.Request) -> web.Response:
         # Answering at all proves the event loop runs.
         return web.json_response({"status": "ok"})
 
     async def readyz(_: web.Request) -> web.Response:
-        reason = is_ready()
+        reason = backend.not_ready()
         if reason is None:
             return web.json_response({"status": "ready"})
         return web.json_response({"status": "not ready", "reason": reason}, status=503)
 
-    app = web.Application()
+    async def status_page(_: web.Request) -> web.Response:
+        try:
+            html = await page.render_status(backend.store, backend.config)
+        except StoreError as exc:
+            get_logger().error("store failed serving the status page", error=str(exc))
+            return error(503, "the database is unavailable; see the daemon's log")
+        response = web.Response(text=html, content_type="text/html", charset="utf-8")
+        response.headers["Content-Security-Policy"] = PAGE_CSP
+        response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+
+    app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", make_aiohttp_handler(registry))
+    metrics = (
+        make_aiohttp_handler(registry)
+        if state is None
+        else scrape_handler(registry, state.refresh, state.render)
+    )
+    app.router.add_get("/metrics", metrics)  # the one /metrics route
+    app.router.add_get("/", status_page)
+    app.router.add_routes(Api(backend).routes())
     return app
 
 
@@ -37,7 +140,7 @@ class HttpServer:
     """Start/stop wrapper around an aiohttp runner bound to one host and port."""
 
     def __init__(self, app: web.Application, host: str, port: int) -> None:
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, logger=PROTOCOL_LOG)
         self._host, self._port = host, port
         self.bound: tuple[str, int] | None = None
 

@@ -499,3 +499,18 @@ def test_ack_refusals(bed: Bed, label: str | None, until: str, reason: str, need
     )
     assert needle in one_error_line(proc)
     assert findings_rows(bed.state_dir) == rows_before
+
+
+def test_read_commands_never_create_the_database(tmp_path: Path) -> None:
+    """status/findings before the daemon's first run: one line, exit 1, and no database made
+    (under DynamicUser= a root-run command would otherwise leave a root-owned one)."""
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG, encoding="utf-8")
+    for command in ("status", "findings"):
+        proc = run_cli(command, "-c", str(config))
+        assert proc.returncode == 1
+        assert proc.stderr.strip().splitlines() == [
+            f"exposuremon: error: no database at {db_path(tmp_path / 'state')}: the daemon "
+            "has not run with this state_dir"
+        ]
+    assert not (tmp_path / "state").exists()

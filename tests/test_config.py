@@ -22,6 +22,7 @@ from exposuremon.config import (
 )
 from exposuremon.config_checks import check_warnings, host_addresses
 from exposuremon.model import ScanKind, Severity
+from exposuremon.notify.policy import Rate
 from exposuremon.scan.ports import HOT_PORTS, TOP1000_PORTS, format_ports
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"
@@ -683,3 +684,31 @@ def test_port_sets_round_trip_as_spec(ports: frozenset[int]) -> None:
     """Any non-empty set of ports written with format_ports() parses back to the same set."""
     config = parse_config(TARGET + f'expected_open = "{format_ports(ports)}"\n', BASE)
     assert config.targets[0].expected_open == ports
+
+
+def test_notify_delivery_keys() -> None:
+    """rate, retry_horizon, remind_every and remind_max parse; defaults: type rate, 24h, off, 3."""
+    plain = notify_config('type = "discord"\nurl_env = "U"\n').notify[0]
+    assert (plain.rate, plain.retry_horizon, plain.remind_every, plain.remind_max) == (
+        None,
+        86400.0,
+        None,
+        3,
+    )
+    tuned = notify_config(
+        'type = "slack"\nurl_env = "U"\nrate = "30/1m"\nretry_horizon = "2h"\n'
+        'remind_every = "4h"\nremind_max = 5\n'
+    ).notify[0]
+    assert (tuned.rate, tuned.retry_horizon, tuned.remind_every, tuned.remind_max) == (
+        Rate(30, 60),
+        7200.0,
+        14400.0,
+        5,
+    )
+    assert tuned.model_dump()["rate"] == "30/60s"
+    assert errors_of(
+        TARGET + '[[notify]]\nname = "n"\ntype = "slack"\nurl_env = "U"\nrate = "x"\n'
+    ) == ["notify[0].rate: not a rate: 'x' (use a number per second, or e.g. '5/2s', '30/1m')"]
+    assert errors_of(
+        TARGET + '[[notify]]\nname = "n"\ntype = "slack"\nurl_env = "U"\nremind_max = 0\n'
+    ) == ["notify[0].remind_max: must be greater than or equal to 1 (got 0)"]

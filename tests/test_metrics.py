@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+import aiohttp
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
@@ -12,7 +13,7 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from exposuremon.config import load_config
-from exposuremon.metrics import StateCollector
+from exposuremon.metrics import StateCollector, _version
 from exposuremon.model import EventType
 from exposuremon.service import Service
 from exposuremon.store import Store
@@ -176,3 +177,46 @@ def test_collector_registers_without_reading_the_store(tmp_path: Path) -> None:
     found = samples(StateCollector(never, lambda: config))  # type: ignore[arg-type]
     assert value(found, "exposuremon_outbox_pending") == 0
     assert value(found, "exposuremon_findings", target="a", state="acked") == 0
+
+
+async def test_scrape_serves_both_formats_over_http(tmp_path: Path) -> None:
+    """/metrics answers OpenMetrics to Prometheus, text otherwise, the state included."""
+    listeners = Listeners()
+    port = listeners.open("127.0.0.10")
+    config_path = write_config(
+        tmp_path, [{"name": "gw", "address": "127.0.0.10", "expected_open": str(port)}]
+    )
+    service = Service(load_config(config_path), config_path)
+    await service.start()
+    try:
+
+        async def scanned() -> bool:
+            return service.scans_recorded >= 1
+
+        await wait_until(scanned, 20, "a scan recorded")
+        assert service.http_address is not None
+        url = "http://{}:{}/metrics".format(*service.http_address)
+        accept = (
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
+            "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+        )
+        async with aiohttp.ClientSession() as http:
+            async with http.get(url, headers={"Accept": accept}) as resp:
+                assert resp.status == 200
+                assert resp.content_type == "application/openmetrics-text"
+                om = await resp.text()
+            async with http.get(url) as resp:
+                assert resp.content_type == "text/plain"
+                text = await resp.text()
+    finally:
+        await service.stop()
+        listeners.close()
+    assert om.endswith("# EOF\n")
+    assert om.count("# EOF") == 1
+    from_om = parsed(om, openmetrics=True)
+    from_text = parsed(text)
+    for found in (from_om, from_text):
+        assert value(found, "exposuremon_port_open", target="gw", port=str(port)) == 1
+        assert value(found, "exposuremon_target_up", target="gw") == 1
+        assert value(found, "exposuremon_scans_total", kind="sentinel", complete="true")
+        assert value(found, "exposuremon_build_info", version=_version()) == 1

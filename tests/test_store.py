@@ -49,7 +49,7 @@ from exposuremon.store import (
 T0 = dt.datetime(2026, 11, 20, 9, 12, 3, 123456, tzinfo=dt.UTC)
 CLOCK = dt.datetime(2026, 11, 26, 3, 14, 7, 654321, tzinfo=dt.UTC)
 TABLES = ("targets", "scans", "port_state", "findings", "events", "outbox")
-HEAD = "0002"
+HEAD = "0003"
 
 
 def at(minutes: float) -> dt.datetime:
@@ -1110,4 +1110,5 @@ def test_migrations_ship_with_the_package() -> None:
     assert sorted(p.name for p in (where / "versions").glob("0*.py")) == [
         "0001_initial.py",
         "0002_outbox_dedup_key.py",
+        "0003_outbox_reminders.py",
     ]

@@ -1,0 +1,1 @@
+"""Chat notifications: pure rendering per chat format, and an outbox worker that delivers."""

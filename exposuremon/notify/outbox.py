@@ -1,0 +1,520 @@
+"""The delivery worker: drains the store's notification outbox into the chat channels.
+
+One lane (an asyncio task) per channel takes the channel's oldest due message (every pending
+row of one scan of one target: one message, not one per event), waits for the channel's
+rate limit, renders and POSTs it, and settles all its rows in one transaction: sent, dead
+(permanent error, or past the retry horizon) or pending again after a backoff with jitter or
+the receiver's Retry-After. After a failure the whole lane pauses as long, so a receiver
+that is down or rate limiting sees one request per pause, not one per message.
+
+Guarantee: at least once. A message is marked sent only after the receiver accepted it; a
+crash between the two sends it again after the restart, with the same delivery id
+(`<channel>/<group_key>`, in the `X-Exposuremon-Delivery` header and the message itself), so a
+receiver that deduplicates on it shows it once. A row marked sent is never sent again.
+
+A supervisor task queues reminders of open critical findings (`remind_every`, `remind_max`)
+as outbox rows, so they get the same retries and guarantees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import random
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import aiohttp
+
+from exposuremon.config import ConfigError, NotifyConfig
+from exposuremon.logs import get_logger
+from exposuremon.metrics import Metrics
+from exposuremon.model import Event, EventType, Finding, FindingState, Severity
+from exposuremon.notify import delivery, formats
+from exposuremon.notify.formats import split_ntfy_url
+from exposuremon.notify.message import Message, MessageKind, Request
+from exposuremon.notify.policy import (
+    DEFAULT_RATES,
+    Backoff,
+    Decision,
+    Outcome,
+    Permanent,
+    Random,
+    Rate,
+    RateLimiter,
+    Retry,
+    Sent,
+    decide,
+    redact,
+    secret_parts,
+)
+from exposuremon.store import Store, StoreError
+from exposuremon.store_outbox import Outgoing, ReminderRule
+
+REMOVED = "channel removed from config"
+STOP_GRACE = 3.0  # seconds a delivery in flight gets to finish when the notifier stops
+
+
+# `notify.formats.render(channel_type, message, *, secret=None, topic=None)`
+Render = Callable[..., Request]
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Tuning:
+    """Timing knobs; the defaults are for production, tests shorten them."""
+
+    backoff: Backoff = dataclasses.field(default_factory=Backoff)
+    time_limit: float = delivery.TIMEOUT  # per HTTP attempt
+    idle_poll: float = 60.0  # longest sleep of an idle lane (rows written by other processes)
+    reminder_poll: float = 60.0  # how often due reminders are looked for (at most)
+    error_pause: float = 5.0  # after a database error
+
+
+def rate_of(channel: NotifyConfig) -> Rate:
+    """The channel's rate limit: its `rate`, else the default of its type."""
+    return channel.rate or DEFAULT_RATES[channel.type]
+
+
+def endpoint(channel_type: str, url: str) -> tuple[str, str | None]:
+    """Where to POST and the ntfy topic: ntfy takes JSON at the server's root, topic inside."""
+    if channel_type == "ntfy":
+        root, topic = split_ntfy_url(url)
+        return root, topic
+    return url, None
+
+
+def router(
+    channels: Sequence[NotifyConfig], events: Sequence[Event], findings: Sequence[Finding]
+) -> Callable[[Event], list[str]]:
+    """Which channels get each event of one scan (`Store.apply`'s `channels`).
+
+    A channel gets the events it wants (target in scope, severity at least its minimum).
+    Resolved notices: a finding_resolved counts with the severity of the finding it resolves,
+    so every channel told of a finding hears that it is gone. Target-level events (reboot,
+    down, up, address) go along as context to every channel that gets something of the scan.
+    """
+    resolved = {f.port: f.severity for f in findings if f.state is FindingState.RESOLVED}
+
+    def severity(e: Event) -> Severity:
+        if e.type is EventType.FINDING_RESOLVED and e.port in resolved:
+            return max(e.severity, resolved[e.port])
+        return e.severity
+
+    busy = {c.name for c in channels if any(c.wants(e.target, severity(e)) for e in events)}
+
+    def route(e: Event) -> list[str]:
+        return [
+            c.name
+            for c in channels
+            if c.wants(e.target, severity(e)) or (e.port is None and c.name in busy)
+        ]
+
+    return route
+
+
+async def send_test(
+    channel: NotifyConfig,
+    session: aiohttp.ClientSession,
+    *,
+    public_url: str | None = None,
+    clock: Callable[[], dt.datetime] = _utcnow,
+    render: Render = formats.render,
+) -> str | None:
+    """Send a clearly marked test message to `channel`: None on success, else the error."""
+    now = clock()
+    message = Message(
+        target="exposuremon",
+        address=None,
+        events=(),
+        kind=MessageKind.TEST,
+        public_url=public_url,
+        delivery_id=f"{channel.name}/test/{now:%Y%m%dT%H%M%S.%fZ}",
+    )
+    outcome = await attempt(channel, message, session, render=render, clock=clock)
+    return None if isinstance(outcome, Sent) else outcome.error
+
+
+async def attempt(
+    channel: NotifyConfig,
+    message: Message,
+    session: aiohttp.ClientSession,
+    *,
+    render: Render = formats.render,
+    tuning: Tuning = Tuning(),
+    clock: Callable[[], dt.datetime] = _utcnow,
+) -> Outcome:
+    """Render `message` for `channel` and POST it once; errors carry no secret."""
+    try:
+        url = channel.resolve_url()
+        secret = channel.resolve_secret()
+    except ConfigError as exc:  # e.g. the env var is gone: may come back, so retry
+        return Retry("; ".join(exc.errors))
+    secrets = secret_parts(url, secret)
+    try:
+        post_url, topic = endpoint(channel.type, url)
+    except ValueError as exc:  # the URL read from env or file is unusable: fix and reload
+        return Retry(redact(f"{channel.name}: {exc}", secrets))
+    try:
+        request = render(channel.type, message, secret=secret, topic=topic)
+    except Exception as exc:  # a renderer bug must not stop the lane; retrying won't help
+        get_logger(component="notify").exception("rendering failed", channel=channel.name)
+        return Permanent(redact(f"cannot render the message: {exc}", secrets))
+    return await delivery.post(
+        session,
+        post_url,
+        request,
+        delivery_id=message.delivery_id,
+        secrets=secrets,
+        time_limit=tuning.time_limit,
+        retry_after_limits=tuning.backoff.retry_after,
+        clock=clock,
+    )
+
+
+class Notifier:
+    """Delivers the outbox to the configured channels until stopped."""
+
+    def __init__(
+        self,
+        store: Store,
+        channels: Sequence[NotifyConfig],
+        session: aiohttp.ClientSession,
+        metrics: Metrics,
+        *,
+        public_url: str | None = None,
+        clock: Callable[[], dt.datetime] = _utcnow,
+        rng: Random | None = None,
+        tuning: Tuning = Tuning(),
+        render: Render = formats.render,
+    ) -> None:
+        self.store = store
+        self.session = session
+        self.metrics = metrics
+        self.public_url = public_url
+        self.clock = clock
+        self.rng: Random = rng if rng is not None else random.Random()
+        self.tuning = tuning
+        self.render = render
+        self.log = get_logger(component="notify")
+        self._channels: dict[str, NotifyConfig] = {c.name: c for c in channels}
+        self._lanes: dict[str, _Lane] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._poke = asyncio.Event()
+        self._stopping = False
+        self._started = False
+        self._reconfigured = False  # the supervisor re-reads the reminder rules
+
+    @property
+    def channels(self) -> dict[str, NotifyConfig]:
+        """The configured channels by name."""
+        return dict(self._channels)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start one lane per channel and the supervisor (reminders, removed channels)."""
+        if self._started:
+            return
+        self._started = True
+        for channel in self._channels.values():
+            self._start_lane(channel)
+        self._spawn(self._supervise())
+
+    def wake(self) -> None:
+        """New rows were written: look at the outbox now instead of at the next poll."""
+        for lane in self._lanes.values():
+            lane.wake()
+        self._poke.set()
+
+    async def stop(self) -> None:
+        """Stop delivering; a POST in flight gets STOP_GRACE seconds to finish and settle."""
+        self._stopping = True
+        for lane in self._lanes.values():
+            lane.stop()
+        self._poke.set()
+        tasks = list(self._tasks)
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=STOP_GRACE)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        self._lanes.clear()
+
+    def reconfigure(self, channels: Sequence[NotifyConfig], public_url: str | None) -> None:
+        """Apply a reloaded config: lanes for new channels, removed ones end (rows go dead)."""
+        new = {c.name: c for c in channels}
+        removed = [name for name in self._channels if name not in new]
+        self._channels = new
+        self.public_url = public_url
+        if not self._started or self._stopping:
+            return
+        ending: list[asyncio.Task[Any]] = []
+        for name in removed:
+            lane = self._lanes.pop(name, None)
+            if lane is not None:
+                lane.stop()
+                ending.extend(t for t in [lane.task] if t is not None)
+        for channel in new.values():
+            lane = self._lanes.get(channel.name)
+            if lane is None:
+                self._start_lane(channel)
+            else:
+                lane.update(channel)
+        self._spawn(self._retire_after(ending))
+        self._reconfigured = True
+        self._poke.set()
+
+    def _start_lane(self, channel: NotifyConfig) -> None:
+        lane = _Lane(self, channel)
+        self._lanes[channel.name] = lane
+        lane.task = self._spawn(lane.run())
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- supervisor ------------------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        await self._retire()
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            self._reconfigured = False
+            rules = self._reminder_rules()
+            if rules:
+                try:
+                    await self._queue_reminders(rules)
+                except Exception:  # as for lanes: log, and try again next time
+                    self.log.exception("queueing reminders failed")
+            interval = self._reminder_interval(rules)
+            self._poke.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(loop.time() + interval):
+                    # A wake is for the lanes; a stop or new channels end this wait.
+                    while not (self._stopping or self._reconfigured):
+                        await self._poke.wait()
+                        self._poke.clear()
+
+    def _reminder_rules(self) -> list[ReminderRule]:
+        return [
+            ReminderRule(c.name, dt.timedelta(seconds=c.remind_every), c.remind_max, c.targets)
+            for c in self._channels.values()
+            if c.remind_every is not None
+        ]
+
+    def _reminder_interval(self, rules: Sequence[ReminderRule]) -> float:
+        if not rules:
+            return self.tuning.idle_poll
+        shortest = min(r.every.total_seconds() for r in rules)
+        # A tenth of the shortest interval keeps reminders punctual within 10 %.
+        return min(self.tuning.reminder_poll, max(shortest / 10, 0.05))
+
+    async def _queue_reminders(self, rules: Sequence[ReminderRule]) -> None:
+        try:
+            counts = await self.store.enqueue_reminders(rules, self.clock())
+        except StoreError as exc:
+            self.log.error("could not queue reminders", error=str(exc))
+            return
+        for channel, n in counts.items():
+            self.log.info("reminders queued", channel=channel, findings=n)
+            lane = self._lanes.get(channel)
+            if lane is not None:
+                lane.wake()
+
+    async def _retire_after(self, ending: Iterable[asyncio.Task[Any]]) -> None:
+        waiting = list(ending)
+        if waiting:
+            await asyncio.wait(waiting, timeout=STOP_GRACE + self.tuning.time_limit)
+        await self._retire()
+
+    async def _retire(self) -> None:
+        """Dead-letter what waits for channels that are no longer configured (logged once)."""
+        try:
+            counts = await self.store.retire_channels(sorted(self._channels), REMOVED)
+        except StoreError as exc:
+            self.log.error("could not retire removed channels", error=str(exc))
+            return
+        for channel, n in counts.items():
+            self.metrics.notifications.labels(channel=channel, result="dead").inc(n)
+            self.log.warning("deliveries dropped", channel=channel, deliveries=n, reason=REMOVED)
+
+    # -- one attempt -----------------------------------------------------------------------
+
+    async def send_test(self, channel: str) -> str | None:
+        """Send a test message to `channel` now: None on success, else what went wrong."""
+        config = self._channels.get(channel)
+        if config is None:
+            known = ", ".join(sorted(self._channels)) or "none"
+            return f"no [[notify]] channel named {channel!r} (configured: {known})"
+        return await send_test(
+            config, self.session, public_url=self.public_url, clock=self.clock, render=self.render
+        )
+
+    async def attempt(self, channel: NotifyConfig, message: Message) -> Outcome:
+        """Render `message` for `channel` and POST it once; errors carry no secret."""
+        return await attempt(
+            channel, message, self.session, render=self.render, tuning=self.tuning, clock=self.clock
+        )
+
+    def message_of(self, out: Outgoing) -> Message:
+        """The chat message of an outbox message."""
+        return Message(
+            target=out.target,
+            address=out.address,
+            events=out.events,
+            kind=MessageKind.REMINDER if out.is_reminder else MessageKind.EVENTS,
+            public_url=self.public_url,
+            delivery_id=out.delivery_id,
+            reminder_count=out.reminder_count,
+        )
+
+
+class _Lane:
+    """One channel's delivery loop: strictly one message at a time, in outbox order."""
+
+    def __init__(self, notifier: Notifier, channel: NotifyConfig) -> None:
+        self.n = notifier
+        self.channel = channel
+        self.loop = asyncio.get_running_loop()
+        self.limiter = RateLimiter(rate_of(channel))
+        self.task: asyncio.Task[Any] | None = None
+        self.log = notifier.log.bind(channel=channel.name, type=channel.type)
+        self._poke = asyncio.Event()
+        self._woken = False
+        self._stopping = False
+
+    def wake(self) -> None:
+        self._woken = True
+        self._poke.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._poke.set()
+
+    def update(self, channel: NotifyConfig) -> None:
+        """Take a reloaded config of this channel (a new rate starts a fresh window)."""
+        if rate_of(channel) != rate_of(self.channel):
+            self.limiter = RateLimiter(rate_of(channel))
+        self.channel = channel
+        self.log = self.n.log.bind(channel=channel.name, type=channel.type)
+
+    async def run(self) -> None:
+        while not self._stopping:
+            try:
+                await self._step()
+            except Exception:  # a bug must not end the channel's deliveries for good
+                self.log.exception("delivery lane failed; going on")
+                await self._nap(self.n.tuning.error_pause, wakeable=False)
+
+    async def _step(self) -> None:
+        """Deliver the next due message, or sleep until one is due or a wake comes."""
+        self._woken = False
+        try:
+            out, due = await self.n.store.next_message(self.channel.name, self.n.clock())
+        except StoreError as exc:
+            self.log.error("could not read the outbox", error=str(exc))
+            await self._nap(self.n.tuning.error_pause, wakeable=False)
+            return
+        if out is None:
+            idle = self.n.tuning.idle_poll
+            if due is not None:
+                idle = min(idle, max((due - self.n.clock()).total_seconds(), 0.0))
+            await self._nap(idle, wakeable=True)
+            return
+        await self._nap(self.limiter.reserve(self.loop.time()), wakeable=False)
+        if self._stopping:
+            return
+        decision = await self._deliver(out)
+        if decision is not None and decision.status == "pending":
+            # The channel is failing or rate limited: pause it, not just this message.
+            await self._nap(decision.wait, wakeable=False)
+
+    async def _deliver(self, out: Outgoing) -> Decision | None:
+        name = self.channel.name
+        outcome = await self.n.attempt(self.channel, self.n.message_of(out))
+        now = self.n.clock()
+        decision = decide(
+            outcome,
+            attempts=out.attempts + 1,
+            created_at=out.created_at,
+            now=now,
+            horizon=self.channel.retry_horizon,
+            backoff=self.n.tuning.backoff,
+            rng=self.n.rng,
+        )
+        try:
+            await self.n.store.settle(
+                out.ids, decision.status, now, decision.next_attempt_at, decision.error
+            )
+        except StoreError as exc:
+            # Left pending: sent again later with the same delivery id (at least once).
+            self.log.error("could not record a delivery", error=str(exc), delivery=out.delivery_id)
+            await self._nap(self.n.tuning.error_pause, wakeable=False)
+            return None
+        result = {"sent": "sent", "pending": "failed", "dead": "dead"}[decision.status]
+        self.n.metrics.notifications.labels(channel=name, result=result).inc()
+        fields = {
+            "target": out.target,
+            "delivery": out.delivery_id,
+            "events": len(out.events),
+            "attempt": out.attempts + 1,
+        }
+        if decision.status == "sent":
+            self.log.info("notification sent", **fields)
+        elif decision.status == "pending":
+            self.log.warning(
+                "notification failed, will retry",
+                error=decision.error,
+                retry_in_s=round(decision.wait, 1),
+                **fields,
+            )
+        else:
+            self.log.error("notification dead-lettered", error=decision.error, **fields)
+        return decision
+
+    async def _nap(self, seconds: float, *, wakeable: bool) -> None:
+        """Sleep up to `seconds`; a stop ends it, a wake too when `wakeable`."""
+        deadline = self.loop.time() + seconds
+        while not self._stopping and not (wakeable and self._woken):
+            left = deadline - self.loop.time()
+            if left <= 0:
+                return
+            self._poke.clear()
+            try:
+                async with asyncio.timeout(left):
+                    await self._poke.wait()
+            except TimeoutError:
+                return
+
+
+class NullNotifier:
+    """Stands in before the store is open: accepts every call, delivers nothing."""
+
+    @property
+    def channels(self) -> dict[str, NotifyConfig]:
+        """No channels."""
+        return {}
+
+    def start(self) -> None:
+        """Nothing to start."""
+
+    def wake(self) -> None:
+        """Nothing to wake."""
+
+    async def stop(self) -> None:
+        """Nothing to stop."""
+
+    def reconfigure(self, channels: Sequence[NotifyConfig], public_url: str | None) -> None:
+        """Nothing to reconfigure."""
+
+    async def send_test(self, channel: str) -> str | None:
+        """Nothing can be sent."""
+        return "notifications are not running"
