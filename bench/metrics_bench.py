@@ -2,9 +2,11 @@
 
 The store is filled the way the daemon fills it: a synthetic full-scan observation per target
 goes through detection (`detect.evaluate`) and `Store.apply`. Then the daemon's own HTTP app
-is scraped over a real loopback connection. The reference, side by side in the same run, is
-prometheus-client serving the same series from plain in-memory Gauges (no store read): the
-floor any implementation pays for rendering this many samples. Goal: scrape ≤ 100 ms.
+is scraped over a real loopback connection, with Prometheus' Accept headers (OpenMetrics,
+gzip). Between scrapes (not timed) the store changes as in a live fleet: 20 targets get a new
+scan result with a changed port and every target's scan times advance (the quiet-scan flush).
+The reference, side by side in the same run, is prometheus-client serving the same series
+from plain in-memory Gauges (no store read at all). Goal: scrape ≤ 100 ms.
 
 Run: `python -m bench.metrics_bench` (part of `make bench`); writes bench/results/metrics.json.
 """
@@ -18,6 +20,7 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,26 +69,46 @@ def observation(name: str, address: str, open_ports: list[int], when: dt.datetim
     )
 
 
-async def fill(store: Store, config: Config, open_per_target: int) -> int:
-    """Apply one full scan per target through detection; returns the open-port rows written."""
+async def fill(store: Store, config: Config, open_per_target: int) -> dict[str, TargetState]:
+    """Apply one full scan per target through detection; returns the states stored."""
     now = dt.datetime.now(dt.UTC)
-    rows = 0
+    states = {}
     for target in config.targets:
         # Two expected ports plus unexpected ones: a finding each for the latter.
         ports = [443, 8443, *range(80, 80 + open_per_target - 2)]
-        obs = observation(target.name, str(target.ip or target.address), ports, now)
-        outcome = detect.evaluate(
-            TargetState(name=target.name), obs, target.policy(config.scan), now
+        states[target.name] = await scan(
+            store, config, target.name, TargetState(name=target.name), ports, now
         )
-        await store.apply(
-            ScanRecord.from_observation(obs),
-            outcome.state,
-            outcome.events,
-            outcome.findings,
-            (),
-        )
-        rows += len(ports)
-    return rows
+    return states
+
+
+async def scan(
+    store: Store, config: Config, name: str, prev: TargetState, ports: list[int], now: dt.datetime
+) -> TargetState:
+    """One full scan of `name` seeing `ports` open, through detection into the store."""
+    target = next(t for t in config.targets if t.name == name)
+    obs = observation(name, str(target.ip or target.address), ports, now)
+    outcome = detect.evaluate(prev, obs, target.policy(config.scan), now)
+    applied = await store.apply(
+        ScanRecord.from_observation(obs), outcome.state, outcome.events, outcome.findings, ()
+    )
+    return applied.state
+
+
+async def churn(
+    store: Store, config: Config, states: dict[str, TargetState], round_: int, changed: int
+) -> None:
+    """What a minute of a live fleet writes: `changed` targets' ports change, all times advance."""
+    now = dt.datetime.now(dt.UTC)
+    names = sorted(states)
+    for i in range(changed):
+        name = names[(round_ * changed + i) % len(names)]
+        state = states[name]
+        open_now = sorted(p for p, rec in state.ports.items() if rec.state is Observed.OPEN)
+        extra = 9000 + round_ % 50  # one more unexpected port opens (or the set shifts)
+        ports = [p for p in open_now if p < 9000] + [extra]
+        states[name] = await scan(store, config, name, state, ports, now)
+    await store.touch(list(states.values()))
 
 
 def reference_registry(snapshot: str) -> CollectorRegistry:
@@ -114,12 +137,19 @@ SCRAPE_HEADERS = {
 }
 
 
-async def scrape_times(url: str, rounds: int) -> tuple[list[float], int]:
-    """Wall time of `rounds` sequential scrapes as Prometheus makes them (ms), last body size."""
+async def scrape_times(
+    url: str, rounds: int, between: Callable[[int], Awaitable[None]] | None = None
+) -> tuple[list[float], int]:
+    """Wall time of `rounds` scrapes as Prometheus makes them (ms), and the last body's size.
+
+    `between(i)` runs before scrape i (not timed): the store changes as in a live fleet.
+    """
     times: list[float] = []
     size = 0
     async with aiohttp.ClientSession(headers=SCRAPE_HEADERS) as http:
-        for _ in range(rounds):
+        for i in range(rounds):
+            if between is not None:
+                await between(i)
             start = time.perf_counter()
             async with http.get(url) as resp:
                 body = await resp.read()
@@ -129,15 +159,21 @@ async def scrape_times(url: str, rounds: int) -> tuple[list[float], int]:
     return times, size
 
 
-async def run(targets: int, open_per_target: int, rounds: int) -> dict[str, Any]:
+async def run(targets: int, open_per_target: int, rounds: int, changed: int) -> dict[str, Any]:
     """Fill a store, scrape the daemon's app and the reference; the figures."""
     with tempfile.TemporaryDirectory(prefix="exposuremon-bench-") as tmp:
         state_dir = Path(tmp) / "state"
         config = parse_config(config_text(targets, state_dir), Path(tmp))
         async with await Store.open(state_dir) as store:
             start = time.perf_counter()
-            rows = await fill(store, config, open_per_target)
+            states = await fill(store, config, open_per_target)
             fill_s = time.perf_counter() - start
+            rows = sum(
+                1
+                for st in states.values()
+                for rec in st.ports.values()
+                if rec.state is Observed.OPEN
+            )
             metrics = Metrics()
             collector = StateCollector(store.gauges, lambda: config)
             app = web.Application()  # the daemon's /metrics route, alone
@@ -149,7 +185,12 @@ async def run(targets: int, open_per_target: int, rounds: int) -> dict[str, Any]
             try:
                 assert server.bound is not None
                 url = f"http://127.0.0.1:{server.bound[1]}/metrics"
-                ours, size = await scrape_times(url, rounds)
+                first, _ = await scrape_times(url, 1)  # after a restart: nothing cached
+
+                async def live(i: int) -> None:
+                    await churn(store, config, states, i, changed)
+
+                ours, size = await scrape_times(url, rounds, live)
                 async with aiohttp.ClientSession() as http, http.get(url) as resp:
                     text = await resp.text()  # text format, for the reference's parser
             finally:
@@ -173,6 +214,8 @@ async def run(targets: int, open_per_target: int, rounds: int) -> dict[str, Any]
         "body_bytes": size,
         "fill_s": round(fill_s, 1),
         "rounds": rounds,
+        "changed_targets_between_scrapes": changed,
+        "first_scrape_ms": round(first[0], 1),
         "scrape_ms": {
             "median": round(median, 1),
             "p95": round(sorted(ours)[int(0.95 * (len(ours) - 1))], 1),
@@ -192,8 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets", type=int, default=1000)
     parser.add_argument("--open-per-target", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--changed", type=int, default=20, help="targets changed per scrape")
     args = parser.parse_args(argv)
-    result = asyncio.run(run(args.targets, args.open_per_target, args.rounds))
+    result = asyncio.run(run(args.targets, args.open_per_target, args.rounds, args.changed))
     report = {"machine": machine(), "metrics_scrape": result}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -9,6 +9,7 @@ which keeps the label sets bounded by what is actually exposed.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from importlib import metadata
 
@@ -18,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from exposuremon import exposition
-from exposuremon.config import Config
+from exposuremon.config import Config, ScheduleConfig, TargetConfig
 from exposuremon.exposition import Family
 from exposuremon.model import FindingState, ScanKind, TargetState, TargetStatus
 from exposuremon.scan.result import ScanResult
@@ -118,6 +119,7 @@ class StateCollector(Collector):
         # Quiet sentinel scans the service has not written yet: their times are newer.
         self._held = held
         self._snapshot: Snapshot = ({}, 0)
+        self._chunks: dict[str, _Chunk] = {}
 
     async def refresh(self) -> None:
         """Read the store now; the next `collect()` shows this snapshot."""
@@ -141,26 +143,20 @@ class StateCollector(Collector):
         held = self._held()
         config = self._config()
         f = _Families()
-        port_open, unexpected = f.port_open.template, f.unexpected.template
+        static = f.static()
+        cache: dict[str, _Chunk] = {}
         for target in config.targets:
+            row = stored.get(target.name) or _UNSCANNED
+            chunk = self._chunks.get(target.name)
+            # Most targets are unchanged between scrapes: their lines are reused, not remade.
+            if chunk is None or chunk.row != row or chunk.target is not target:
+                schedule = target.effective_schedule(config.schedule)
+                chunk = _Chunk(row, target, _target_lines(f, target.name, schedule, row))
+            cache[target.name] = chunk
+            for family, lines in zip(static, chunk.lines, strict=True):
+                family.lines.extend(lines)
+            # Scan times change with every quiet sentinel scan (held, not yet written).
             name = exposition.escape(target.name)
-            schedule = target.effective_schedule(config.schedule)
-            for kind in ScanKind:
-                f.interval.add((name, kind.value), schedule.interval(kind))
-            row = stored.get(target.name)
-            if row is None:  # never scanned yet: zeros, and no up/down or scan times
-                row = TargetGauges(TargetStatus.UNKNOWN.value, {}, 0, 0)
-            f.port_open.lines.extend(port_open.format(name, port, 1) for port in row.open_ports)
-            f.unexpected.lines.extend(
-                unexpected.format(name, port, severity, 1) for port, severity in row.unexpected
-            )
-            f.unexpected_n.add((name,), len(row.unexpected))
-            if row.status != TargetStatus.UNKNOWN.value:
-                f.up.add((name,), 1 if row.status == TargetStatus.UP.value else 0)
-            for state in _FINDING_STATES:
-                f.findings.add((name, state), row.findings.get(state, 0))
-            f.reopened.add((name,), row.reopened_total)
-            f.reboots.add((name,), row.reboots_total)
             times = {kind: micros / _MICROS for kind, micros in row.last_scan.items()}
             newer = held.get(target.name)
             if newer is not None:
@@ -168,8 +164,47 @@ class StateCollector(Collector):
                     times[kind.value] = max(times.get(kind.value, 0.0), when.timestamp())
             for kind_name, seconds in sorted(times.items()):
                 f.last_scan.add((name, kind_name), seconds)
+        self._chunks = cache
         f.outbox.add((), pending)
         return f.all()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Chunk:
+    """One target's sample lines of the static families, and what they were made from."""
+
+    row: TargetGauges
+    target: TargetConfig
+    lines: tuple[list[str], ...]
+
+
+_UNSCANNED = TargetGauges(TargetStatus.UNKNOWN.value, {}, 0, 0)
+
+
+def _target_lines(
+    f: _Families, target: str, schedule: ScheduleConfig, row: TargetGauges
+) -> tuple[list[str], ...]:
+    """One target's lines of each of `f.static()`, in that order."""
+    name = exposition.escape(target)
+    number = exposition.number
+    unexpected = f.unexpected.template
+    port_open = f.port_open.template
+    up: list[str] = []
+    if row.status != TargetStatus.UNKNOWN.value:  # never answered nor failed: no guess
+        up.append(f.up.template.format(name, 1 if row.status == TargetStatus.UP.value else 0))
+    return (
+        [port_open.format(name, port, 1) for port in row.open_ports],
+        [unexpected.format(name, port, severity, 1) for port, severity in row.unexpected],
+        [f.unexpected_n.template.format(name, len(row.unexpected))],
+        up,
+        [f.findings.template.format(name, s, row.findings.get(s, 0)) for s in _FINDING_STATES],
+        [f.reopened.template.format(name, row.reopened_total)],
+        [f.reboots.template.format(name, row.reboots_total)],
+        [
+            f.interval.template.format(name, kind.value, number(schedule.interval(kind)))
+            for kind in ScanKind
+        ],
+    )
 
 
 def _parse(text: str) -> Iterator[Metric]:
@@ -234,6 +269,19 @@ class _Families:
         self.outbox = Family(
             f"{p}_outbox_pending", "gauge", "Notification deliveries waiting to be sent.", ()
         )
+
+    def static(self) -> list[Family]:
+        """The families whose lines depend only on the stored row and the target's config."""
+        return [
+            self.port_open,
+            self.unexpected,
+            self.unexpected_n,
+            self.up,
+            self.findings,
+            self.reopened,
+            self.reboots,
+            self.interval,
+        ]
 
     def all(self) -> list[Family]:
         """Every family, in exposition order."""
