@@ -285,15 +285,4 @@ class _Families:
 
     def all(self) -> list[Family]:
         """Every family, in exposition order."""
-        return [
-            self.port_open,
-            self.unexpected,
-            self.unexpected_n,
-            self.up,
-            self.findings,
-            self.reopened,
-            self.reboots,
-            self.last_scan,
-            self.interval,
-            self.outbox,
-        ]
+        return [*self.static(), self.last_scan, self.outbox]

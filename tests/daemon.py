@@ -13,11 +13,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from exposuremon.store import Store
-
 from exposuremon.config import load_config
 from exposuremon.model import Event, EventType
 from exposuremon.service import Service
+from exposuremon.store import Store
 
 
 def write_config(
@@ -97,6 +96,18 @@ def of_type(events: list[Event], kind: EventType) -> list[Event]:
     return [e for e in events if e.type is kind]
 
 
+def stop_process(proc: subprocess.Popen[Any]) -> None:
+    """Stop a child: SIGTERM, SIGKILL after 10 s; nothing when it has exited already."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 class Daemon:
     """`exposuremon run -c CONFIG` as a subprocess, as systemd would run it."""
 
@@ -142,14 +153,8 @@ class Daemon:
 
     def kill(self) -> None:
         """Stop it for good (SIGKILL if it does not exit on SIGTERM)."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        if self.proc is not None:
+            stop_process(self.proc)
 
 
 @contextlib.contextmanager

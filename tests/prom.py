@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tests.daemon import stop_process
+
 T = TypeVar("T")
 
 PROMETHEUS = "prometheus"
@@ -140,13 +142,7 @@ class Prometheus:
 
     def stop(self) -> None:
         """Stop the process (SIGTERM, then SIGKILL); safe to call twice."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_process(self.proc)
 
 
 def write_config(
