@@ -37,6 +37,7 @@ check: lint typecheck test
 bench: $(STAMP) sysdeps
 	$(BIN)/python -m bench.scan_bench
 	$(BIN)/python -m bench.daemon_bench
+	$(BIN)/python -m bench.metrics_bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
