@@ -53,6 +53,16 @@ case $DESTDIR in
 *[!A-Za-z0-9/._+-]*) die "DESTDIR may only hold A-Z a-z 0-9 / . _ + -, not '$DESTDIR'" ;;
 esac
 [ "$PREFIX" != / ] || die "PREFIX must not be /"
+for name in PREFIX SYSTEMD_DIR CONF_DIR BIN_DIR DESTDIR; do
+    eval "value=\$$name"
+    case /$value/ in
+    */./* | */../*) die "$name must not contain . or .. components, not '$value'" ;;
+    esac
+done
+# PREFIX is a directory of its own (the venv): a shared one such as /usr/local would get a
+# venv written into it, and `uninstall` would remove it whole.
+[ "${PREFIX%/}/bin" != "${BIN_DIR%/}" ] ||
+    die "PREFIX/bin is BIN_DIR ($BIN_DIR): give PREFIX a directory of its own, e.g. /opt/exposuremon"
 
 venv=$DESTDIR$PREFIX
 marker=$venv/.installed-by-exposuremon # uninstall removes only an environment made here
@@ -90,14 +100,21 @@ do_install() {
         ;;
     esac
     if [ ! -x "$venv/bin/python" ]; then
+        # Only into a new or empty directory: never turn an existing tree into a venv.
+        if [ -d "$venv" ] && [ -n "$(ls -A "$venv")" ]; then
+            die "$PREFIX exists and is not a virtual environment: choose an empty PREFIX"
+        fi
         say "creating the virtual environment $PREFIX"
         "$PYTHON" -m venv "$venv"
         : >"$marker"
     fi
-    # Out first, then in: the same version number with new code must still be installed.
-    "$venv/bin/python" -m pip uninstall --quiet --yes exposuremon >/dev/null 2>&1 || true
     say "installing exposuremon from $PIP_SPEC"
+    # --force-reinstall: the same version number with new code must still be installed; and
+    # unlike uninstall-then-install, a failed install leaves the old version in place.
     # shellcheck disable=SC2086 # PIP_ARGS is a list of options
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+        -c "$SRC/constraints.txt" $PIP_ARGS --force-reinstall --no-deps "$PIP_SPEC"
+    # shellcheck disable=SC2086
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
         -c "$SRC/constraints.txt" $PIP_ARGS "$PIP_SPEC"
     if [ -n "$DESTDIR" ]; then
@@ -146,7 +163,7 @@ do_uninstall() {
     if [ -L "$link" ] && [ "$(readlink "$link")" = "$PREFIX/bin/exposuremon" ]; then
         rm -f "$link"
     fi
-    if [ -f "$marker" ]; then
+    if [ -f "$marker" ] && [ -f "$venv/pyvenv.cfg" ]; then
         rm -rf "$venv"
     elif [ -e "$venv" ]; then
         say "left $PREFIX alone: install.sh did not create it"

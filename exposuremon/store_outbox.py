@@ -151,12 +151,14 @@ async def next_due(conn: AsyncConnection, channel: str) -> dt.datetime | None:
 
 
 async def next_message(conn: AsyncConnection, channel: str, now: int) -> Outgoing | None:
-    """The channel's oldest message with a row due at `now`, whole; None when none is due."""
+    """The channel's earliest-due message at `now`, whole; None when none is due."""
     o, e = s.outbox, s.events
     head = (
         sa.select(o.c.group_key)
         .where(_pending(channel), o.c.next_attempt_at <= now)
-        .order_by(o.c.id)
+        # Earliest due first: a message waiting for its retry does not hold back newer ones
+        # (a receiver refusing one payload must not delay a critical alert for a day).
+        .order_by(o.c.next_attempt_at, o.c.id)
         .limit(1)
     )
     group = (await conn.execute(head)).scalar_one_or_none()

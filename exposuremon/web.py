@@ -125,11 +125,19 @@ def make_app(
     app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    metrics = (
+    scrape = (
         make_aiohttp_handler(registry)
         if state is None
         else scrape_handler(registry, state.refresh, state.render)
     )
+
+    async def metrics(request: web.Request) -> web.StreamResponse:
+        try:
+            return await scrape(request)
+        except StoreError as exc:  # the state metrics read the store: no half answer
+            get_logger().error("store failed serving /metrics", error=str(exc))
+            return error(503, "the database is unavailable; see the daemon's log")
+
     app.router.add_get("/metrics", metrics)  # the one /metrics route
     app.router.add_get("/", status_page)
     app.router.add_routes(Api(backend).routes())

@@ -25,6 +25,7 @@ from exposuremon import api
 from exposuremon.api import BadRequest
 from exposuremon.config_fields import TOKEN_ENV
 from exposuremon.detect import Policy, evaluate
+from exposuremon.metrics import StateCollector
 from exposuremon.model import EventType, FindingState, ScanKind, TargetState
 from exposuremon.store import ScanRecord, Store, db_path
 from exposuremon.web import make_app
@@ -270,7 +271,9 @@ async def serving(bed: Story) -> AsyncIterator[tuple[TestClient[Any, Any], Store
     """The API on the story's store."""
     async with await Store.open(bed.state_dir) as store:
         backend = StoreBackend(store, bed.config())
-        async with TestClient(TestServer(make_app(CollectorRegistry(), backend))) as client:
+        state = StateCollector(store.gauges, lambda: backend.config)
+        app = make_app(CollectorRegistry(), backend, state=state)
+        async with TestClient(TestServer(app)) as client:
             yield client, backend
 
 
@@ -549,13 +552,13 @@ async def test_notifications_list_dead_letters_without_urls(story: Story, tmp_pa
 
 
 async def test_a_broken_database_is_503_not_500(story: Story, tmp_path: Path) -> None:
-    """When the store fails, the API and the page answer 503 with a JSON error, no traceback."""
+    """When the store fails, the API, page and metrics answer 503 with a JSON error."""
     bed = story.copy(tmp_path)
     async with serving(bed) as (client, _):
         with contextlib.closing(sqlite3.connect(db_path(bed.state_dir))) as db:
             db.execute("ALTER TABLE findings RENAME TO findings_gone")
             db.commit()
-        for path in ("/api/v1/findings", "/api/v1/targets", "/"):
+        for path in ("/api/v1/findings", "/api/v1/targets", "/", "/metrics"):
             resp = await client.get(path)
             body = await resp.text()
             assert resp.status == 503, (path, body)

@@ -277,6 +277,8 @@ def test_install_at_a_custom_prefix_runs_and_verifies(wheel: Path, tmp_path: Pat
         ({"PREFIX": "opt/exposuremon"}, "PREFIX must be an absolute path"),
         ({"CONF_DIR": "/etc/expo suremon"}, "CONF_DIR may only hold"),
         ({"PREFIX": "/"}, "PREFIX must not be /"),
+        ({"PREFIX": "/opt/../usr/local"}, "must not contain . or .. components"),
+        ({"PREFIX": "/usr/local"}, "PREFIX/bin is BIN_DIR"),
     ],
 )
 def test_bad_paths_are_refused(setting: dict[str, str], needle: str, tmp_path: Path) -> None:
@@ -318,3 +320,45 @@ def test_uninstall_leaves_a_prefix_it_did_not_create(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert (prefix / "bin/python3").read_text() == "not ours"
     assert "install.sh did not create it" in done.stdout
+
+
+def test_install_refuses_a_prefix_that_holds_other_files(wheel: Path, tmp_path: Path) -> None:
+    """A non-empty PREFIX that is no venv is refused: install never writes into a shared tree."""
+    root = tmp_path / "root"
+    other = root / "srv/shared/important.txt"
+    other.parent.mkdir(parents=True)
+    other.write_text("keep")
+    done = make("install", wheel, DESTDIR=str(root), PREFIX="/srv/shared")
+    assert done.returncode != 0
+    assert "exists and is not a virtual environment" in done.stderr
+    assert sorted(p.name for p in other.parent.iterdir()) == ["important.txt"]
+    gone = make("uninstall", wheel, DESTDIR=str(root), PREFIX="/srv/shared")
+    assert gone.returncode == 0, gone.stderr
+    assert other.read_text() == "keep"
+
+
+def test_a_failed_upgrade_keeps_the_installed_version(wheel: Path, tmp_path: Path) -> None:
+    """An upgrade whose package cannot be installed leaves the running version in place."""
+    root = tmp_path / "root"
+    first = make("install", wheel, DESTDIR=str(root))
+    assert first.returncode == 0, first.stderr
+    exe = root / "opt/exposuremon/bin/exposuremon"
+    assert exe.exists()
+    env = {
+        **os.environ,
+        "DESTDIR": str(root),
+        "PYTHON": sys.executable,
+        "PIP_SPEC": str(tmp_path / "missing.whl"),
+        "PIP_ARGS": "--no-deps --no-index",
+    }
+    failed = subprocess.run(
+        ["sh", str(ROOT / "deploy/install.sh"), "install"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+    assert failed.returncode != 0
+    assert exe.exists()
+    assert list((root / "opt/exposuremon").glob("lib/python*/site-packages/exposuremon/"))

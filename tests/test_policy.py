@@ -210,6 +210,14 @@ def test_the_last_retry_is_at_the_horizon_then_dead() -> None:
     assert dead.error == "gave up after 31 attempts in 86400s: cannot connect"
 
 
+def test_a_horizon_of_millennia_still_backs_off() -> None:
+    """A horizon past year 9999 is no error: the message backs off like any other."""
+    kw: dict[str, Any] = {"created_at": NOW, "now": NOW, "backoff": Backoff(), "rng": Fixed(0)}
+    late = decide(Retry("HTTP 500"), attempts=1, horizon=8.64e12, **kw)
+    assert late.status == "pending"
+    assert late.next_attempt_at == NOW + dt.timedelta(seconds=late.wait)
+
+
 @given(
     st.lists(st.floats(0.0, 4000.0), min_size=1, max_size=60),
     st.floats(0, 1, exclude_max=True),

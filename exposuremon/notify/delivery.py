@@ -78,6 +78,10 @@ async def _attempt(
         # str(exc) names host and port only; the OS error says why (refused, unreachable).
         reason = exc.os_error.strerror or str(exc.os_error) or type(exc.os_error).__name__
         return Retry(f"cannot connect to {exc.host}:{exc.port}: {reason}")
+    except aiohttp.ClientResponseError as exc:
+        # Never str(exc): it holds the URL as yarl normalised it, which secret redaction of
+        # the configured text may not match.
+        return Retry(f"{type(exc).__name__}: {exc.status} {exc.message}".strip())
     except aiohttp.ClientError as exc:
         return Retry(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
     except OSError as exc:

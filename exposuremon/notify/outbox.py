@@ -54,7 +54,10 @@ from exposuremon.store import Store, StoreError
 from exposuremon.store_outbox import Outgoing, ReminderRule
 
 REMOVED = "channel removed from config"
-STOP_GRACE = 3.0  # seconds a delivery in flight gets to finish when the notifier stops
+# Seconds beyond one attempt's time limit that a delivery in flight gets to settle when the
+# notifier stops: a restart must not cut off a POST the receiver may already have acted on
+# (it would be sent twice). The unit's TimeoutStopSec= (30 s) leaves room for it.
+STOP_GRACE = 2.0
 
 
 # `notify.formats.render(channel_type, message, *, secret=None, topic=None)`
@@ -233,14 +236,14 @@ class Notifier:
         self._poke.set()
 
     async def stop(self) -> None:
-        """Stop delivering; a POST in flight gets STOP_GRACE seconds to finish and settle."""
+        """Stop delivering; a POST in flight may finish (its time limit) and settle."""
         self._stopping = True
         for lane in self._lanes.values():
             lane.stop()
         self._poke.set()
         tasks = list(self._tasks)
         if tasks:
-            _, late = await asyncio.wait(tasks, timeout=STOP_GRACE)
+            _, late = await asyncio.wait(tasks, timeout=self.tuning.time_limit + STOP_GRACE)
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)

@@ -161,7 +161,10 @@ def decide(
         return Decision("sent")
     if isinstance(outcome, Permanent):
         return Decision("dead", error=outcome.error)
-    deadline = created_at + dt.timedelta(seconds=horizon)
+    try:
+        deadline = created_at + dt.timedelta(seconds=horizon)
+    except OverflowError:  # a horizon of millennia: no deadline this side of year 9999
+        deadline = dt.datetime.max.replace(tzinfo=dt.UTC)
     if now >= deadline:
         error = f"gave up after {attempts} attempts in {horizon:g}s: {outcome.error}"
         return Decision("dead", error=error)
