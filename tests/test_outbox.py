@@ -172,9 +172,8 @@ async def running(
 ) -> AsyncIterator[Notifier]:
     """A started notifier with short test timings, stopped afterwards."""
     kw.setdefault("metrics", Metrics())
-    notifier = Notifier(
-        store, channels, session, tuning=TUNING, rng=random.Random(1), clock=utcnow, **kw
-    )
+    kw.setdefault("tuning", TUNING)
+    notifier = Notifier(store, channels, session, rng=random.Random(1), clock=utcnow, **kw)
     notifier.start()
     try:
         yield notifier
@@ -468,6 +467,26 @@ async def test_a_sent_message_is_never_sent_again(
         assert [r.json()["target"] for r in hook.requests] == ["a", "b"]
 
 
+async def test_a_channel_removed_and_added_back_does_not_send_twice(
+    store: Store, session: aiohttp.ClientSession
+) -> None:
+    """Two quick reloads (channel out, then back) during a POST: one lane, one send."""
+    async with Receiver("webhook") as hook:
+        hook.script(Answer(hold=True))
+        chan = channel("a", "webhook", hook.url)
+        await apply_events(store, "t1", [ev("t1", EventType.TARGET_DOWN, Severity.WARNING)], ["a"])
+        slow = dataclasses.replace(TUNING, time_limit=5.0)
+        async with running(store, session, [chan], tuning=slow) as notifier:
+            await hook.wait_for(lambda r: len(r.requests) == 1, 10, "the first POST, held")
+            notifier.reconfigure([], None)
+            notifier.reconfigure([chan], None)
+            with pytest.raises(AssertionError):  # no second POST while the first is in flight
+                await hook.wait_for(lambda r: len(r.requests) > 1, 1.0, "a duplicate POST")
+            hook.release()
+            await wait_until(all_settled(store), 10, "the message settled")
+        assert [(r.key, r.status) for r in hook.requests] == [(hook.requests[0].key, 200)]
+
+
 async def test_rows_of_removed_channels_go_dead(
     store: Store, session: aiohttp.ClientSession
 ) -> None:
@@ -517,8 +536,9 @@ async def test_reminders_of_an_open_critical_finding_are_capped(
         (opened_event,) = applied.events
         for b in bodies:
             assert [e["id"] for e in b["events"]] == [opened_event.id]
-        gaps = [b.at - a.at for a, b in itertools.pairwise(hook.requests)]
-        assert all(g >= 0.25 for g in gaps)
+        # The first reminder is due `remind_every` after the finding opened (the first message
+        # may take a while under load); the next one that long after the first.
+        assert hook.requests[2].at - hook.requests[1].at >= 0.25
     reminders = [r for r in await rows_of(store) if r.kind == "reminder"]
     assert [r.reminder for r in reminders] == [1, 2]
 

@@ -212,6 +212,7 @@ class Notifier:
         self._stopping = False
         self._started = False
         self._reconfigured = False  # the supervisor re-reads the reminder rules
+        self._ending: dict[str, asyncio.Task[Any]] = {}  # lanes of removed channels, ending
 
     @property
     def channels(self) -> dict[str, NotifyConfig]:
@@ -262,7 +263,9 @@ class Notifier:
             lane = self._lanes.pop(name, None)
             if lane is not None:
                 lane.stop()
-                ending.extend(t for t in [lane.task] if t is not None)
+                if lane.task is not None:
+                    ending.append(lane.task)
+                    self._ending[name] = lane.task
         for channel in new.values():
             lane = self._lanes.get(channel.name)
             if lane is None:
@@ -276,7 +279,10 @@ class Notifier:
     def _start_lane(self, channel: NotifyConfig) -> None:
         lane = _Lane(self, channel)
         self._lanes[channel.name] = lane
-        lane.task = self._spawn(lane.run())
+        # A channel removed and added back by two quick reloads: its old lane may still be
+        # posting; the new one starts after it, or both would send that message.
+        previous = self._ending.pop(channel.name, None)
+        lane.task = self._spawn(lane.run(after=previous))
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -409,7 +415,9 @@ class _Lane:
         self.channel = channel
         self.log = self.n.log.bind(channel=channel.name, type=channel.type)
 
-    async def run(self) -> None:
+    async def run(self, after: asyncio.Task[Any] | None = None) -> None:
+        if after is not None:
+            await asyncio.wait([after])  # ends within its POST's time limit (see stop)
         while not self._stopping:
             try:
                 await self._step()
