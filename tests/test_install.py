@@ -78,6 +78,18 @@ def make(action: str, wheel: Path, **settings: str) -> subprocess.CompletedProce
     )
 
 
+def install_sh(action: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    """`deploy/install.sh ACTION` with settings in its environment, as a packager runs it."""
+    return subprocess.run(
+        ["sh", str(ROOT / "deploy/install.sh"), action],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, **settings},
+    )
+
+
 def files_under(root: Path) -> set[str]:
     """Every file and link below `root`, relative, outside the virtual environment."""
     found = set()
@@ -283,15 +295,7 @@ def test_install_at_a_custom_prefix_runs_and_verifies(wheel: Path, tmp_path: Pat
 )
 def test_bad_paths_are_refused(setting: dict[str, str], needle: str, tmp_path: Path) -> None:
     """Paths that would break the unit or the sed rewrites stop the install with a reason."""
-    env = {**os.environ, "DESTDIR": str(tmp_path), **setting}
-    done = subprocess.run(
-        ["sh", str(ROOT / "deploy/install.sh"), "install"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-        env=env,
-    )
+    done = install_sh("install", DESTDIR=str(tmp_path), **setting)
     assert done.returncode == 1
     assert needle in done.stderr
     assert not any(tmp_path.iterdir())
@@ -302,20 +306,12 @@ def test_uninstall_leaves_a_prefix_it_did_not_create(tmp_path: Path) -> None:
     prefix = tmp_path / "usr"
     (prefix / "bin").mkdir(parents=True)
     (prefix / "bin/python3").write_text("not ours")
-    env = {
-        **os.environ,
-        "PREFIX": str(prefix),
-        "CONF_DIR": str(tmp_path / "etc"),
-        "SYSTEMD_DIR": str(tmp_path / "systemd"),
-        "BIN_DIR": str(tmp_path / "bin"),
-    }
-    done = subprocess.run(
-        ["sh", str(ROOT / "deploy/install.sh"), "uninstall"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-        env=env,
+    done = install_sh(
+        "uninstall",
+        PREFIX=str(prefix),
+        CONF_DIR=str(tmp_path / "etc"),
+        SYSTEMD_DIR=str(tmp_path / "systemd"),
+        BIN_DIR=str(tmp_path / "bin"),
     )
     assert done.returncode == 0, done.stderr
     assert (prefix / "bin/python3").read_text() == "not ours"
@@ -344,20 +340,12 @@ def test_a_failed_upgrade_keeps_the_installed_version(wheel: Path, tmp_path: Pat
     assert first.returncode == 0, first.stderr
     exe = root / "opt/exposuremon/bin/exposuremon"
     assert exe.exists()
-    env = {
-        **os.environ,
-        "DESTDIR": str(root),
-        "PYTHON": sys.executable,
-        "PIP_SPEC": str(tmp_path / "missing.whl"),
-        "PIP_ARGS": "--no-deps --no-index",
-    }
-    failed = subprocess.run(
-        ["sh", str(ROOT / "deploy/install.sh"), "install"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=env,
+    failed = install_sh(
+        "install",
+        DESTDIR=str(root),
+        PYTHON=sys.executable,
+        PIP_SPEC=str(tmp_path / "missing.whl"),
+        PIP_ARGS="--no-deps --no-index",
     )
     assert failed.returncode != 0
     assert exe.exists()
