@@ -501,6 +501,11 @@ class Store:
         async with self._write(f"settle {len(ids)} deliveries as {status}") as conn:
             return await so.settle(conn, ids, status, now_us, at, error)
 
+    async def retry_now(self, now: dt.datetime) -> int:
+        """Make deliveries waiting for a retry due now (after a reload fixed a channel)."""
+        async with self._write("retry deliveries now") as conn:
+            return await so.retry_now(conn, s.to_micros(now, "now"))
+
     async def retire_channels(self, active: Sequence[str], error: str) -> dict[str, int]:
         """Mark pending deliveries of channels not in `active` dead; counts per channel."""
         async with self._write("retire removed channels") as conn:

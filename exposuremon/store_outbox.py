@@ -142,6 +142,17 @@ def _pending(channel: str) -> sa.ColumnElement[bool]:
     return sa.and_(o.c.status == "pending", o.c.channel == channel)
 
 
+async def retry_now(conn: AsyncConnection, now: int) -> int:
+    """Make every pending row waiting for a retry due at `now`; how many were."""
+    o = s.outbox
+    stmt = (
+        sa.update(o)
+        .where(o.c.status == "pending", o.c.next_attempt_at > now)
+        .values(next_attempt_at=now)
+    )
+    return (await conn.execute(stmt)).rowcount
+
+
 async def next_due(conn: AsyncConnection, channel: str) -> dt.datetime | None:
     """When the channel's earliest pending row is due (None: nothing pending)."""
     o = s.outbox

@@ -318,6 +318,28 @@ async def test_a_failing_message_does_not_hold_back_newer_ones(
     ]
 
 
+async def test_a_reload_retries_waiting_messages_at_once(
+    store: Store, session: aiohttp.ClientSession
+) -> None:
+    """After a failure the message waits out its backoff, unless a reload says it is fixed."""
+    async with Receiver("slack") as slack:
+        slack.script(Answer(500))
+        await apply_events(store, "r", [ev("r", EventType.TARGET_DOWN, Severity.WARNING)], ["c"])
+        chans = [channel("c", "slack", slack.url)]
+        patient = dataclasses.replace(TUNING, backoff=Backoff(base=60, cap=120, floor=60))
+        async with running(store, session, chans, tuning=patient) as notifier:
+
+            async def failed_once() -> list[Delivery]:
+                return [r for r in await rows_of(store) if r.attempts == 1]
+
+            (row,) = await wait_until(failed_once, 10, "the failed attempt recorded")
+            assert row.status == "pending"
+            assert row.next_attempt_at > utcnow() + dt.timedelta(seconds=30)
+            notifier.reconfigure(chans, None)  # what SIGHUP does
+            await wait_until(all_settled(store), 10, "sent right after the reload")
+        assert [r.status for r in slack.requests] == [500, 200]
+
+
 async def test_429_retry_after_is_honoured(store: Store, session: aiohttp.ClientSession) -> None:
     """After a 429 with Retry-After: 1 the next request comes no sooner than a second later."""
     async with Receiver("discord") as discord:

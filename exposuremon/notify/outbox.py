@@ -273,8 +273,22 @@ class Notifier:
             else:
                 lane.update(channel)
         self._spawn(self._retire_after(ending))
+        self._spawn(self._retry_now())
         self._reconfigured = True
         self._poke.set()
+
+    async def _retry_now(self) -> None:
+        # A reload is the operator's "fixed it" (a URL file, a receiver): what waits for a
+        # retry goes now, not after a backoff of up to 15 minutes.
+        try:
+            waiting = await self.store.retry_now(self.clock())
+        except StoreError as exc:
+            self.log.error("could not reschedule deliveries", error=str(exc))
+            return
+        if waiting:
+            self.log.info("deliveries retried after reload", deliveries=waiting)
+        for lane in self._lanes.values():
+            lane.interrupt()
 
     def _start_lane(self, channel: NotifyConfig) -> None:
         lane = _Lane(self, channel)
@@ -398,6 +412,7 @@ class _Lane:
         self.log = notifier.log.bind(channel=channel.name, type=channel.type)
         self._poke = asyncio.Event()
         self._woken = False
+        self._interrupted = False
         self._stopping = False
 
     def wake(self) -> None:
@@ -407,6 +422,11 @@ class _Lane:
     def stop(self) -> None:
         self._stopping = True
         self._poke.set()
+
+    def interrupt(self) -> None:
+        """End any pause now (a failure's backoff too) and look for due messages."""
+        self._interrupted = True
+        self.wake()
 
     def update(self, channel: NotifyConfig) -> None:
         """Take a reloaded config of this channel (a new rate starts a fresh window)."""
@@ -440,7 +460,8 @@ class _Lane:
                 idle = min(idle, max((due - self.n.clock()).total_seconds(), 0.0))
             await self._nap(idle, wakeable=True)
             return
-        await self._nap(self.limiter.reserve(self.loop.time()), wakeable=False)
+        # The rate limit holds even after a reload: not interruptible.
+        await self._nap(self.limiter.reserve(self.loop.time()), wakeable=False, interruptible=False)
         if self._stopping:
             return
         decision = await self._deliver(out)
@@ -491,10 +512,13 @@ class _Lane:
             self.log.error("notification dead-lettered", error=decision.error, **fields)
         return decision
 
-    async def _nap(self, seconds: float, *, wakeable: bool) -> None:
-        """Sleep up to `seconds`; a stop ends it, a wake too when `wakeable`."""
+    async def _nap(self, seconds: float, *, wakeable: bool, interruptible: bool = True) -> None:
+        """Sleep up to `seconds`; a stop ends it, a wake when `wakeable`, `interrupt()` too."""
         deadline = self.loop.time() + seconds
         while not self._stopping and not (wakeable and self._woken):
+            if interruptible and self._interrupted:
+                self._interrupted = False
+                return
             left = deadline - self.loop.time()
             if left <= 0:
                 return
