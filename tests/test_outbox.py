@@ -23,16 +23,16 @@ from exposuremon.model import (
     EventType,
     Finding,
     FindingState,
-    ScanKind,
     Severity,
     TargetState,
 )
 from exposuremon.notify.outbox import REMOVED, Notifier, NullNotifier, Tuning, router
 from exposuremon.notify.policy import Backoff
-from exposuremon.store import Applied, ScanRecord, Store, db_path, migrate
+from exposuremon.store import Applied, Store, db_path, migrate
 from exposuremon.store_outbox import Delivery
 from tests.daemon import wait_until
 from tests.receivers import SECRET, Answer, Receiver
+from tests.test_store import scan_of
 
 TUNING = Tuning(
     backoff=Backoff(base=0.2, cap=0.5, floor=0.05, retry_after=(0.05, 5.0)),
@@ -53,23 +53,6 @@ def channel(name: str, kind: str, url: str, **kw: Any) -> NotifyConfig:
     """A [[notify]] entry as the config would hold it; fast unless the test sets a rate."""
     fields = {"name": name, "type": kind, "url": url, "rate": 50, **kw}
     return NotifyConfig.model_validate({k: v for k, v in fields.items() if v is not None})
-
-
-def scan_record(target: str, when: dt.datetime) -> ScanRecord:
-    """A finished quick scan of `target`."""
-    return ScanRecord(
-        target=target,
-        kind=ScanKind.QUICK,
-        address="198.51.100.7",
-        started=when - dt.timedelta(seconds=1),
-        finished=when,
-        complete=True,
-        ports_scanned=1000,
-        open_count=1,
-        closed_count=999,
-        filtered_count=0,
-        duration_s=1.0,
-    )
 
 
 def ev(target: str, kind: EventType, severity: Severity, port: int | None = None) -> Event:
@@ -97,7 +80,7 @@ async def apply_events(
     """Apply one scan of `target` with these events (its stored state carried over)."""
     base = state or await store.load_state(target)
     return await store.apply(
-        scan_record(target, utcnow()), base, events, list(base.findings.values()), route
+        scan_of(target, utcnow()), base, events, list(base.findings.values()), route
     )
 
 
@@ -115,7 +98,7 @@ async def open_critical(store: Store, target: str, route: Sequence[str] | Route)
     prev = await store.load_state(target)
     state = dataclasses.replace(prev, findings={**prev.findings, port: found})
     event = ev(target, EventType.FINDING_OPENED, Severity.CRITICAL, port)
-    return await store.apply(scan_record(target, utcnow()), state, [event], [found], route)
+    return await store.apply(scan_of(target, utcnow()), state, [event], [found], route)
 
 
 async def rows_of(store: Store, channel: str | None = None) -> list[Delivery]:

@@ -267,16 +267,22 @@ def _fitted(d: Digest, build: Callable[[Digest], T], fits: Callable[[T], bool]) 
     return build(dataclasses.replace(d, sections=(), intro=(Item((Span(_LEFT_OUT),)),)))
 
 
+def _mrkdwn_parts(d: Digest, title_limit: int) -> tuple[str, list[str], str]:
+    """Head, sections and footer in Slack's inline markup (Google Chat reads the same)."""
+    m = _SLACK
+    head = "\n".join(
+        [f"{d.tone.emoji} *{fit(d.title, m.text, title_limit)}*", *(m.item(i) for i in d.intro)]
+    )
+    sections = [f"*{m.text(s.heading)}*\n" + m.lines(s.items) for s in d.sections]
+    footer = m.text(d.footer)
+    if d.link:
+        footer += f" · <{_link_url(d.link)}|status page>"
+    return head, sections, footer
+
+
 def _slack(d: Digest) -> dict[str, Any]:
     def build(d: Digest) -> dict[str, Any]:
-        m = _SLACK
-        head = "\n".join(
-            [f"{d.tone.emoji} *{fit(d.title, m.text, 2_000)}*", *(m.item(i) for i in d.intro)]
-        )
-        sections = [f"*{m.text(s.heading)}*\n" + m.lines(s.items) for s in d.sections]
-        footer = m.text(d.footer)
-        if d.link:
-            footer += f" · <{_link_url(d.link)}|status page>"
+        head, sections, footer = _mrkdwn_parts(d, 2_000)
         blocks: list[dict[str, Any]] = [
             {"type": "section", "text": {"type": "mrkdwn", "text": t, "verbatim": True}}
             for t in [head, *sections]
@@ -387,14 +393,8 @@ def _teams(d: Digest) -> dict[str, Any]:
 
 def _googlechat(d: Digest) -> dict[str, Any]:
     def build(d: Digest) -> dict[str, Any]:
-        m = _SLACK  # same inline escaping: entities, *bold*, `code`
-        head = "\n".join(
-            [f"{d.tone.emoji} *{fit(d.title, m.text, 1_500)}*", *(m.item(i) for i in d.intro)]
-        )
-        sections = [f"*{m.text(s.heading)}*\n" + m.lines(s.items) for s in d.sections]
-        footer = m.text(d.footer)
-        if d.link:
-            footer += f" · <{_link_url(d.link)}|status page>"
+        # Slack's inline escaping too: entities, *bold*, `code`.
+        head, sections, footer = _mrkdwn_parts(d, 1_500)
         return {"text": "\n\n".join([head, *sections, footer])}
 
     return _fitted(d, build, lambda body: len(body["text"]) <= GOOGLECHAT_TEXT)
