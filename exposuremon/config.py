@@ -44,6 +44,7 @@ from exposuremon.config_fields import (
     PortSet,
     PositiveFloat,
     PositiveInt,
+    Rate,
     key_error,
     lower_text,
     parse_address,
@@ -51,14 +52,14 @@ from exposuremon.config_fields import (
     parse_jitter,
     parse_listen,
     parse_public_url,
+    parse_rate,
     parse_secret_url,
     parse_severity,
     parse_share,
     split_listen,
 )
-from exposuremon.detect import Policy
+from exposuremon.detect import TargetPolicy
 from exposuremon.model import ScanKind, Severity
-from exposuremon.notify.policy import Rate, parse_rate
 from exposuremon.scan.ports import HOT_PORTS, format_ports
 from exposuremon.scan.timing import ScanOptions
 
@@ -232,10 +233,10 @@ class TargetConfig(_Model):
         """The global `[scan]` with this target's overrides applied."""
         return scan.with_override(self.scan)
 
-    def policy(self, scan: ScanConfig) -> Policy:
+    def policy(self, scan: ScanConfig) -> TargetPolicy:
         """The detection policy for this target under the global `[scan]` thresholds."""
         effective = self.effective_scan(scan)
-        return Policy(
+        return TargetPolicy(
             expected_open=self.expected_open,
             ignore=self.ignore,
             resolve_after=effective.resolve_after,
@@ -507,6 +508,7 @@ __all__ = [
     "DaemonConfig",
     "HttpConfig",
     "NotifyConfig",
+    "Rate",
     "ScanConfig",
     "ScanOverride",
     "ScheduleConfig",
@@ -514,4 +516,5 @@ __all__ = [
     "TargetConfig",
     "load_config",
     "parse_config",
+    "parse_rate",
 ]

@@ -6,7 +6,9 @@ Each runs before pydantic's own type checks and raises an error that becomes
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
+import math
 import re
 from collections.abc import Sequence
 from functools import lru_cache
@@ -255,3 +257,50 @@ PositiveFloat = Annotated[float, BeforeValidator(_positive_number)]
 
 DEFAULT_QUICK = _ports_of(("top1000,hot",))
 DEFAULT_FULL = _ports_of(("1-65535",))
+
+
+# --- notification rates ---------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Rate:
+    """At most `count` messages in any `per` seconds."""
+
+    count: float
+    per: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (self.count > 0 and self.per > 0 and math.isfinite(self.count / self.per)):
+            raise ValueError(f"rate: need a positive count and period, got {self}")
+
+    @property
+    def per_second(self) -> float:
+        """Sustained messages per second."""
+        return self.count / self.per
+
+    def __str__(self) -> str:
+        return f"{self.count:g}/{self.per:g}s"
+
+
+def parse_rate(value: object) -> Rate:
+    """A rate from `5` (per second), `"1/s"`, `"5/2s"` or `"30/1m"`; ValueError says why."""
+    if isinstance(value, Rate):
+        return value
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError("expected a rate like 5, '1/s', '5/2s' or '30/1m'")
+    if isinstance(value, int | float):
+        count, per = float(value), 1.0
+    else:
+        head, sep, tail = value.partition("/")
+        tail = tail.strip()
+        try:
+            count = float(head)
+            per = 1.0 if not sep else parse_duration(f"1{tail}" if tail.isalpha() else tail)
+        except ValueError:
+            raise ValueError(
+                f"not a rate: {value!r} (use a number per second, or e.g. '5/2s', '30/1m')"
+            ) from None
+    try:
+        return Rate(count, per)
+    except ValueError:
+        raise ValueError(f"rate must be more than zero: {value!r}") from None

@@ -114,7 +114,7 @@ _SINCE_TEXT = {
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Policy:
+class TargetPolicy:
     """What is expected of one target's ports, and the detection thresholds."""
 
     expected_open: frozenset[int] = frozenset()
@@ -134,7 +134,7 @@ class Policy:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Outcome:
+class Evaluation:
     """The result of applying one observation: what to store and what to tell."""
 
     state: TargetState
@@ -143,7 +143,7 @@ class Outcome:
     reboot_suspected: bool
 
 
-def severity_for(port: int, reopened: bool, policy: Policy) -> Severity:
+def severity_for(port: int, reopened: bool, policy: TargetPolicy) -> Severity:
     """Severity of a finding on `port`: critical if reopened or hot, info if expected/ignored."""
     if reopened or (port in policy.hot and port not in policy.expected_open | policy.ignore):
         return Severity.CRITICAL
@@ -180,7 +180,9 @@ def expire_acks(state: TargetState, now: dt.datetime) -> tuple[TargetState, tupl
     return dataclasses.replace(state, findings=findings), expired
 
 
-def evaluate(prev: TargetState, obs: Observation, policy: Policy, now: dt.datetime) -> Outcome:
+def evaluate(
+    prev: TargetState, obs: Observation, policy: TargetPolicy, now: dt.datetime
+) -> Evaluation:
     """Apply one scan observation to a target's state (see the module docstring for rules)."""
     if obs.target != prev.name:
         raise ValueError(f"observation of target {obs.target!r} applied to {prev.name!r}")
@@ -192,7 +194,7 @@ def evaluate(prev: TargetState, obs: Observation, policy: Policy, now: dt.dateti
 class _Run:
     """One evaluation's working copy of the state, collecting events as rules fire."""
 
-    def __init__(self, prev: TargetState, obs: Observation, policy: Policy, now: dt.datetime):
+    def __init__(self, prev: TargetState, obs: Observation, policy: TargetPolicy, now: dt.datetime):
         self.prev, self.obs, self.policy, self.now = prev, obs, policy, now
         base, expired = expire_acks(prev, now)
         self.findings = dict(base.findings)
@@ -210,7 +212,7 @@ class _Run:
         self.fp_ports: list[int] = []
         self.fp_unexplained: list[int] = []
 
-    def run(self) -> Outcome:
+    def run(self) -> Evaluation:
         prev, obs = self.prev, self.obs
         answered = obs.responded or any(s is not Observed.FILTERED for s in obs.states.values())
         if self.late:
@@ -497,7 +499,7 @@ class _Run:
     def _note(self, type_: EventType, detail: str) -> None:
         self.recent.append(Notable(type=type_, at=self.now, detail=detail))
 
-    def _finish(self) -> Outcome:
+    def _finish(self) -> Evaluation:
         prev, obs = self.prev, self.obs
         last_scan = dict(prev.last_scan)
         if obs.complete:
@@ -523,7 +525,7 @@ class _Run:
         )
         events = sorted(self.events, key=lambda e: (_ORDER[e.type], e.port or 0))
         findings = tuple(self.changed[p] for p in sorted(self.changed))
-        return Outcome(state, tuple(events), findings, reboot)
+        return Evaluation(state, tuple(events), findings, reboot)
 
 
 def _p(port: int) -> str:

@@ -1,7 +1,7 @@
 """Scheduling of scans: sentinel / quick / full jobs per target on APScheduler 3.
 
 The decisions (when a target's first scan after start-up runs, which follow-ups a suspected
-reboot triggers) are pure functions; :class:`ScanScheduler` only turns them into jobs.
+reboot triggers) are pure functions; `ScanScheduler` only turns them into jobs.
 """
 
 from __future__ import annotations

@@ -28,9 +28,9 @@ from exposuremon.metrics import Metrics, StateCollector
 from exposuremon.model import Finding, Fingerprint, Observation, Observed, ScanKind, TargetState
 from exposuremon.notify.outbox import Notifier, NullNotifier, router
 from exposuremon.scan.engine import Scanner
-from exposuremon.scan.probe import fingerprint_many
+from exposuremon.scan.fingerprint import fingerprint_many
 from exposuremon.scan.result import PortState, ScanResult
-from exposuremon.scan.target import Scan, ScanError
+from exposuremon.scan.target import ScanError, TargetScan
 from exposuremon.scan.timing import ScanOptions
 from exposuremon.scheduler import JobSpec, ScanScheduler
 from exposuremon.store import ScanRecord, Store
@@ -105,7 +105,7 @@ class Service:
         self._scanner: Scanner | None = None
         self._http: HttpServer | None = None
         self._scheduler = ScanScheduler(self.scan_target)
-        self._running: dict[tuple[str, ScanKind], Scan] = {}
+        self._running: dict[tuple[str, ScanKind], TargetScan] = {}
         self._claimed: set[tuple[str, ScanKind]] = set()  # scans in progress, any stage
         self._seen: dict[str, TargetState] = {}  # last state applied per target
         # Quiet sentinel scans (nothing but time passed) are not written one by one: their
@@ -269,7 +269,7 @@ class Service:
 
     @staticmethod
     def _is_quiet(
-        kind: ScanKind, result: ScanResult, prev: TargetState, outcome: detect.Outcome
+        kind: ScanKind, result: ScanResult, prev: TargetState, outcome: detect.Evaluation
     ) -> bool:
         """A complete sentinel scan after which only time has passed: no write needed now."""
         return (

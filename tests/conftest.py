@@ -32,7 +32,7 @@ def testbed_available() -> None:
 
 @pytest.fixture
 def router_factory(testbed_available: None) -> Iterator[Callable[..., Router]]:
-    """Make routers with ``router_factory(rtt=0.04)``; all are closed at teardown."""
+    """Make routers with `router_factory(rtt=0.04)`; all are closed at teardown."""
     routers: list[Router] = []
 
     def factory(rtt: float = 0.0) -> Router:

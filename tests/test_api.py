@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 from exposuremon import api
 from exposuremon.api import BadRequest
 from exposuremon.config_fields import TOKEN_ENV
-from exposuremon.detect import Policy, evaluate
+from exposuremon.detect import TargetPolicy, evaluate
 from exposuremon.metrics import StateCollector
 from exposuremon.model import EventType, FindingState, ScanKind, TargetState
 from exposuremon.store import ScanRecord, Store, db_path
@@ -516,7 +516,7 @@ async def test_notifications_list_dead_letters_without_urls(story: Story, tmp_pa
     async with serving(bed) as (client, backend):
         store = backend.store
         obs = observe("lab", "192.0.2.44", NOW, {3389})
-        out = evaluate(TargetState(name="lab"), obs, Policy(), NOW)
+        out = evaluate(TargetState(name="lab"), obs, TargetPolicy(), NOW)
         await store.apply(
             ScanRecord.from_observation(obs), out.state, out.events, out.findings, ["chat", "ops"]
         )

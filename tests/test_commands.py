@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from exposuremon.detect import Policy, acknowledge, evaluate
+from exposuremon.detect import TargetPolicy, acknowledge, evaluate
 from exposuremon.model import (
     Finding,
     FindingState,
@@ -123,7 +123,7 @@ def observe(
 
 
 async def apply_scans(
-    store: Store, state: TargetState, policy: Policy, scans: Iterable[Observation]
+    store: Store, state: TargetState, policy: TargetPolicy, scans: Iterable[Observation]
 ) -> TargetState:
     """Detect and save each scan in turn, as the service does; the state as stored."""
     for obs in scans:
@@ -150,11 +150,11 @@ async def fill(state_dir: Path) -> tuple[dict[str, int], dict[str, dt.datetime]]
     ]
     branch = observe("branch", BRANCH_ADDR, at["branch"], {22}, {80, 443}, ScanKind.QUICK)
     async with await Store.open(state_dir) as store:
-        policy = Policy(expected_open=frozenset({443}))
+        policy = TargetPolicy(expected_open=frozenset({443}))
         state = await apply_scans(store, TargetState(name="office"), policy, office)
         _, acked = acknowledge(state, 8080, PRE_ACK_UNTIL, "vendor remote support", at["office4"])
         await store.save_ack(acked)
-        await apply_scans(store, TargetState(name="branch"), Policy(), [branch])
+        await apply_scans(store, TargetState(name="branch"), TargetPolicy(), [branch])
         rows, _ = await store.findings(limit=MAX_PAGE)
     by = {(f.target, f.port, f.state): f.id for f in rows if f.id is not None}
     ids = {

@@ -21,8 +21,8 @@ from exposuremon.config import (
     parse_config,
 )
 from exposuremon.config_checks import check_warnings, host_addresses
+from exposuremon.config_fields import Rate
 from exposuremon.model import ScanKind, Severity
-from exposuremon.notify.policy import Rate
 from exposuremon.scan.ports import HOT_PORTS, TOP1000_PORTS, format_ports
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"

@@ -15,7 +15,8 @@ from exposuremon.model import Event, EventType, Severity
 from exposuremon.notify import delivery
 from exposuremon.notify.formats import DELIVERY_HEADER, render, split_ntfy_url
 from exposuremon.notify.message import Message, MessageKind
-from exposuremon.notify.policy import Permanent, Retry, Sent, secret_parts
+from exposuremon.notify.redaction import secret_parts
+from exposuremon.notify.retry import Permanent, Retry, Sent
 from tests.receivers import KINDS, PATHS, SECRET, Answer, Receiver
 
 T0 = dt.datetime(2026, 11, 26, 3, 14, 7, tzinfo=dt.UTC)
@@ -74,7 +75,7 @@ async def send(
     url: str | None = None,
     secret: str | None = None,
     time_limit: float = 5.0,
-) -> delivery.Outcome:
+) -> delivery.DeliveryOutcome:
     """Render the test message for the receiver's type and POST it once."""
     url = url or receiver.url
     topic = None

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from exposuremon.detect import (
     MAX_RECENT,
-    Outcome,
-    Policy,
+    Evaluation,
+    TargetPolicy,
     acknowledge,
     evaluate,
     expire_acks,
@@ -51,8 +51,10 @@ E = EventType
 class Walk:
     """Feeds observations to `evaluate` with an advancing clock, as the service does."""
 
-    def __init__(self, policy: Policy | None = None, state: TargetState | None = None) -> None:
-        self.policy = policy or Policy()
+    def __init__(
+        self, policy: TargetPolicy | None = None, state: TargetState | None = None
+    ) -> None:
+        self.policy = policy or TargetPolicy()
         self.state = state or TargetState(name=NAME)
         self.now = T0
 
@@ -69,7 +71,7 @@ class Walk:
         kind: ScanKind = ScanKind.SENTINEL,
         address: str = ADDR,
         minutes: float = 1,
-    ) -> Outcome:
+    ) -> Evaluation:
         """One scan `minutes` after the last: ports in `open_` confirmed unless told otherwise."""
         self.now += dt.timedelta(minutes=minutes)
         states = {p: Observed.FILTERED for p in filtered}
@@ -94,7 +96,7 @@ class Walk:
         self.state = out.state
         return out
 
-    def silent(self, ports: Iterable[int] = SENTINEL, minutes: float = 1) -> Outcome:
+    def silent(self, ports: Iterable[int] = SENTINEL, minutes: float = 1) -> Evaluation:
         """A scan nobody answered."""
         return self.scan(filtered=ports, minutes=minutes)
 
@@ -103,18 +105,18 @@ class Walk:
         open_: Iterable[int],
         fingerprints: Mapping[int, Fingerprint] | None = None,
         address: str = ADDR,
-    ) -> Outcome:
+    ) -> Evaluation:
         """A sentinel scan: `open_` open, the other sentinel ports refusing."""
         open_ = set(open_)
         return self.scan(open_, SENTINEL - open_, fingerprints=fingerprints, address=address)
 
 
-def types(out: Outcome) -> list[EventType]:
+def types(out: Evaluation) -> list[EventType]:
     """Event types in emission order."""
     return [e.type for e in out.events]
 
 
-def of(out: Outcome, kind: EventType) -> dict[int | None, list[Event]]:
+def of(out: Evaluation, kind: EventType) -> dict[int | None, list[Event]]:
     """Events of one type by port."""
     found: dict[int | None, list[Event]] = {}
     for e in out.events:
@@ -130,7 +132,7 @@ def fp_map(ports: Iterable[int], http: Fingerprint, tls: Fingerprint) -> dict[in
 
 def test_incident_walk() -> None:
     """Forward 443, bug opens 80-89/440-449, closed, reboot with a new cert, reopen is critical."""
-    walk = Walk(Policy(expected_open=frozenset({443})))
+    walk = Walk(TargetPolicy(expected_open=frozenset({443})))
     out = walk.sentinel({443}, fingerprints={443: CERT_A})
     assert types(out) == [E.PORT_OPENED]
     assert out.findings == ()
@@ -234,7 +236,7 @@ RANK = {
 
 def test_event_details_are_json() -> None:
     """Every event's details serialise to JSON, and events come in a stable order."""
-    walk = Walk(Policy(expected_open=frozenset({443})))
+    walk = Walk(TargetPolicy(expected_open=frozenset({443})))
     outs = [
         walk.sentinel({443}, fingerprints={443: CERT_A}),
         walk.sentinel(BUG_PORTS, fingerprints=fp_map(BUG_PORTS, HTTPD, CERT_A)),
@@ -255,7 +257,7 @@ def test_event_details_are_json() -> None:
 
 def test_expected_port_closed_once_per_transition() -> None:
     """An expected port closed warns once on the transition, also when it was never seen."""
-    walk = Walk(Policy(expected_open=frozenset({443, 8443})))
+    walk = Walk(TargetPolicy(expected_open=frozenset({443, 8443})))
     out = walk.scan({443}, {8443, 22})
     assert types(out) == [E.PORT_OPENED, E.EXPECTED_PORT_CLOSED]
     assert of(out, E.EXPECTED_PORT_CLOSED).keys() == {8443}
@@ -274,7 +276,7 @@ def test_expected_port_closed_once_per_transition() -> None:
 
 def test_down_target_keeps_states_and_never_resolves() -> None:
     """While the target is down, ports keep their state and findings never resolve."""
-    walk = Walk(Policy(resolve_after=1))
+    walk = Walk(TargetPolicy(resolve_after=1))
     walk.scan({8080}, {22})
     finding = walk.state.findings[8080]
     walk.scan({8080}, {22})
@@ -294,7 +296,7 @@ def test_down_target_keeps_states_and_never_resolves() -> None:
 
 def test_silence_from_a_target_never_seen_proves_nothing() -> None:
     """A target that never answered stays unknown, with no events and no records."""
-    walk = Walk(Policy(expected_open=frozenset({443})))
+    walk = Walk(TargetPolicy(expected_open=frozenset({443})))
     for _ in range(3):
         assert walk.silent().events == ()
     assert walk.state.status is TargetStatus.UNKNOWN
@@ -304,7 +306,7 @@ def test_silence_from_a_target_never_seen_proves_nothing() -> None:
 
 def test_incomplete_scan_never_closes_absent_ports() -> None:
     """An incomplete scan applies the ports it finished and nothing else."""
-    walk = Walk(Policy(resolve_after=1))
+    walk = Walk(TargetPolicy(resolve_after=1))
     walk.scan({8080, 9000}, {22})
     out = walk.scan(closed={22}, complete=False, kind=ScanKind.FULL)
     assert out.events == ()
@@ -369,7 +371,7 @@ def test_ack_expiry() -> None:
 
 def test_ignored_ports_are_tracked_silently() -> None:
     """Ignored ports get records and counters but no events and no findings."""
-    walk = Walk(Policy(ignore=frozenset({8080})))
+    walk = Walk(TargetPolicy(ignore=frozenset({8080})))
     out = walk.scan({8080}, {22})
     assert out.events == ()
     assert out.findings == ()
@@ -383,12 +385,12 @@ def test_policy_change_resolves_findings() -> None:
     """A finding on a port now expected resolves, and is no basis for a later reopen."""
     walk = Walk()
     walk.scan({8443}, {22})
-    walk.policy = Policy(expected_open=frozenset({8443}))
+    walk.policy = TargetPolicy(expected_open=frozenset({8443}))
     out = walk.scan({8443}, {22})
     assert types(out) == [E.FINDING_RESOLVED]
     assert out.events[0].details["reason"] == "expected"
     assert walk.state.resolved == {}
-    walk.policy = Policy()
+    walk.policy = TargetPolicy()
     out = walk.scan({8443}, {22})
     assert types(out) == [E.FINDING_OPENED]
 
@@ -410,7 +412,7 @@ def test_unconfirmed_open_waits_for_confirmation() -> None:
 
 def test_anomaly_guard() -> None:
     """A scan where most ports suddenly look open raises one anomaly and changes nothing."""
-    walk = Walk(Policy(expected_open=frozenset({443})))
+    walk = Walk(TargetPolicy(expected_open=frozenset({443})))
     walk.scan({443}, set(range(1, 1001)) - {443}, kind=ScanKind.QUICK)
     ports, findings = walk.state.ports, walk.state.findings
     out = walk.scan(range(1, 1001), kind=ScanKind.QUICK)
@@ -443,7 +445,7 @@ def test_address_change() -> None:
 
 def test_reboot_from_expected_ports_refusing_then_accepting() -> None:
     """Every expected port refusing then one accepting again is a suspected reboot."""
-    walk = Walk(Policy(expected_open=frozenset({443, 1194})))
+    walk = Walk(TargetPolicy(expected_open=frozenset({443, 1194})))
     walk.scan({443, 1194})
     walk.scan(closed={443, 1194})
     assert walk.state.expected_refusing
@@ -457,7 +459,7 @@ def test_reboot_from_expected_ports_refusing_then_accepting() -> None:
 def test_fingerprint_that_learned_less_is_no_change() -> None:
     """A fingerprint missing a field it had before is not a change; a differing field is."""
     walk = Walk()
-    walk.policy = Policy(expected_open=frozenset({443}))
+    walk.policy = TargetPolicy(expected_open=frozenset({443}))
     walk.scan({443}, fingerprints={443: CERT_A})
     assert walk.scan({443}, fingerprints={443: HTTPD}).events == ()
     assert walk.scan({443}, fingerprints={443: Fingerprint()}).events == ()
@@ -489,13 +491,13 @@ def make_obs(
 
 def test_replay_changes_nothing() -> None:
     """The same result applied twice changes nothing the second time, even later."""
-    walk = Walk(Policy(resolve_after=1))
+    walk = Walk(TargetPolicy(resolve_after=1))
     walk.scan({8080})
     obs = make_obs(walk.now + dt.timedelta(seconds=10), {8080: Observed.CLOSED})
     first = evaluate(walk.state, obs, walk.policy, obs.finished)
     assert types(first) == [E.PORT_CLOSED, E.FINDING_RESOLVED]
     again = evaluate(first.state, obs, walk.policy, obs.finished + dt.timedelta(hours=1))
-    assert again == Outcome(first.state, (), (), False)
+    assert again == Evaluation(first.state, (), (), False)
 
 
 def test_late_result_updates_only_ports_not_seen_since() -> None:
@@ -532,13 +534,13 @@ def test_late_result_updates_only_ports_not_seen_since() -> None:
 
 
 def test_bad_arguments_are_named() -> None:
-    """Policy limits and mismatched arguments fail with a message naming what is wrong."""
+    """TargetPolicy limits and mismatched arguments fail with a message naming what is wrong."""
     with pytest.raises(ValueError, match="resolve_after"):
-        Policy(resolve_after=0)
+        TargetPolicy(resolve_after=0)
     with pytest.raises(ValueError, match="anomaly_share"):
-        Policy(anomaly_share=0)
+        TargetPolicy(anomaly_share=0)
     with pytest.raises(ValueError, match="anomaly_min_ports"):
-        Policy(anomaly_min_ports=0)
+        TargetPolicy(anomaly_min_ports=0)
     walk = Walk()
     obs = Observation(NAME, ScanKind.QUICK, ADDR, T0, T0, True, {}, frozenset())
     with pytest.raises(ValueError, match="'other'"):
@@ -560,13 +562,13 @@ def test_bad_arguments_are_named() -> None:
 )
 def test_severity_for(port: int, reopened: bool, expected: Severity) -> None:
     """Reopened and hot are critical, other unexpected ports warnings, expected/ignored info."""
-    policy = Policy(expected_open=frozenset({443}), ignore=frozenset({8080}))
+    policy = TargetPolicy(expected_open=frozenset({443}), ignore=frozenset({8080}))
     assert severity_for(port, reopened, policy) is expected
 
 
 def test_reopen_days_later_names_dates() -> None:
     """A reopen on another day gives dates; only happenings since the resolve are named."""
-    walk = Walk(Policy(resolve_after=1))
+    walk = Walk(TargetPolicy(resolve_after=1))
     walk.scan({8080}, {22}, address="203.0.113.9")
     walk.scan({8080}, {22})
     walk.scan(closed={8080, 22})
@@ -627,7 +629,7 @@ step_st = st.builds(
     ack=st.none() | st.tuples(st.sampled_from(UNIVERSE), st.integers(1, 120)),
 )
 policy_st = st.builds(
-    Policy,
+    TargetPolicy,
     expected_open=st.frozensets(st.sampled_from((22, 443))),
     ignore=st.frozensets(st.just(9000)),
     resolve_after=st.integers(1, 3),
@@ -635,7 +637,7 @@ policy_st = st.builds(
 )
 
 
-def run_step(walk: Walk, step: Step) -> tuple[TargetState, Observation, Outcome]:
+def run_step(walk: Walk, step: Step) -> tuple[TargetState, Observation, Evaluation]:
     """Apply one generated step (maybe an ack first) and return (prev, observation, outcome)."""
     if step.ack is not None and step.ack[0] in walk.state.findings:
         until = walk.now + dt.timedelta(minutes=step.ack[1])
@@ -663,7 +665,9 @@ def run_step(walk: Walk, step: Step) -> tuple[TargetState, Observation, Outcome]
     return prev, obs, out
 
 
-def check_invariants(prev: TargetState, obs: Observation, out: Outcome, policy: Policy) -> None:
+def check_invariants(
+    prev: TargetState, obs: Observation, out: Evaluation, policy: TargetPolicy
+) -> None:
     """Everything that must hold after any single evaluation."""
     state = out.state
     new = {f.port: f for f in out.findings if f.id is None and f.state is FindingState.OPEN}
@@ -711,7 +715,7 @@ def check_invariants(prev: TargetState, obs: Observation, out: Outcome, policy: 
 
 @settings(max_examples=150, deadline=None)
 @given(policy=policy_st, steps=st.lists(step_st, min_size=1, max_size=25))
-def test_invariants_hold_for_any_sequence(policy: Policy, steps: list[Step]) -> None:
+def test_invariants_hold_for_any_sequence(policy: TargetPolicy, steps: list[Step]) -> None:
     """Invariants hold after every step of any scan sequence, and replays change nothing."""
     walk = Walk(policy)
     for step in steps:
@@ -725,7 +729,7 @@ def test_invariants_hold_for_any_sequence(policy: Policy, steps: list[Step]) -> 
 
 @settings(max_examples=100, deadline=None)
 @given(policy=policy_st, steps=st.lists(step_st, min_size=1, max_size=25))
-def test_findings_never_resolve_while_down(policy: Policy, steps: list[Step]) -> None:
+def test_findings_never_resolve_while_down(policy: TargetPolicy, steps: list[Step]) -> None:
     """Once down, silent scans leave every finding and port untouched."""
     walk = Walk(policy)
     for step in steps:
@@ -746,7 +750,7 @@ def test_findings_never_resolve_while_down(policy: Policy, steps: list[Step]) ->
 
 def test_resolving_keeps_stored_identity() -> None:
     """A finding resolved by detection keeps its identity fields (id, port, opened_at)."""
-    walk = Walk(Policy(resolve_after=1))
+    walk = Walk(TargetPolicy(resolve_after=1))
     walk.scan({8080})
     stored = dataclasses.replace(walk.state.findings[8080], id=7)
     walk.state = dataclasses.replace(walk.state, findings={8080: stored})
@@ -759,7 +763,7 @@ def test_resolving_keeps_stored_identity() -> None:
 
 def test_only_time_advanced_tells_quiet_scans_apart() -> None:
     """A repeated identical scan only advances times; a port change or a finding is more."""
-    walk = Walk(Policy(expected_open=frozenset({443})))
+    walk = Walk(TargetPolicy(expected_open=frozenset({443})))
     first = walk.sentinel({443}).state
     second = walk.sentinel({443})
     assert not second.events

@@ -27,7 +27,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exposuremon.config_fields import NOTIFY_TYPES
-from exposuremon.detect import Policy, evaluate
+from exposuremon.detect import TargetPolicy, evaluate
 from exposuremon.model import (
     Event,
     EventType,
@@ -724,7 +724,7 @@ def test_ntfy_priority_follows_severity() -> None:
 
 def test_detect_output_renders_the_incident() -> None:
     """Events straight from detect for the reopen-after-reboot walk render as the expected story."""
-    policy = Policy(expected_open=frozenset({443}))
+    policy = TargetPolicy(expected_open=frozenset({443}))
     state, now = TargetState(name=NAME), dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.UTC)
     cert_a = Fingerprint(tls_sha256="a" * 64, tls_subject="CN=router")
     cert_b = Fingerprint(tls_sha256="b" * 64, tls_subject="CN=router")

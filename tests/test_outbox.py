@@ -27,7 +27,7 @@ from exposuremon.model import (
     TargetState,
 )
 from exposuremon.notify.outbox import REMOVED, Notifier, NullNotifier, Tuning, router
-from exposuremon.notify.policy import Backoff
+from exposuremon.notify.retry import Backoff
 from exposuremon.store import Applied, Store, db_path, migrate
 from exposuremon.store_outbox import Delivery
 from tests.daemon import wait_until

@@ -12,23 +12,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exposuremon.config_fields import NOTIFY_TYPES
-from exposuremon.notify.policy import (
-    DEFAULT_RATES,
-    REDACTED,
+from exposuremon.config_fields import NOTIFY_TYPES, Rate, parse_rate
+from exposuremon.notify.ratelimit import DEFAULT_RATES, RateLimiter
+from exposuremon.notify.redaction import REDACTED, redact, secret_parts
+from exposuremon.notify.retry import (
     Backoff,
     Permanent,
-    Rate,
-    RateLimiter,
     Retry,
     Sent,
     classify,
     decide,
     is_retryable,
-    parse_rate,
     parse_retry_after,
-    redact,
-    secret_parts,
 )
 
 NOW = dt.datetime(2026, 11, 26, 3, 14, 7, tzinfo=dt.UTC)

@@ -1,15 +1,15 @@
 """Network test bed: "routers" in network namespaces, reached over veth (and a delayed TUN path).
 
-Every Router is a netns ``emtb-<pid>-<n>`` with ``eth0`` = 198.18.<n>.2/24, joined by a veth pair
+Every Router is a netns `emtb-<pid>-<n>` with `eth0` = 198.18.<n>.2/24, joined by a veth pair
 to the root namespace (198.18.<n>.1). Its firewall is an nftables table inside the namespace,
 its services run in one listener process inside it (tests/testbed_listeners.py), and with
-``rtt > 0`` a relay process (tests/testbed_relay.py) adds a second path, 198.19.<n>.2, that holds
+`rtt > 0` a relay process (tests/testbed_relay.py) adds a second path, 198.19.<n>.2, that holds
 every packet for rtt/2 each way. Traffic only ever goes to 198.18.0.0/15 addresses of namespaces
 made here. Root-namespace changes (port range, a safety route) are described in testbed_sys.
 
 A port is **open** only when a listener runs on it *and* the policy accepts it: like a router,
 the firewall decides first. All calls block briefly (a few subprocesses at most) except
-reboot(), which blocks for its downtime; from async code use ``asyncio.to_thread``.
+reboot(), which blocks for its downtime; from async code use `asyncio.to_thread`.
 
     with make_router(rtt=0.04) as router:
         router.listen(443, "tls")
@@ -240,12 +240,12 @@ class Router:
         *,
         ping: bool = True,
     ) -> None:
-        """Replace the firewall: an action per port or range, ``default`` for all other TCP.
+        """Replace the firewall: an action per port or range, `default` for all other TCP.
 
         Actions: accept; reject (TCP RST); drop (silence); prohibit (ICMP admin-prohibited,
         connect() fails with EHOSTUNREACH). Single ports win over ranges, narrower ranges over
-        wider ones. ``loss`` drops that share of all packets at random in both directions;
-        ``ping=False`` also drops ICMP echo.
+        wider ones. `loss` drops that share of all packets at random in both directions;
+        `ping=False` also drops ICMP echo.
         """
         parsed: list[tuple[int, int, Action]] = []
         for key, action in (rules or {}).items():
@@ -302,7 +302,7 @@ class Router:
         server_header: str | None = None,
         title: str | None = None,
     ) -> None:
-        """Run a service on ``port`` (bound on 0.0.0.0 inside the namespace); returns when bound."""
+        """Run a service on `port` (bound on 0.0.0.0 inside the namespace); returns when bound."""
         if kind not in ("tcp", "http", "tls"):
             raise ValueError(f"unknown listener kind {kind!r}")
         if not 0 < port <= 65535:
@@ -314,7 +314,7 @@ class Router:
             self._services[port] = service
 
     def unlisten(self, port: int) -> None:
-        """Stop the service on ``port``; returns when the socket is closed."""
+        """Stop the service on `port`; returns when the socket is closed."""
         with self._lock:
             self._check_usable()
             if self._services.pop(port, None) is not None and self._listeners is not None:
@@ -355,7 +355,7 @@ class Router:
         return self._cert
 
     def cert_sha256(self, port: int) -> str:
-        """Hex SHA-256 of the DER certificate the TLS service on ``port`` currently serves."""
+        """Hex SHA-256 of the DER certificate the TLS service on `port` currently serves."""
         with self._lock:
             if port not in self._port_cert:
                 raise KeyError(f"no TLS listener on port {port} of {self.name}")
@@ -397,7 +397,7 @@ class Router:
             self._powered = True
 
     def reboot(self, downtime: float = 1.0, new_cert: bool = False) -> None:
-        """power_off(), stay down for ``downtime`` seconds, power_on(): blocks for the downtime."""
+        """power_off(), stay down for `downtime` seconds, power_on(): blocks for the downtime."""
         if not 0.0 <= downtime <= 600.0:
             raise ValueError("downtime must be within [0, 600] seconds")
         self.power_off()
@@ -485,7 +485,7 @@ def _check_action(action: str) -> Action:
 
 
 def make_router(rtt: float = 0.0) -> Router:
-    """A new Router (also a context manager); ``rtt`` seconds of round trip on delayed_addr."""
+    """A new Router (also a context manager); `rtt` seconds of round trip on delayed_addr."""
     return Router(rtt)
 
 

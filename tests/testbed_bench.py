@@ -1,6 +1,6 @@
 """Throughput check of the test bed: a bare epoll connect scan through a Router's paths.
 
-Run as root: ``python -m tests.testbed_bench --rtt 0.04 --ports 65535``. Prints connects/s, the
+Run as root: `python -m tests.testbed_bench --rtt 0.04 --ports 65535`. Prints connects/s, the
 relay's packet counters and CPU seconds. The scanner here is deliberately minimal (no retries,
 no adaptive timeout) so that it measures the test bed, not exposuremon's engine.
 """
@@ -28,7 +28,7 @@ STATES = {0: "open", errno.ECONNREFUSED: "closed", errno.EHOSTUNREACH: "unreacha
 def connect_scan(
     addr: str, ports: Sequence[int], concurrency: int, timeout: float, deadline: float = 600.0
 ) -> dict[str, Any]:
-    """Connect to every port with at most ``concurrency`` in flight; bounded by ``deadline``."""
+    """Connect to every port with at most `concurrency` in flight; bounded by `deadline`."""
     epoll = select.epoll()
     pending: dict[int, tuple[socket.socket, int, float]] = {}  # fd -> socket, attempt, start
     answer_times: list[float] = []

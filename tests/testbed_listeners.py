@@ -1,7 +1,7 @@
 """Listener process for the test bed: plain TCP, HTTP and TLS servers inside a router namespace.
 
-Started by ``tests/testbed.py`` via ``ip netns exec NS python tests/testbed_listeners.py``. It
-prints ``{"ready": true}`` once running, then takes one JSON command per stdin line and answers
+Started by `tests/testbed.py` via `ip netns exec NS python tests/testbed_listeners.py`. It
+prints `{"ready": true}` once running, then takes one JSON command per stdin line and answers
 each with one JSON line on stdout, only after the socket is bound (or closed), so the parent
 never needs to sleep:
 

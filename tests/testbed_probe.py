@@ -29,14 +29,14 @@ STATE_BY_ERRNO = {
 
 
 def check_target(addr: str) -> None:
-    """Raise unless ``addr`` is loopback or inside 198.18.0.0/15."""
+    """Raise unless `addr` is loopback or inside 198.18.0.0/15."""
     ip = ipaddress.ip_address(addr)
     if not any(ip in net for net in ALLOWED):
         raise ValueError(f"test bed refuses to probe {addr}: not loopback or 198.18.0.0/15")
 
 
 def probe_many(addr: str, ports: Sequence[int], timeout: float = 0.3) -> list[str]:
-    """Connect to all ``ports`` at once (repeats allowed) and wait at most ``timeout``.
+    """Connect to all `ports` at once (repeats allowed) and wait at most `timeout`.
 
     Returns one state per entry, in order: "open" (handshake done), "closed" (RST),
     "filtered" (no answer in time) or "unreachable" (ICMP / no route).
@@ -84,7 +84,7 @@ def _state(err: int, addr: str, port: int) -> str:
 
 
 def ping(addr: str, timeout: float = 0.5) -> bool:
-    """One ICMP echo to an IPv4 address; True if the reply came back within ``timeout``.
+    """One ICMP echo to an IPv4 address; True if the reply came back within `timeout`.
 
     Uses an unprivileged ping socket where net.ipv4.ping_group_range allows it, else a raw
     socket (root): this host ships with ping_group_range "1 0", which allows nobody.
@@ -135,7 +135,7 @@ def tcp_state(addr: str, port: int, timeout: float = 0.3) -> str:
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
-    """Poll ``condition`` until true or ``timeout`` passes; bounded in time and iterations."""
+    """Poll `condition` until true or `timeout` passes; bounded in time and iterations."""
     deadline = time.monotonic() + timeout
     for _ in range(int(timeout / interval) + 2):
         if condition():

@@ -1,16 +1,16 @@
 """Latency relay for the test bed: moves packets between two TUN devices, holding each one.
 
-This kernel has no ``netem`` qdisc, so the test bed makes latency itself: the relay opens two TUN
+This kernel has no `netem` qdisc, so the test bed makes latency itself: the relay opens two TUN
 devices (IFF_TUN | IFF_NO_PI), the parent moves device B into the router's namespace and gives
-both an address, and every packet read from one device is written to the other after ``delay``
+both an address, and every packet read from one device is written to the other after `delay`
 seconds. The delay is constant, so a FIFO deque per direction is enough: the head is always the
 next packet due, and poll() sleeps exactly until then.
 
-Protocol on stdin/stdout (line based): after both devices exist the relay prints ``ready``; a
-``stats`` line on stdin is answered with one JSON line; EOF on stdin (the parent died or closed
-us) makes the relay print its final stats and exit. It also exits after ``--max-lifetime``.
+Protocol on stdin/stdout (line based): after both devices exist the relay prints `ready`; a
+`stats` line on stdin is answered with one JSON line; EOF on stdin (the parent died or closed
+us) makes the relay print its final stats and exit. It also exits after `--max-lifetime`.
 
-Run: ``python tests/testbed_relay.py --tun-a A --tun-b B --delay 0.02``
+Run: `python tests/testbed_relay.py --tun-a A --tun-b B --delay 0.02`
 """
 
 from __future__ import annotations

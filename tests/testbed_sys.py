@@ -7,7 +7,7 @@ Root-namespace changes are shared by all test processes and recorded in /run/emt
 so the last process to need them, or cleanup_stale() after a crash, restores them:
   - net.ipv4.ip_local_port_range widened to "1024 65535" (a full 65535-port scan needs them),
     restored when no process has a live Router;
-  - an ``unreachable 198.18.0.0/15`` route, so a probe of a router that is already gone fails
+  - an `unreachable 198.18.0.0/15` route, so a probe of a router that is already gone fails
     at once instead of leaving through the default route; removed when the last process that
     made Routers exits (it must outlive the routers to be of any use).
 """
@@ -63,7 +63,7 @@ def run(argv: list[str], *, stdin: str | None = None, check: bool = True) -> str
 
 
 def alive(pid: int) -> bool:
-    """True while ``pid`` runs; a zombie (killed, not yet reaped) counts as dead."""
+    """True while `pid` runs; a zombie (killed, not yet reaped) counts as dead."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:

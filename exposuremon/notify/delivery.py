@@ -1,4 +1,4 @@
-"""One HTTP POST of a rendered message, and what its answer means (`policy.classify`).
+"""One HTTP POST of a rendered message, and what its answer means (`retry.classify`).
 
 The session is injected (the service shares one, with its connection pool); this module
 only sends. Every error text it returns has the webhook URL's secret parts redacted, because
@@ -14,7 +14,8 @@ import aiohttp
 
 from exposuremon.notify.formats import DELIVERY_HEADER
 from exposuremon.notify.message import Request
-from exposuremon.notify.policy import Outcome, Permanent, Retry, Sent, classify, redact
+from exposuremon.notify.redaction import redact
+from exposuremon.notify.retry import DeliveryOutcome, Permanent, Retry, Sent, classify
 
 # Receivers deduplicate on DELIVERY_HEADER: the same value on every attempt of one message.
 TIMEOUT = 10.0  # seconds per attempt: connect, send, and read the answer
@@ -35,7 +36,7 @@ async def post(
     time_limit: float = TIMEOUT,
     retry_after_limits: tuple[float, float] = (1.0, 3600.0),
     clock: Callable[[], dt.datetime] = _utcnow,
-) -> Outcome:
+) -> DeliveryOutcome:
     """POST `request` to `url` once; Sent, Retry (transient, maybe after a delay) or Permanent."""
     headers = dict(request.headers)
     if delivery_id and not any(k.lower() == DELIVERY_HEADER.lower() for k in headers):
@@ -58,7 +59,7 @@ async def _attempt(
     time_limit: float,
     limits: tuple[float, float],
     clock: Callable[[], dt.datetime],
-) -> Outcome:
+) -> DeliveryOutcome:
     try:
         async with session.post(
             url,
@@ -88,4 +89,4 @@ async def _attempt(
         return Retry(f"{type(exc).__name__}: {exc.strerror or exc}")
 
 
-__all__ = ["DELIVERY_HEADER", "Outcome", "Permanent", "Retry", "Sent", "post"]
+__all__ = ["DELIVERY_HEADER", "DeliveryOutcome", "Permanent", "Retry", "Sent", "post"]

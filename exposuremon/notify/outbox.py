@@ -28,27 +28,24 @@ from typing import Any
 
 import aiohttp
 
-from exposuremon.config import ConfigError, NotifyConfig
+from exposuremon.config import ConfigError, NotifyConfig, Rate
 from exposuremon.logs import get_logger
 from exposuremon.metrics import Metrics
 from exposuremon.model import Event, EventType, Finding, FindingState, Severity
 from exposuremon.notify import delivery, formats
 from exposuremon.notify.formats import split_ntfy_url
 from exposuremon.notify.message import Message, MessageKind, Request
-from exposuremon.notify.policy import (
-    DEFAULT_RATES,
+from exposuremon.notify.ratelimit import DEFAULT_RATES, RateLimiter
+from exposuremon.notify.redaction import redact, secret_parts
+from exposuremon.notify.retry import (
     Backoff,
     Decision,
-    Outcome,
+    DeliveryOutcome,
     Permanent,
     Random,
-    Rate,
-    RateLimiter,
     Retry,
     Sent,
     decide,
-    redact,
-    secret_parts,
 )
 from exposuremon.store import Store, StoreError
 from exposuremon.store_outbox import Outgoing, ReminderRule
@@ -151,7 +148,7 @@ async def attempt(
     render: Render = formats.render,
     tuning: Tuning = Tuning(),
     clock: Callable[[], dt.datetime] = _utcnow,
-) -> Outcome:
+) -> DeliveryOutcome:
     """Render `message` for `channel` and POST it once; errors carry no secret."""
     try:
         url = channel.resolve_url()
@@ -381,7 +378,7 @@ class Notifier:
             config, self.session, public_url=self.public_url, clock=self.clock, render=self.render
         )
 
-    async def attempt(self, channel: NotifyConfig, message: Message) -> Outcome:
+    async def attempt(self, channel: NotifyConfig, message: Message) -> DeliveryOutcome:
         """Render `message` for `channel` and POST it once; errors carry no secret."""
         return await attempt(
             channel, message, self.session, render=self.render, tuning=self.tuning, clock=self.clock

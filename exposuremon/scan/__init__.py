@@ -2,7 +2,15 @@
 
 from exposuremon.scan.engine import Scanner
 from exposuremon.scan.result import PortState, ScanResult, ScanStats
-from exposuremon.scan.target import Scan, ScanError
+from exposuremon.scan.target import ScanError, TargetScan
 from exposuremon.scan.timing import ScanOptions
 
-__all__ = ["PortState", "Scan", "ScanError", "ScanOptions", "ScanResult", "ScanStats", "Scanner"]
+__all__ = [
+    "PortState",
+    "ScanError",
+    "ScanOptions",
+    "ScanResult",
+    "ScanStats",
+    "Scanner",
+    "TargetScan",
+]

@@ -1,40 +1,40 @@
 """Connect-scan engine: many non-blocking TCP connects in flight, adaptive and bounded.
 
 How a probe works
-    One probe is one non-blocking ``connect()``. Its socket is registered with an ``epoll``
-    object owned by the :class:`Scanner`; that epoll's own descriptor is watched by the asyncio
+    One probe is one non-blocking `connect()`. Its socket is registered with an `epoll`
+    object owned by the `Scanner`; that epoll's own descriptor is watched by the asyncio
     loop as a reader, so the loop wakes once per *batch* of finished connects. We nest an epoll
-    rather than calling ``loop.add_writer`` per socket because the loop's per-fd bookkeeping
-    (a Handle, a selector key, two ``epoll_ctl`` calls) costs more than the connect itself:
-    measured here, 25 µs CPU per probe with ``add_writer`` against 10 µs nested. No task,
+    rather than calling `loop.add_writer` per socket because the loop's per-fd bookkeeping
+    (a Handle, a selector key, two `epoll_ctl` calls) costs more than the connect itself:
+    measured here, 25 µs CPU per probe with `add_writer` against 10 µs nested. No task,
     coroutine or timer handle exists per port.
 
-    When epoll reports the socket, ``connect()`` is called on it once more: Linux answers a
+    When epoll reports the socket, `connect()` is called on it once more: Linux answers a
     second connect on a finished attempt with its outcome (0 when the handshake completed,
-    else the errno ``SO_ERROR`` would hold) and resets a failed socket to unconnected, so the
+    else the errno `SO_ERROR` would hold) and resets a failed socket to unconnected, so the
     same socket and its epoll registration serve the next port. A closed port thus costs two
-    ``connect`` calls and nothing else, instead of ``socket``, ``connect``, ``epoll_ctl``,
-    ``getsockopt`` and ``close`` (about 40% less CPU; ``strace -c`` shows ~1000 sockets for a
+    `connect` calls and nothing else, instead of `socket`, `connect`, `epoll_ctl`,
+    `getsockopt` and `close` (about 40% less CPU; `strace -c` shows ~1000 sockets for a
     65535-port scan). A reusable socket left over after a batch is closed before the loop polls
     again, since epoll would report its CLOSE state as a hang-up on every wake-up.
 
     Outcome 0 means the handshake completed: **open** (the socket is then closed with
-    ``SO_LINGER`` 0, so it ends in an RST and neither side keeps TIME_WAIT; on loopback a
+    `SO_LINGER` 0, so it ends in an RST and neither side keeps TIME_WAIT; on loopback a
     connection to itself, which a connect to its own ephemeral port makes, counts as closed).
-    ``ECONNREFUSED`` is an RST: **closed**. ICMP unreachable / prohibited (``EHOSTUNREACH``,
-    ``ENETUNREACH``, ``EACCES``, ``EPERM`` …) is **filtered** at once. No answer before the
+    `ECONNREFUSED` is an RST: **closed**. ICMP unreachable / prohibited (`EHOSTUNREACH`,
+    `ENETUNREACH`, `EACCES`, `EPERM` …) is **filtered** at once. No answer before the
     timeout: the socket is closed, the port retried, and after the last attempt it is
     **filtered**.
 
 Timeouts (per target, as in nmap / RFC 6298)
-    Every answered probe gives an RTT sample ``r``: ``rttvar = ¾·rttvar + ¼·|srtt − r|``,
-    ``srtt = ⅞·srtt + ⅛·r``; the timeout is ``srtt + 4·rttvar`` clamped to
-    ``[timeout_min, timeout_max]`` (``timeout_initial`` until the first sample). Deadlines sit
+    Every answered probe gives an RTT sample `r`: `rttvar = ¾·rttvar + ¼·|srtt − r|`,
+    `srtt = ⅞·srtt + ⅛·r`; the timeout is `srtt + 4·rttvar` clamped to
+    `[timeout_min, timeout_max]` (`timeout_initial` until the first sample). Deadlines sit
     in a FIFO per target (kept non-decreasing) served by one timer at a 10 ms tick.
 
-Congestion control (AIMD on a congestion window ``cwnd`` per target)
-    ``cwnd`` caps the probes in flight to one target. It grows by one per finished probe in
-    slow start (doubling per round trip) and by ``1/cwnd`` above ``ssthresh``. It grows on
+Congestion control (AIMD on a congestion window `cwnd` per target)
+    `cwnd` caps the probes in flight to one target. It grows by one per finished probe in
+    slow start (doubling per round trip) and by `1/cwnd` above `ssthresh`. It grows on
     *timeouts too*: a firewall that drops a port is not congestion, and treating it as such is
     why nmap takes 88 s over a filtered host. What counts as congestion is evidence that a
     probe which *should* have answered did not:
@@ -44,14 +44,14 @@ Congestion control (AIMD on a congestion window ``cwnd`` per target)
       while, one probe goes to a port known to answer (one seen answering in this scan, or a
       hint such as an expected-open port); a live path answers it.
 
-    On congestion ``ssthresh = cwnd/2`` and ``cwnd = ssthresh`` (at most once per round of
+    On congestion `ssthresh = cwnd/2` and `cwnd = ssthresh` (at most once per round of
     probes, like TCP's recovery), and the target gets extra retries: on a lossy path a port
     that times out is retried more before it may be called filtered, so a congested path is
     not mistaken for filtering either.
 
 Bounds and fairness
-    Per target at most ``concurrency`` probes (the pool per WAN IP) and optionally ``rate``
-    connects per second (a token bucket). Globally at most ``max_sockets`` probes, derived from
+    Per target at most `concurrency` probes (the pool per WAN IP) and optionally `rate`
+    connects per second (a token bucket). Globally at most `max_sockets` probes, derived from
     RLIMIT_NOFILE (soft limit raised to the hard one). When the global budget is exhausted,
     targets queue for slots and are served round-robin one slot at a time, so a 65535-port scan
     cannot starve a 60-port sentinel scan. Running out of descriptors or ephemeral ports
@@ -59,8 +59,8 @@ Bounds and fairness
     wrong state.
 
 Cancellation
-    :meth:`Scan.stop` (or cancelling the task awaiting :meth:`Scanner.scan`) closes every socket
-    of that scan at once and yields a result with ``complete=False`` in which the unfinished
+    `TargetScan.stop` (or cancelling the task awaiting `Scanner.scan`) closes every socket
+    of that scan at once and yields a result with `complete=False` in which the unfinished
     ports are UNKNOWN.
 """
 
@@ -76,7 +76,7 @@ import time
 from collections.abc import Iterable, Sequence
 
 from exposuremon.scan.result import ScanResult
-from exposuremon.scan.target import Scan
+from exposuremon.scan.target import TargetScan
 from exposuremon.scan.timing import ScanOptions
 
 _NOT_YET = frozenset({errno.EALREADY, errno.EINPROGRESS})
@@ -114,11 +114,11 @@ class Scanner:
         self._budget = self.max_sockets
         self._free = self._budget
         self._epoll = select.epoll()
-        self._probes: dict[int, tuple[Scan, _socket.socket, int, int, float, int, bool]] = {}
+        self._probes: dict[int, tuple[TargetScan, _socket.socket, int, int, float, int, bool]] = {}
         self._seq = 0
-        self._waiting: collections.deque[Scan] = collections.deque()
-        self._active: set[Scan] = set()
-        self._serving: Scan | None = None
+        self._waiting: collections.deque[TargetScan] = collections.deque()
+        self._active: set[TargetScan] = set()
+        self._serving: TargetScan | None = None
         self._reading = False
         self._closed = False
 
@@ -136,15 +136,15 @@ class Scanner:
         *,
         ordered: bool = False,
         address: str | None = None,
-    ) -> Scan:
-        """Begin scanning; ``hints`` are ports likely to answer (expected open, seen open).
+    ) -> TargetScan:
+        """Begin scanning; `hints` are ports likely to answer (expected open, seen open).
 
-        ``ordered``: probe ``ports`` in the order given instead of :func:`probe_order`'s.
-        ``address``: scan this address (already resolved) and report ``target`` as the name.
+        `ordered`: probe `ports` in the order given instead of `probe_order`'s.
+        `address`: scan this address (already resolved) and report `target` as the name.
         """
         if self._closed:
             raise RuntimeError("scanner is closed")
-        scan = Scan(self, target, ports, options or ScanOptions(), hints, ordered, address)
+        scan = TargetScan(self, target, ports, options or ScanOptions(), hints, ordered, address)
         self._active.add(scan)
         if not self._reading:
             self.loop.add_reader(self._epoll.fileno(), self._on_ready)
@@ -178,9 +178,9 @@ class Scanner:
         self._closed = True
         self._epoll.close()
 
-    # -- internal, used by Scan --------------------------------------------------------------
+    # -- internal, used by TargetScan --------------------------------------------------------------
 
-    def _acquire(self, scan: Scan) -> bool:
+    def _acquire(self, scan: TargetScan) -> bool:
         waiting = self._waiting
         if self._free > 0 and (not waiting or self._serving is scan):
             self._free -= 1
@@ -224,7 +224,7 @@ class Scanner:
             self._free -= self._budget - new_budget
             self._budget = new_budget
 
-    def _forget(self, scan: Scan) -> None:
+    def _forget(self, scan: TargetScan) -> None:
         """Close a finished or stopped scan's sockets and give back its slots."""
         scan._stopped = True
         self._active.discard(scan)
@@ -245,7 +245,7 @@ class Scanner:
     def _on_ready(self) -> None:
         probes = self._probes
         now = _monotonic()
-        touched: set[Scan] = set()
+        touched: set[TargetScan] = set()
         finished = 0
         for fd, _ev in self._epoll.poll(0, _BATCH):
             probe = probes.pop(fd, None)

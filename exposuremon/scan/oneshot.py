@@ -4,7 +4,7 @@ A full 1-65535 scan of a host that answers every port at once is bound by CPU: a
 of syscalls and 4 µs of Python per probe. One process cannot match nmap there, so the ports
 are split across up to one process per core: the parent resolves the target once, forks the
 workers *before* any event loop exists (forking a running asyncio loop is unsafe), and each
-worker runs its own :class:`Scanner` over an interleaved share of the probe order with its
+worker runs its own `Scanner` over an interleaved share of the probe order with its
 share of the per-target concurrency and rate, so the target sees the same bounds as from one
 process. Workers publish progress in a shared page and send back their state table (one byte
 per port) through a pipe; the tables of disjoint shards merge with a bitwise OR.

@@ -1,4 +1,4 @@
-"""One target's scan: the probe state machine that the :class:`Scanner` drives.
+"""One target's scan: the probe state machine that the `Scanner` drives.
 
 Launching, classifying, timing out and retrying the probes of one target, with its RTT
 estimator and congestion window (engine.py explains the algorithm). The hot paths here are
@@ -55,8 +55,8 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-class Scan:
-    """One running scan of one target; created by :meth:`Scanner.start`."""
+class TargetScan:
+    """One running scan of one target; created by `Scanner.start`."""
 
     def __init__(
         self,

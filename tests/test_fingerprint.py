@@ -26,7 +26,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from exposuremon.model import Fingerprint
-from exposuremon.scan.probe import (
+from exposuremon.scan.fingerprint import (
     BANNER_CHARS,
     TEXT_CHARS,
     banner_text,

@@ -2,19 +2,19 @@
 
 A look at one port takes at most three short connections, all to the address given:
 
-1. Connect and wait up to ``min(1 s, timeout/3)`` for a banner: SSH, FTP, SMTP, POP3 … speak
+1. Connect and wait up to `min(1 s, timeout/3)` for a banner: SSH, FTP, SMTP, POP3 … speak
    first. A banner ends the look.
-2. Otherwise a TLS handshake (within ``timeout/3``) on a new connection, without verification:
+2. Otherwise a TLS handshake (within `timeout/3`) on a new connection, without verification:
    we fingerprint, we do not trust. The certificate gives SHA-256, subject (CN, O) and expiry;
-   then one ``GET / HTTP/1.1`` over it for the ``Server`` header and the ``<title>``.
-3. If TLS fails, the same ``GET`` in plain text.
+   then one `GET / HTTP/1.1` over it for the `Server` header and the `<title>`.
+3. If TLS fails, the same `GET` in plain text.
 
-Everything runs under one ``asyncio.timeout(timeout)`` and reads at most ``max_bytes`` per
+Everything runs under one `asyncio.timeout(timeout)` and reads at most `max_bytes` per
 connection. Network errors never raise: the look returns whatever it learned (possibly an empty
-:class:`Fingerprint`). Redirects are recorded (the 3xx's own header and title), never followed.
+`Fingerprint`). Redirects are recorded (the 3xx's own header and title), never followed.
 Text from the service is hostile input: it is decoded leniently, stripped of terminal escapes and
 control/format characters (\\t excepted) and truncated, so it is safe to log and to compare.
-Escaping for chat formats (``@everyone``, markup) is the notifier's job, not ours.
+Escaping for chat formats (`@everyone`, markup) is the notifier's job, not ours.
 """
 
 from __future__ import annotations

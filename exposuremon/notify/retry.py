@@ -1,24 +1,16 @@
-"""Pure delivery policy: what an HTTP answer means, when to try again, how fast to send.
+"""Pure retry rules: what an HTTP answer means and when to try a delivery again.
 
 No I/O and no clocks of its own: times and randomness are passed in, so that every rule is
-tested without an event loop. The delivery worker (`notify/outbox.py`) applies them.
+tested without an event loop. The delivery worker (`notify/notifier.py`) applies them.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import datetime as dt
 import email.utils
-import math
 import re
-from collections.abc import Iterable
 from typing import Protocol
-from urllib.parse import parse_qsl, urlsplit
-
-from exposuremon.units import parse_duration
-
-REDACTED = "<redacted>"
 
 
 class Random(Protocol):
@@ -52,7 +44,7 @@ class Permanent:
     error: str
 
 
-Outcome = Sent | Retry | Permanent
+DeliveryOutcome = Sent | Retry | Permanent
 
 
 def is_retryable(status: int) -> bool:
@@ -66,7 +58,7 @@ def classify(
     body: str,
     now: dt.datetime,
     limits: tuple[float, float] = (1.0, 3600.0),
-) -> Outcome:
+) -> DeliveryOutcome:
     """The outcome of an HTTP answer: 2xx sent; 408/429/5xx retry (Retry-After kept); else dead.
 
     Redirects are failures too: a webhook that moved must be reconfigured, and following one
@@ -143,7 +135,7 @@ class Decision:
 
 
 def decide(
-    outcome: Outcome,
+    outcome: DeliveryOutcome,
     *,
     attempts: int,
     created_at: dt.datetime,
@@ -171,121 +163,3 @@ def decide(
     wait = outcome.after if outcome.after is not None else backoff.delay(attempts, rng)
     at = min(now + dt.timedelta(seconds=wait), deadline)
     return Decision("pending", next_attempt_at=at, error=outcome.error, wait=wait)
-
-
-# --- rate limits ----------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Rate:
-    """At most `count` messages in any `per` seconds."""
-
-    count: float
-    per: float = 1.0
-
-    def __post_init__(self) -> None:
-        if not (self.count > 0 and self.per > 0 and math.isfinite(self.count / self.per)):
-            raise ValueError(f"rate: need a positive count and period, got {self}")
-
-    @property
-    def per_second(self) -> float:
-        """Sustained messages per second."""
-        return self.count / self.per
-
-    def __str__(self) -> str:
-        return f"{self.count:g}/{self.per:g}s"
-
-
-# What each service tolerates per webhook, with room to spare: Slack about 1 message a
-# second; Discord 5 per 2 s; Teams connectors 4 a second but 60 per 30 s; Google Chat about
-# 1 write a second per space; ntfy.sh bursts of 60 then 1 per 5 s; generic receivers are ours.
-DEFAULT_RATES: dict[str, Rate] = {
-    "slack": Rate(1, 1.0),
-    "discord": Rate(5, 2.0),
-    "msteams": Rate(4, 2.0),
-    "googlechat": Rate(1, 1.0),
-    "ntfy": Rate(60, 300.0),
-    "webhook": Rate(10, 1.0),
-}
-
-
-def parse_rate(value: object) -> Rate:
-    """A rate from `5` (per second), `"1/s"`, `"5/2s"` or `"30/1m"`; ValueError says why."""
-    if isinstance(value, Rate):
-        return value
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise ValueError("expected a rate like 5, '1/s', '5/2s' or '30/1m'")
-    if isinstance(value, int | float):
-        count, per = float(value), 1.0
-    else:
-        head, sep, tail = value.partition("/")
-        tail = tail.strip()
-        try:
-            count = float(head)
-            per = 1.0 if not sep else parse_duration(f"1{tail}" if tail.isalpha() else tail)
-        except ValueError:
-            raise ValueError(
-                f"not a rate: {value!r} (use a number per second, or e.g. '5/2s', '30/1m')"
-            ) from None
-    try:
-        return Rate(count, per)
-    except ValueError:
-        raise ValueError(f"rate must be more than zero: {value!r}") from None
-
-
-class RateLimiter:
-    """At most `count` sends in any `per` seconds (a sliding window), on a caller's clock.
-
-    Stricter than a token bucket of the same numbers, which would let Discord's "5 per 2 s"
-    become 9 in the first 2 s: services count requests per window, and answer the 6th with 429.
-    A fractional count keeps its long-run rate with a whole count (0.5/s is 1 per 2 s).
-    """
-
-    def __init__(self, rate: Rate) -> None:
-        self.rate = rate
-        self._count = max(1, math.floor(rate.count))
-        self._per = rate.per * self._count / rate.count
-        self._sent: collections.deque[float] = collections.deque(maxlen=self._count)
-
-    def reserve(self, now: float) -> float:
-        """Book the next send; seconds to wait before it (0: send now).
-
-        A caller that reserves and then waits keeps its place: waiting senders are served in
-        order and never more than `count` fall in one window.
-        """
-        at = now
-        if len(self._sent) == self._count:
-            at = max(now, self._sent[0] + self._per)
-        if self._sent:
-            at = max(at, self._sent[-1])
-        self._sent.append(at)
-        return at - now
-
-
-# --- secrets ----------------------------------------------------------------------------------
-
-
-def secret_parts(url: str, secret: str | None = None) -> list[str]:
-    """The pieces of a webhook URL (and signing secret) that must never be shown, longest first.
-
-    Its path with the query, the query, each query value, each path segment long enough to be
-    a token, and a password. The scheme and host stay visible: they tell the operator which
-    service failed (`https://hooks.slack.com<redacted>`).
-    """
-    parts = {secret or ""}
-    split = urlsplit(url)
-    parts.add(split.path + (f"?{split.query}" if split.query else ""))
-    parts.add(split.query)
-    if split.password:
-        parts.add(split.password)
-    parts.update(v for _, v in parse_qsl(split.query, keep_blank_values=True))
-    parts.update(seg for seg in split.path.split("/") if len(seg) >= 4)
-    return sorted((p for p in parts if len(p) >= 4 and p != "/"), key=len, reverse=True)
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """`text` with every occurrence of each secret replaced by `<redacted>`."""
-    for part in secrets:
-        if part:
-            text = text.replace(part, REDACTED)
-    return text
