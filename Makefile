@@ -60,4 +60,4 @@ uninstall:
 
 ## docs/config.md is generated from the config models (a test checks it is current).
 docs: $(STAMP)
-	$(BIN)/python -m exposuremon.config_doc > docs/config.md
+	$(BIN)/python -m exposuremon.config.reference > docs/config.md

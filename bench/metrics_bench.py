@@ -32,8 +32,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from bench.common import RESULTS, machine
 from exposuremon import detect
 from exposuremon.config import Config, parse_config
-from exposuremon.exposition import scrape_handler
-from exposuremon.metrics import Metrics, StateCollector
+from exposuremon.metrics import Metrics, StateCollector, scrape_handler
 from exposuremon.model import Observation, Observed, ScanKind, TargetState
 from exposuremon.store import ScanRecord, Store
 from exposuremon.web import HttpServer

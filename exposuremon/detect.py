@@ -73,7 +73,7 @@ from exposuremon.model import (
     TargetState,
     TargetStatus,
 )
-from exposuremon.scan.ports import HOT_PORTS
+from exposuremon.scan import HOT_PORTS
 from exposuremon.units import rfc3339
 
 MAX_RECENT = 32

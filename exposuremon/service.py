@@ -26,12 +26,16 @@ from exposuremon.config import Config, ConfigError, TargetConfig, load_config
 from exposuremon.logs import get_logger
 from exposuremon.metrics import Metrics, StateCollector
 from exposuremon.model import Finding, Fingerprint, Observation, Observed, ScanKind, TargetState
-from exposuremon.notify.outbox import Notifier, NullNotifier, router
-from exposuremon.scan.engine import Scanner
-from exposuremon.scan.fingerprint import fingerprint_many
-from exposuremon.scan.result import PortState, ScanResult
-from exposuremon.scan.target import ScanError, TargetScan
-from exposuremon.scan.timing import ScanOptions
+from exposuremon.notify import Notifier, NullNotifier, router
+from exposuremon.scan import (
+    PortState,
+    ScanError,
+    Scanner,
+    ScanOptions,
+    ScanResult,
+    TargetScan,
+    fingerprint_many,
+)
 from exposuremon.scheduler import JobSpec, ScanScheduler
 from exposuremon.store import ScanRecord, Store
 from exposuremon.systemd import SystemdNotifier, service_status
@@ -464,7 +468,7 @@ class Service:
                 )
         return confirmed, fingerprints
 
-    # -- API backend (exposuremon.api.Backend; also: store, config, not_ready) ----------------
+    # -- API backend (exposuremon.web.api.Backend; also: store, config, not_ready) ----------------
 
     def scan_now(self, target: str) -> bool:
         """Schedule an on-demand quick scan of `target` now; False when it is not configured."""

@@ -15,9 +15,9 @@ import shutil
 from pathlib import Path
 
 from exposuremon import acks
-from exposuremon.config import Config, load_config
+from exposuremon.config.models import Config, load_config
 from exposuremon.model import Finding
-from exposuremon.store import Store
+from exposuremon.store.database import Store
 from tests.test_commands import CONFIG, fill
 
 TOKEN = "s3cret-token-for-tests"

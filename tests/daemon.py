@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from exposuremon.config import load_config
+from exposuremon.config.models import load_config
 from exposuremon.model import Event, EventType
 from exposuremon.service import Service
-from exposuremon.store import Store
+from exposuremon.store.database import Store
 
 
 def write_config(

@@ -21,14 +21,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from exposuremon import api
-from exposuremon.api import BadRequest
-from exposuremon.config_fields import TOKEN_ENV
+from exposuremon.config.fields import TOKEN_ENV
 from exposuremon.detect import TargetPolicy, evaluate
-from exposuremon.metrics import StateCollector
+from exposuremon.metrics.collectors import StateCollector
 from exposuremon.model import EventType, FindingState, ScanKind, TargetState
-from exposuremon.store import ScanRecord, Store, db_path
-from exposuremon.web import make_app
+from exposuremon.store.database import ScanRecord, Store, db_path
+from exposuremon.web import api
+from exposuremon.web.api import BadRequest
+from exposuremon.web.app import make_app
 from tests.apibed import TOKEN, StoreBackend, Story, build_story
 from tests.daemon import running_service, wait_until, write_config
 from tests.loopback import Listeners

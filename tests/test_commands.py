@@ -33,7 +33,7 @@ from exposuremon.model import (
     ScanKind,
     TargetState,
 )
-from exposuremon.store import MAX_PAGE, ScanRecord, Store, db_path
+from exposuremon.store.database import MAX_PAGE, ScanRecord, Store, db_path
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"
 T0 = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.UTC)

@@ -12,7 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from exposuremon.config import (
+from exposuremon.config.checks import check_warnings, host_addresses
+from exposuremon.config.fields import Rate
+from exposuremon.config.models import (
     DEFAULT_FULL,
     TOKEN_ENV,
     Config,
@@ -20,8 +22,6 @@ from exposuremon.config import (
     load_config,
     parse_config,
 )
-from exposuremon.config_checks import check_warnings, host_addresses
-from exposuremon.config_fields import Rate
 from exposuremon.model import ScanKind, Severity
 from exposuremon.scan.ports import HOT_PORTS, TOP1000_PORTS, format_ports
 

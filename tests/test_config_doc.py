@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from exposuremon.config import Config
-from exposuremon.config_doc import (
+from exposuremon.config.models import Config
+from exposuremon.config.reference import (
     EXAMPLE,
     duration_text,
     example_descriptions,
@@ -27,7 +27,7 @@ def test_committed_reference_is_current() -> None:
     """docs/config.md equals the generated text: regenerate it with `make docs`."""
     assert DOC.read_text(encoding="utf-8") == render(), (
         "docs/config.md is out of date: run `make docs` "
-        "(python -m exposuremon.config_doc > docs/config.md)"
+        "(python -m exposuremon.config.reference > docs/config.md)"
     )
 
 

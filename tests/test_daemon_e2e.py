@@ -178,7 +178,7 @@ def test_kill_9_during_a_scan_then_restart(router: Router, tmp_path: Path) -> No
         assert daemon.wait(10) == 0
 
     async def check() -> None:
-        from exposuremon.store import Store
+        from exposuremon.store.database import Store
 
         store = await Store.open(tmp_path / "state")
         try:

@@ -9,7 +9,7 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from exposuremon.exposition import Family, escape, number, render
+from exposuremon.metrics.exposition import Family, escape, number, render
 
 label_values = st.text(
     st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=0, max_size=40

@@ -26,7 +26,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exposuremon.config_fields import NOTIFY_TYPES
+from exposuremon.config.fields import NOTIFY_TYPES
 from exposuremon.detect import TargetPolicy, evaluate
 from exposuremon.model import (
     Event,

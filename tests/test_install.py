@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from exposuremon.config import load_config
+from exposuremon.config.models import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = "exposuremon.service"

@@ -12,11 +12,11 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from exposuremon.config import load_config
-from exposuremon.metrics import StateCollector, _version
+from exposuremon.config.models import load_config
+from exposuremon.metrics.collectors import StateCollector, _version
 from exposuremon.model import EventType
 from exposuremon.service import Service
-from exposuremon.store import Store
+from exposuremon.store.database import Store
 from tests.daemon import all_events, of_type, wait_until, write_config
 from tests.loopback import Listeners, listening_ports
 

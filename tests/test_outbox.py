@@ -16,8 +16,8 @@ import aiohttp
 import pytest
 import structlog
 
-from exposuremon.config import NotifyConfig
-from exposuremon.metrics import Metrics
+from exposuremon.config.models import NotifyConfig
+from exposuremon.metrics.collectors import Metrics
 from exposuremon.model import (
     Event,
     EventType,
@@ -26,10 +26,10 @@ from exposuremon.model import (
     Severity,
     TargetState,
 )
-from exposuremon.notify.outbox import REMOVED, Notifier, NullNotifier, Tuning, router
+from exposuremon.notify.notifier import REMOVED, Notifier, NullNotifier, Tuning, router
 from exposuremon.notify.retry import Backoff
-from exposuremon.store import Applied, Store, db_path, migrate
-from exposuremon.store_outbox import Delivery
+from exposuremon.store.database import Applied, Store, db_path, migrate
+from exposuremon.store.outbox import Delivery
 from tests.daemon import wait_until
 from tests.receivers import SECRET, Answer, Receiver
 from tests.test_store import scan_of

@@ -15,8 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from exposuremon import page
-from exposuremon.config import Config, TargetConfig, load_config
+from exposuremon.config.models import Config, TargetConfig, load_config
 from exposuremon.model import (
     Event,
     EventType,
@@ -30,8 +29,9 @@ from exposuremon.model import (
     TargetState,
     TargetStatus,
 )
-from exposuremon.store import Store
-from exposuremon.web import make_app
+from exposuremon.store.database import Store
+from exposuremon.web import status_page as page
+from exposuremon.web.app import make_app
 from tests.test_commands import CONFIG, fill
 
 NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)

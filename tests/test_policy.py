@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exposuremon.config_fields import NOTIFY_TYPES, Rate, parse_rate
+from exposuremon.config.fields import NOTIFY_TYPES, Rate, parse_rate
 from exposuremon.notify.ratelimit import DEFAULT_RATES, RateLimiter
 from exposuremon.notify.redaction import REDACTED, redact, secret_parts
 from exposuremon.notify.retry import (

@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from exposuremon.config import load_config
+from exposuremon.config.models import load_config
 from exposuremon.model import EventType, ScanKind, TargetStatus
 from exposuremon.service import Service
 from tests.daemon import all_events, daemon_process, running_service, wait_until, write_config

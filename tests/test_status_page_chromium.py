@@ -23,10 +23,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from exposuremon.config_fields import TOKEN_ENV
+from exposuremon.config.fields import TOKEN_ENV
 from exposuremon.model import EventType, FindingState
 from exposuremon.service import Service
-from exposuremon.store import Store
+from exposuremon.store.database import Store
 from tests.daemon import running_service, wait_until, write_config
 
 CHROMIUM = shutil.which("chromium")

@@ -19,7 +19,6 @@ from alembic.runtime.migration import MigrationContext
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exposuremon import store_schema
 from exposuremon.model import (
     Event,
     EventType,
@@ -36,7 +35,8 @@ from exposuremon.model import (
     TargetStatus,
 )
 from exposuremon.scan.result import PortState, ScanResult
-from exposuremon.store import (
+from exposuremon.store import schema as store_schema
+from exposuremon.store.database import (
     ScanRecord,
     Store,
     StoreError,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from exposuremon.config import ScanConfig
+from exposuremon.config.models import ScanConfig
 from exposuremon.scan.engine import socket_budget
 
 ROOT = Path(__file__).resolve().parent.parent

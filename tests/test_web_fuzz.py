@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from yarl import URL
 
-from exposuremon.config_fields import TOKEN_ENV
-from exposuremon.store import Store
-from exposuremon.web import HttpServer, make_app
+from exposuremon.config.fields import TOKEN_ENV
+from exposuremon.store.database import Store
+from exposuremon.web.app import HttpServer, make_app
 from tests.apibed import TOKEN, StoreBackend, Story, build_story
 
 FUZZ = settings(

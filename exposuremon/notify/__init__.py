@@ -1,1 +1,7 @@
-"""Chat notifications: pure rendering per chat format, and an outbox worker that delivers."""
+"""Chat notifications: pure rendering per chat format, and the worker that delivers the outbox."""
+
+from __future__ import annotations
+
+from exposuremon.notify.notifier import Notifier, NullNotifier, router, send_test
+
+__all__ = ["Notifier", "NullNotifier", "router", "send_test"]

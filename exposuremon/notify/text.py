@@ -17,7 +17,7 @@ import unicodedata
 from collections.abc import Callable, Iterable
 from urllib.parse import quote
 
-from exposuremon.scan.ports import format_ports
+from exposuremon.scan import format_ports
 
 SNIPPET_LIMIT = 200  # banners, titles, subjects, details
 NAME_LIMIT = 100  # target names and addresses (config allows 64)

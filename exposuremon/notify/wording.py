@@ -36,7 +36,7 @@ from exposuremon.notify.text import (
     short_time,
     status_link,
 )
-from exposuremon.scan.ports import format_ports
+from exposuremon.scan import format_ports
 from exposuremon.units import format_duration, rfc3339
 
 E = EventType

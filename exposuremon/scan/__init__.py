@@ -1,11 +1,19 @@
-"""Connect scanning: port specs, the engine, and the results it produces."""
+"""The scan engine: non-blocking connect() probes, fingerprints, port specs and reports."""
+
+from __future__ import annotations
 
 from exposuremon.scan.engine import Scanner
+from exposuremon.scan.fingerprint import fingerprint_many
+from exposuremon.scan.oneshot import scan_blocking
+from exposuremon.scan.ports import HOT_PORTS, PortSpecError, format_ports, parse_ports
+from exposuremon.scan.report import result_json, result_table, unexpected_open
 from exposuremon.scan.result import PortState, ScanResult, ScanStats
 from exposuremon.scan.target import ScanError, TargetScan
 from exposuremon.scan.timing import ScanOptions
 
 __all__ = [
+    "HOT_PORTS",
+    "PortSpecError",
     "PortState",
     "ScanError",
     "ScanOptions",
@@ -13,4 +21,11 @@ __all__ = [
     "ScanStats",
     "Scanner",
     "TargetScan",
+    "fingerprint_many",
+    "format_ports",
+    "parse_ports",
+    "result_json",
+    "result_table",
+    "scan_blocking",
+    "unexpected_open",
 ]

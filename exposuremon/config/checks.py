@@ -12,8 +12,8 @@ import socket
 from collections.abc import Iterable
 from pathlib import Path
 
-from exposuremon.config import Config, TargetConfig
-from exposuremon.config_fields import IPAddress
+from exposuremon.config.fields import IPAddress
+from exposuremon.config.models import Config, TargetConfig
 
 _HAIRPIN = (
     "scanning your own WAN from inside the LAN goes through hairpin NAT and shows the wrong "

@@ -16,7 +16,7 @@ from exposuremon.model import Event, Finding, Fingerprint, Observed, ScanKind, T
 
 if TYPE_CHECKING:
     from exposuremon.config import TargetConfig
-    from exposuremon.store_outbox import Delivery
+    from exposuremon.store import Delivery
 
 NEVER_SCANNED = "never scanned"
 # Any URL in a delivery's error text: the notifier redacts webhook secrets before storing it;

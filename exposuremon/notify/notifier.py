@@ -47,8 +47,7 @@ from exposuremon.notify.retry import (
     Sent,
     decide,
 )
-from exposuremon.store import Store, StoreError
-from exposuremon.store_outbox import Outgoing, ReminderRule
+from exposuremon.store import Outgoing, ReminderRule, Store, StoreError
 
 REMOVED = "channel removed from config"
 # Seconds beyond one attempt's time limit that a delivery in flight gets to settle when the

@@ -18,12 +18,12 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from exposuremon import exposition
 from exposuremon.config import Config, ScheduleConfig, TargetConfig
-from exposuremon.exposition import Family
+from exposuremon.metrics import exposition
+from exposuremon.metrics.exposition import Family
 from exposuremon.model import FindingState, ScanKind, TargetState, TargetStatus
-from exposuremon.scan.result import ScanResult
-from exposuremon.store_sql import TargetGauges
+from exposuremon.scan import ScanResult
+from exposuremon.store import TargetGauges
 
 PREFIX = "exposuremon"
 _DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)

@@ -27,7 +27,7 @@ from exposuremon.model import (
     TargetState,
 )
 from exposuremon.store import Store
-from exposuremon.views import NEVER_SCANNED
+from exposuremon.web.views import NEVER_SCANNED
 
 REFRESH_SECONDS = 30
 TIMELINE = 50  # recent events shown
@@ -283,7 +283,7 @@ def build(
 @functools.cache
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.PackageLoader("exposuremon", "templates"),
+        loader=jinja2.PackageLoader("exposuremon.web", "templates"),
         autoescape=True,  # every value is text unless the template says otherwise (it never does)
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,

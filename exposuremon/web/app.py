@@ -17,11 +17,11 @@ from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from exposuremon import page
-from exposuremon.api import MAX_BODY, Api, Backend, Handler, error
-from exposuremon.exposition import scrape_handler
 from exposuremon.logs import get_logger
+from exposuremon.metrics import scrape_handler
 from exposuremon.store import StoreError
+from exposuremon.web import status_page
+from exposuremon.web.api import MAX_BODY, Api, Backend, Handler, error
 
 if TYPE_CHECKING:
     from exposuremon.metrics import StateCollector
@@ -111,9 +111,9 @@ def make_app(
             return web.json_response({"status": "ready"})
         return web.json_response({"status": "not ready", "reason": reason}, status=503)
 
-    async def status_page(_: web.Request) -> web.Response:
+    async def page(_: web.Request) -> web.Response:
         try:
-            html = await page.render_status(backend.store, backend.config)
+            html = await status_page.render_status(backend.store, backend.config)
         except StoreError as exc:
             get_logger().error("store failed serving the status page", error=str(exc))
             return error(503, "the database is unavailable; see the daemon's log")
@@ -139,7 +139,7 @@ def make_app(
             return error(503, "the database is unavailable; see the daemon's log")
 
     app.router.add_get("/metrics", metrics)  # the one /metrics route
-    app.router.add_get("/", status_page)
+    app.router.add_get("/", page)
     app.router.add_routes(Api(backend).routes())
     return app
 

@@ -30,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 
-from exposuremon.config_fields import (
+from exposuremon.config.fields import (
     DEFAULT_FULL,
     DEFAULT_QUICK,
     TOKEN_ENV,
@@ -60,8 +60,7 @@ from exposuremon.config_fields import (
 )
 from exposuremon.detect import TargetPolicy
 from exposuremon.model import ScanKind, Severity
-from exposuremon.scan.ports import HOT_PORTS, format_ports
-from exposuremon.scan.timing import ScanOptions
+from exposuremon.scan import HOT_PORTS, ScanOptions, format_ports
 
 
 class _Model(BaseModel):

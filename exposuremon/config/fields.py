@@ -27,7 +27,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from exposuremon.model import Severity
-from exposuremon.scan.ports import PortSpecError, parse_ports
+from exposuremon.scan import PortSpecError, parse_ports
 from exposuremon.units import parse_duration
 
 TOKEN_ENV = "EXPOSUREMON_API_TOKEN"

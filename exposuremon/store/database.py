@@ -25,9 +25,6 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from exposuremon import store_outbox as so
-from exposuremon import store_schema as s
-from exposuremon import store_sql as q
 from exposuremon.model import (
     Event,
     EventType,
@@ -38,9 +35,10 @@ from exposuremon.model import (
     ScanKind,
     TargetState,
 )
+from exposuremon.store import outbox, queries, schema
 
 if TYPE_CHECKING:
-    from exposuremon.scan.result import ScanResult
+    from exposuremon.scan import ScanResult
 
 DB_FILE = "exposuremon.db"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -275,13 +273,13 @@ class Store:
     async def load_state(self, target: str) -> TargetState:
         """The stored state of `target`; an empty state when it was never scanned."""
         async with self._read(f"load state of {target}") as conn:
-            states = await q.load_states(conn, target)
+            states = await queries.load_states(conn, target)
         return states.get(target, TargetState(name=target))
 
     async def load_states(self) -> dict[str, TargetState]:
         """The stored state of every target ever scanned (removed ones keep their history)."""
         async with self._read("load states") as conn:
-            return await q.load_states(conn, None)
+            return await queries.load_states(conn, None)
 
     async def apply(
         self,
@@ -289,7 +287,7 @@ class Store:
         outcome_state: TargetState,
         events: Sequence[Event],
         findings: Sequence[Finding],
-        channels: Sequence[str] | q.Route,
+        channels: Sequence[str] | queries.Route,
     ) -> Applied:
         """Save one scan's result in one transaction: scan, state, findings, events, outbox.
 
@@ -303,18 +301,18 @@ class Store:
         name = outcome_state.name
         if scan.target != name:
             raise ValueError(f"scan.target {scan.target!r} differs from outcome_state {name!r}")
-        q.check_outcome(outcome_state, events, findings)
+        queries.check_outcome(outcome_state, events, findings)
         scan_row = _scan_row(scan)
-        now = s.to_micros(self._clock(), "clock")
+        now = schema.to_micros(self._clock(), "clock")
         async with self._write(f"apply {scan.kind} scan of {name}") as conn:
-            await q.ensure_target(conn, outcome_state)
-            result = await conn.execute(sa.insert(s.scans).values(scan_row))
+            await queries.ensure_target(conn, outcome_state)
+            result = await conn.execute(sa.insert(schema.scans).values(scan_row))
             scan_id = int(result.inserted_primary_key[0])  # type: ignore[index]
-            await q.sync_ports(conn, name, outcome_state.ports)
-            state, changed = await q.save_findings(conn, outcome_state, findings)
-            await q.update_target(conn, state)
-            saved = await q.insert_events(conn, events, scan_id, state, changed)
-            await q.insert_outbox(conn, saved, route, str(scan_id), now)
+            await queries.sync_ports(conn, name, outcome_state.ports)
+            state, changed = await queries.save_findings(conn, outcome_state, findings)
+            await queries.update_target(conn, state)
+            saved = await queries.insert_events(conn, events, scan_id, state, changed)
+            await queries.insert_outbox(conn, saved, route, str(scan_id), now)
         return Applied(
             scan_id=scan_id,
             event_ids=tuple(e.id for e in saved if e.id is not None),
@@ -333,11 +331,11 @@ class Store:
             return
         async with self._write(f"touch {len(states)} targets") as conn:
             for state in states:
-                await q.touch_times(conn, state)
+                await queries.touch_times(conn, state)
 
     async def last_scans(self) -> dict[tuple[str, ScanKind], dt.datetime]:
         """When each target's last complete scan of each kind finished."""
-        t = s.scans
+        t = schema.scans
         query = (
             sa.select(t.c.target, t.c.kind, sa.func.max(t.c.finished))
             .where(t.c.complete.is_(True))
@@ -345,7 +343,7 @@ class Store:
         )
         async with self._read("last scans") as conn:
             rows = (await conn.execute(query)).all()
-        return {(r[0], ScanKind(r[1])): s.from_micros(r[2]) for r in rows}
+        return {(r[0], ScanKind(r[1])): schema.from_micros(r[2]) for r in rows}
 
     # ---------------------------------------------------------------------- findings/events
 
@@ -359,16 +357,16 @@ class Store:
         cursor: int | None = None,
     ) -> tuple[list[Finding], int | None]:
         """Findings newest first (opened at or after `since`); returns the next page's cursor."""
-        t = s.findings
+        t = schema.findings
         query = sa.select(t)
         if target is not None:
             query = query.where(t.c.target == target)
         if state is not None:
             query = query.where(t.c.state == FindingState(state).value)
         if since is not None:
-            query = query.where(t.c.opened_at >= s.to_micros(since, "since"))
+            query = query.where(t.c.opened_at >= schema.to_micros(since, "since"))
         rows, next_cursor = await self._page(query, t.c.id, limit, cursor, "list findings")
-        return [s.finding_from_row(r) for r in rows], next_cursor
+        return [schema.finding_from_row(r) for r in rows], next_cursor
 
     async def events(
         self,
@@ -380,16 +378,16 @@ class Store:
         cursor: int | None = None,
     ) -> tuple[list[Event], int | None]:
         """Events newest first (observed at or after `since`); returns the next page's cursor."""
-        t = s.events
+        t = schema.events
         query = sa.select(t)
         if target is not None:
             query = query.where(t.c.target == target)
         if type is not None:
             query = query.where(t.c.type == EventType(type).value)
         if since is not None:
-            query = query.where(t.c.observed_at >= s.to_micros(since, "since"))
+            query = query.where(t.c.observed_at >= schema.to_micros(since, "since"))
         rows, next_cursor = await self._page(query, t.c.id, limit, cursor, "list events")
-        return [s.event_from_row(r) for r in rows], next_cursor
+        return [schema.event_from_row(r) for r in rows], next_cursor
 
     async def _page(
         self,
@@ -413,18 +411,18 @@ class Store:
 
     async def finding(self, finding_id: int) -> Finding | None:
         """One finding by id, or None."""
-        query = sa.select(s.findings).where(s.findings.c.id == finding_id)
+        query = sa.select(schema.findings).where(schema.findings.c.id == finding_id)
         async with self._read(f"load finding #{finding_id}") as conn:
             row = (await conn.execute(query)).first()
-        return None if row is None else s.finding_from_row(row._mapping)
+        return None if row is None else schema.finding_from_row(row._mapping)
 
     async def save_ack(self, finding: Finding) -> None:
         """Persist an acknowledgement (state, ack_until, ack_reason) and nothing else."""
         if finding.id is None:
             raise ValueError(f"finding {finding.target}/{finding.port}: not saved yet (no id)")
-        row = s.finding_row(finding)
+        row = schema.finding_row(finding)
         values = {k: row[k] for k in ("state", "ack_until", "ack_reason")}
-        t = s.findings
+        t = schema.findings
         # A finding the daemon resolved meanwhile stays resolved: an ack is for open ones.
         stmt = sa.update(t).where(t.c.id == finding.id, t.c.state != "resolved").values(values)
         async with self._write(f"save ack of finding #{finding.id}") as conn:
@@ -436,8 +434,8 @@ class Store:
 
     async def prune(self, older_than: dt.datetime) -> dict[str, int]:
         """Delete scans and events older than the cutoff; events awaiting delivery stay."""
-        cut = s.to_micros(older_than, "older_than")
-        o, e = s.outbox, s.events
+        cut = schema.to_micros(older_than, "older_than")
+        o, e = schema.outbox, schema.events
         pending = sa.select(o.c.event_id).where(o.c.status == "pending")
         old = sa.and_(e.c.observed_at < cut, e.c.id.not_in(pending))
         async with self._write("prune") as conn:
@@ -446,22 +444,24 @@ class Store:
                 sa.delete(o).where(o.c.event_id.in_(sa.select(e.c.id).where(old)))
             )
             events_n = await conn.execute(sa.delete(e).where(old))
-            scans_n = await conn.execute(sa.delete(s.scans).where(s.scans.c.finished < cut))
+            scans_n = await conn.execute(
+                sa.delete(schema.scans).where(schema.scans.c.finished < cut)
+            )
         return {
             "scans": scans_n.rowcount,
             "events": events_n.rowcount,
             "outbox": outbox_n.rowcount,
         }
 
-    async def gauges(self) -> tuple[dict[str, q.TargetGauges], int]:
+    async def gauges(self) -> tuple[dict[str, queries.TargetGauges], int]:
         """What the state metrics show: per-target gauges and the pending outbox count."""
         async with self._read("read gauges") as conn:
-            return await q.gauge_snapshot(conn)
+            return await queries.gauge_snapshot(conn)
 
     async def outbox_pending(self) -> int:
         """How many notification deliveries are waiting."""
-        query = sa.select(sa.func.count()).select_from(s.outbox)
-        query = query.where(s.outbox.c.status == "pending")
+        query = sa.select(sa.func.count()).select_from(schema.outbox)
+        query = query.where(schema.outbox.c.status == "pending")
         async with self._read("count outbox") as conn:
             return int((await conn.execute(query)).scalar_one())
 
@@ -474,19 +474,19 @@ class Store:
         channel: str | None = None,
         limit: int = 100,
         cursor: int | None = None,
-    ) -> tuple[list[so.Delivery], int | None]:
+    ) -> tuple[list[outbox.Delivery], int | None]:
         """Outbox rows newest first (dead letters: status="dead"); returns the next cursor."""
-        query = so.deliveries_query(status, channel)
-        rows, nxt = await self._page(query, s.outbox.c.id, limit, cursor, "list deliveries")
-        return [so.delivery_from_row(r) for r in rows], nxt
+        query = outbox.deliveries_query(status, channel)
+        rows, nxt = await self._page(query, schema.outbox.c.id, limit, cursor, "list deliveries")
+        return [outbox.delivery_from_row(r) for r in rows], nxt
 
     async def next_message(
         self, channel: str, now: dt.datetime
-    ) -> tuple[so.Outgoing | None, dt.datetime | None]:
+    ) -> tuple[outbox.Outgoing | None, dt.datetime | None]:
         """The channel's oldest message due at `now`, else when its next delivery is due."""
         async with self._read(f"next message for {channel}") as conn:
-            found = await so.next_message(conn, channel, s.to_micros(now, "now"))
-            return (found, None) if found else (None, await so.next_due(conn, channel))
+            found = await outbox.next_message(conn, channel, schema.to_micros(now, "now"))
+            return (found, None) if found else (None, await outbox.next_due(conn, channel))
 
     async def settle(
         self,
@@ -496,27 +496,30 @@ class Store:
         next_attempt_at: dt.datetime | None = None,
         error: str | None = None,
     ) -> int:
-        """Record one attempt of a message's rows (see `store_outbox.settle`); rows changed."""
-        at, now_us = s.opt_micros(next_attempt_at, "next_attempt_at"), s.to_micros(now, "now")
+        """Record one attempt of a message's rows (see `outbox.settle`); rows changed."""
+        at, now_us = (
+            schema.opt_micros(next_attempt_at, "next_attempt_at"),
+            schema.to_micros(now, "now"),
+        )
         async with self._write(f"settle {len(ids)} deliveries as {status}") as conn:
-            return await so.settle(conn, ids, status, now_us, at, error)
+            return await outbox.settle(conn, ids, status, now_us, at, error)
 
     async def retry_now(self, now: dt.datetime) -> int:
         """Make deliveries waiting for a retry due now (after a reload fixed a channel)."""
         async with self._write("retry deliveries now") as conn:
-            return await so.retry_now(conn, s.to_micros(now, "now"))
+            return await outbox.retry_now(conn, schema.to_micros(now, "now"))
 
     async def retire_channels(self, active: Sequence[str], error: str) -> dict[str, int]:
         """Mark pending deliveries of channels not in `active` dead; counts per channel."""
         async with self._write("retire removed channels") as conn:
-            return await so.retire(conn, active, error)
+            return await outbox.retire(conn, active, error)
 
     async def enqueue_reminders(
-        self, rules: Sequence[so.ReminderRule], now: dt.datetime
+        self, rules: Sequence[outbox.ReminderRule], now: dt.datetime
     ) -> dict[str, int]:
         """Queue the reminders due at `now` (see `store_outbox.enqueue_reminders`)."""
         async with self._write("queue reminders") as conn:
-            return await so.enqueue_reminders(conn, rules, s.to_micros(now, "now"))
+            return await outbox.enqueue_reminders(conn, rules, schema.to_micros(now, "now"))
 
 
 def _scan_row(scan: ScanRecord) -> dict[str, Any]:
@@ -525,8 +528,8 @@ def _scan_row(scan: ScanRecord) -> dict[str, Any]:
         "target": scan.target,
         "kind": ScanKind(scan.kind).value,
         "address": scan.address,
-        "started": s.to_micros(scan.started, f"{where}.started"),
-        "finished": s.to_micros(scan.finished, f"{where}.finished"),
+        "started": schema.to_micros(scan.started, f"{where}.started"),
+        "finished": schema.to_micros(scan.finished, f"{where}.finished"),
         "complete": scan.complete,
         "ports_scanned": scan.ports_scanned,
         "open_count": scan.open_count,

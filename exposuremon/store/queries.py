@@ -14,8 +14,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from exposuremon import store_schema as s
 from exposuremon.model import Event, Finding, FindingState, PortRecord, TargetState
+from exposuremon.store import schema
 
 _CHUNK = 500  # bound on IN-list sizes (SQLite caps bound parameters per statement)
 
@@ -50,25 +50,25 @@ def check_outcome(state: TargetState, events: Sequence[Event], findings: Sequenc
 
 async def ensure_target(conn: AsyncConnection, state: TargetState) -> None:
     """Insert the target's row if it is new (findings and scans reference it)."""
-    t = s.targets
+    t = schema.targets
     exists = (await conn.execute(sa.select(t.c.name).where(t.c.name == state.name))).first()
     if exists is None:
-        row = s.target_row(dataclasses.replace(state, findings={}, resolved={}))
+        row = schema.target_row(dataclasses.replace(state, findings={}, resolved={}))
         await conn.execute(sa.insert(t).values(row))
 
 
 async def update_target(conn: AsyncConnection, state: TargetState) -> None:
     """Write the target's row from a state whose findings all have ids."""
-    t = s.targets
-    row = s.target_row(state)
+    t = schema.targets
+    row = schema.target_row(state)
     del row["name"]
     await conn.execute(sa.update(t).where(t.c.name == state.name).values(row))
 
 
 async def touch_times(conn: AsyncConnection, state: TargetState) -> None:
     """Advance a target's scan times and its ports' last-seen times; never move one back."""
-    t, p = s.targets, s.port_state
-    row = s.target_row(state)
+    t, p = schema.targets, schema.port_state
+    row = schema.target_row(state)
     observed = row["last_observed"]
     newer = sa.or_(t.c.last_observed.is_(None), t.c.last_observed < observed)
     await conn.execute(
@@ -78,7 +78,7 @@ async def touch_times(conn: AsyncConnection, state: TargetState) -> None:
     )
     times = []
     for port, rec in state.ports.items():
-        prow = s.port_row(state.name, rec)
+        prow = schema.port_row(state.name, rec)
         times.append(
             {
                 "k_target": state.name,
@@ -102,8 +102,8 @@ async def touch_times(conn: AsyncConnection, state: TargetState) -> None:
 
 async def sync_ports(conn: AsyncConnection, name: str, records: Mapping[int, PortRecord]) -> None:
     """Make the target's port_state rows equal `records`, writing only what changed."""
-    t = s.port_state
-    rows = {port: s.port_row(name, rec) for port, rec in records.items()}
+    t = schema.port_state
+    rows = {port: schema.port_row(name, rec) for port, rec in records.items()}
     stored = {
         r.port: dict(r._mapping) for r in await conn.execute(sa.select(t).where(t.c.target == name))
     }
@@ -146,7 +146,7 @@ async def save_findings(
     Returns the state with every finding's id filled in and, per port, the id of the finding
     this apply inserted or changed (an active one wins over a resolved one).
     """
-    t = s.findings
+    t = schema.findings
     todo = _findings_to_save(state, findings)
     stored: dict[int, dict[str, Any]] = {}
     for chunk in chunks([f.id for f in todo if f.id is not None]):
@@ -159,7 +159,7 @@ async def save_findings(
     changed_ids = {f.id for f in findings if f.id is not None}
     updates, inserts = [], []
     for f in todo:
-        row = s.finding_row(f)
+        row = schema.finding_row(f)
         if f.id is None:
             inserts.append((f, row))
             continue
@@ -192,9 +192,9 @@ async def save_findings(
 
 async def _check_active(conn: AsyncConnection, state: TargetState) -> None:
     """The active findings stored must be exactly those of the outcome state."""
-    t = s.findings
+    t = schema.findings
     query = sa.select(t.c.port, t.c.id).where(
-        t.c.target == state.name, t.c.state.in_(s.ACTIVE_STATES)
+        t.c.target == state.name, t.c.state.in_(schema.ACTIVE_STATES)
     )
     stored = {(r.port, r.id) for r in await conn.execute(query)}
     extra = stored - {(port, f.id) for port, f in state.findings.items()}
@@ -224,8 +224,8 @@ async def insert_events(
             if finding_id is None and e.port in state.findings:
                 finding_id = state.findings[e.port].id
         linked.append(dataclasses.replace(e, finding_id=finding_id))
-    rows = [s.event_row(e, e.finding_id, scan_id) for e in linked]
-    stmt = sa.insert(s.events).returning(s.events.c.id, sort_by_parameter_order=True)
+    rows = [schema.event_row(e, e.finding_id, scan_id) for e in linked]
+    stmt = sa.insert(schema.events).returning(schema.events.c.id, sort_by_parameter_order=True)
     new_ids = (await conn.execute(stmt, rows)).scalars().all()
     return [
         dataclasses.replace(e, id=i, details=row["details"])
@@ -256,7 +256,7 @@ async def insert_outbox(
         for channel in dict.fromkeys(route(e))
     ]
     if rows:
-        await conn.execute(sa.insert(s.outbox), rows)
+        await conn.execute(sa.insert(schema.outbox), rows)
 
 
 async def load_states(conn: AsyncConnection, name: str | None) -> dict[str, TargetState]:
@@ -265,27 +265,27 @@ async def load_states(conn: AsyncConnection, name: str | None) -> dict[str, Targ
     def only(table: sa.Table) -> sa.ColumnElement[bool]:
         return sa.true() if name is None else table.c.target == name
 
-    t, p, f = s.targets, s.port_state, s.findings
+    t, p, f = schema.targets, schema.port_state, schema.findings
     query = sa.select(t).where(sa.true() if name is None else t.c.name == name)
     rows = {r.name: r._mapping for r in await conn.execute(query)}
     if not rows:
         return {}
     ports: dict[str, dict[int, PortRecord]] = {n: {} for n in rows}
     for r in await conn.execute(sa.select(p).where(only(p)).order_by(p.c.target, p.c.port)):
-        ports[r.target][r.port] = s.port_from_row(r._mapping)
+        ports[r.target][r.port] = schema.port_from_row(r._mapping)
     active: dict[str, dict[int, Finding]] = {n: {} for n in rows}
-    query = sa.select(f).where(only(f), f.c.state.in_(s.ACTIVE_STATES)).order_by(f.c.id)
+    query = sa.select(f).where(only(f), f.c.state.in_(schema.ACTIVE_STATES)).order_by(f.c.id)
     for r in await conn.execute(query):
-        active[r.target][r.port] = s.finding_from_row(r._mapping)
-    wanted = {fid: n for n, row in rows.items() for fid in s.resolved_ids(row).values()}
+        active[r.target][r.port] = schema.finding_from_row(r._mapping)
+    wanted = {fid: n for n, row in rows.items() for fid in schema.resolved_ids(row).values()}
     by_id: dict[int, Finding] = {}
     for chunk in chunks(sorted(wanted)):
         for r in await conn.execute(sa.select(f).where(f.c.id.in_(chunk))):
-            by_id[r.id] = s.finding_from_row(r._mapping)
+            by_id[r.id] = schema.finding_from_row(r._mapping)
     states = {}
     for n, row in rows.items():
-        resolved = {port: by_id[fid] for port, fid in s.resolved_ids(row).items()}
-        states[n] = s.target_from_row(row, ports[n], active[n], resolved)
+        resolved = {port: by_id[fid] for port, fid in schema.resolved_ids(row).items()}
+        states[n] = schema.target_from_row(row, ports[n], active[n], resolved)
     return states
 
 
@@ -306,7 +306,7 @@ class TargetGauges:
 
 async def gauge_snapshot(conn: AsyncConnection) -> tuple[dict[str, TargetGauges], int]:
     """Every target's gauges and the pending outbox count (call inside one transaction)."""
-    t, p, f, o = s.targets, s.port_state, s.findings, s.outbox
+    t, p, f, o = schema.targets, schema.port_state, schema.findings, schema.outbox
     # One row per target, its ports and findings joined in SQL by correlated subqueries (each
     # an index search): a scrape reads every open port of every target, and one query with
     # 1000 rows costs half of one row per port over several queries.
@@ -318,7 +318,7 @@ async def gauge_snapshot(conn: AsyncConnection) -> tuple[dict[str, TargetGauges]
     pair = sa.cast(f.c.port, sa.Text) + ":" + f.c.severity
     active = (
         sa.select(sa.func.aggregate_strings(pair, ","))
-        .where(f.c.target == t.c.name, f.c.state.in_(s.ACTIVE_STATES))
+        .where(f.c.target == t.c.name, f.c.state.in_(schema.ACTIVE_STATES))
         .scalar_subquery()
     )
     counts = [

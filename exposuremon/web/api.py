@@ -19,14 +19,12 @@ from typing import Protocol
 from aiohttp import web
 
 from exposuremon import acks
-from exposuremon.config import Config, ConfigError
-from exposuremon.config_fields import TOKEN_ENV
+from exposuremon.config import TOKEN_ENV, Config, ConfigError
 from exposuremon.logs import get_logger
 from exposuremon.model import EventType, Finding, FindingState, ScanKind, TargetState
-from exposuremon.store import MAX_PAGE, Store, StoreError
-from exposuremon.store_outbox import STATUSES
+from exposuremon.store import MAX_PAGE, STATUSES, Store, StoreError
 from exposuremon.units import parse_duration
-from exposuremon.views import (
+from exposuremon.web.views import (
     deliveries_page,
     events_page,
     finding_json,

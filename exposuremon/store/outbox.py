@@ -18,9 +18,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from exposuremon import store_schema as s
 from exposuremon.model import Event, EventType, Severity
-from exposuremon.store_sql import chunks
+from exposuremon.store import schema
+from exposuremon.store.queries import chunks
 
 STATUSES = ("pending", "sent", "dead")
 KINDS = ("event", "reminder")
@@ -108,7 +108,7 @@ def check_status(status: str | None) -> str | None:
 
 def deliveries_query(status: str | None, channel: str | None) -> sa.Select[Any]:
     """Outbox rows with their event's target, filtered; the caller pages by `outbox.id`."""
-    o, e = s.outbox, s.events
+    o, e = schema.outbox, schema.events
     query = sa.select(o, e.c.target).join(e, e.c.id == o.c.event_id)
     if check_status(status) is not None:
         query = query.where(o.c.status == status)
@@ -126,10 +126,10 @@ def delivery_from_row(row: Mapping[str, Any]) -> Delivery:
         group_key=row["group_key"],
         status=row["status"],
         attempts=row["attempts"],
-        next_attempt_at=s.from_micros(row["next_attempt_at"]),
+        next_attempt_at=schema.from_micros(row["next_attempt_at"]),
         last_error=row["last_error"],
-        created_at=s.from_micros(row["created_at"]),
-        sent_at=s.opt_datetime(row["sent_at"]),
+        created_at=schema.from_micros(row["created_at"]),
+        sent_at=schema.opt_datetime(row["sent_at"]),
         dedup_key=row["dedup_key"],
         target=row["target"],
         kind=row["kind"],
@@ -138,13 +138,13 @@ def delivery_from_row(row: Mapping[str, Any]) -> Delivery:
 
 
 def _pending(channel: str) -> sa.ColumnElement[bool]:
-    o = s.outbox
+    o = schema.outbox
     return sa.and_(o.c.status == "pending", o.c.channel == channel)
 
 
 async def retry_now(conn: AsyncConnection, now: int) -> int:
     """Make every pending row waiting for a retry due at `now`; how many were."""
-    o = s.outbox
+    o = schema.outbox
     stmt = (
         sa.update(o)
         .where(o.c.status == "pending", o.c.next_attempt_at > now)
@@ -155,15 +155,15 @@ async def retry_now(conn: AsyncConnection, now: int) -> int:
 
 async def next_due(conn: AsyncConnection, channel: str) -> dt.datetime | None:
     """When the channel's earliest pending row is due (None: nothing pending)."""
-    o = s.outbox
+    o = schema.outbox
     query = sa.select(sa.func.min(o.c.next_attempt_at)).where(_pending(channel))
     value = (await conn.execute(query)).scalar_one_or_none()
-    return None if value is None else s.from_micros(value)
+    return None if value is None else schema.from_micros(value)
 
 
 async def next_message(conn: AsyncConnection, channel: str, now: int) -> Outgoing | None:
     """The channel's earliest-due message at `now`, whole; None when none is due."""
-    o, e = s.outbox, s.events
+    o, e = schema.outbox, schema.events
     head = (
         sa.select(o.c.group_key)
         .where(_pending(channel), o.c.next_attempt_at <= now)
@@ -178,13 +178,13 @@ async def next_message(conn: AsyncConnection, channel: str, now: int) -> Outgoin
     query = deliveries_query(None, None).where(_pending(channel), o.c.group_key == group)
     rows = [delivery_from_row(r._mapping) for r in await conn.execute(query.order_by(o.c.id))]
     event_ids = sorted({r.event_id for r in rows})
-    event_rows: list[s.Row] = []
+    event_rows: list[schema.Row] = []
     for chunk in chunks(event_ids):
         event_rows.extend(
             r._mapping for r in await conn.execute(sa.select(e).where(e.c.id.in_(chunk)))
         )
     event_rows.sort(key=lambda r: r["id"])
-    events = tuple(s.event_from_row(r) for r in event_rows)
+    events = tuple(schema.event_from_row(r) for r in event_rows)
     target = rows[0].target
     scan_ids = [r["scan_id"] for r in event_rows if r["scan_id"] is not None]
     return Outgoing(
@@ -200,11 +200,11 @@ async def next_message(conn: AsyncConnection, channel: str, now: int) -> Outgoin
 async def _address(conn: AsyncConnection, target: str, scan_ids: list[int] | None) -> str | None:
     """The address the scan saw (the target's current one for reminders or pruned scans)."""
     if scan_ids:
-        query = sa.select(s.scans.c.address).where(s.scans.c.id == scan_ids[0])
+        query = sa.select(schema.scans.c.address).where(schema.scans.c.id == scan_ids[0])
         found = (await conn.execute(query)).scalar_one_or_none()
         if found:
             return str(found)
-    query = sa.select(s.targets.c.address).where(s.targets.c.name == target)
+    query = sa.select(schema.targets.c.address).where(schema.targets.c.name == target)
     value = (await conn.execute(query)).scalar_one_or_none()
     return None if value is None else str(value)
 
@@ -218,7 +218,7 @@ async def settle(
     error: str | None = None,
 ) -> int:
     """Record one attempt of a message: sent, failed (pending again) or dead; rows settled."""
-    o = s.outbox
+    o = schema.outbox
     values: dict[str, Any] = {"attempts": o.c.attempts + 1, "last_error": error}
     if status == "sent":
         values.update(status="sent", sent_at=now)
@@ -240,7 +240,7 @@ async def settle(
 
 async def retire(conn: AsyncConnection, active: Sequence[str], error: str) -> dict[str, int]:
     """Mark pending rows of channels not in `active` dead; count them per channel."""
-    o = s.outbox
+    o = schema.outbox
     gone = sa.and_(o.c.status == "pending", o.c.channel.not_in(list(active)))
     query = sa.select(o.c.channel, sa.func.count()).where(gone).group_by(o.c.channel)
     counts = {str(ch): int(n) for ch, n in await conn.execute(query)}
@@ -259,7 +259,7 @@ async def enqueue_reminders(
     seen acknowledged gets a fresh count, so one whose acknowledgement expires is announced
     again at once.
     """
-    f, r = s.findings, s.reminders
+    f, r = schema.findings, schema.reminders
     # Acked findings: forget their reminders (only rows that need it, to write little).
     acked = sa.select(f.c.id).where(f.c.state == "acked")
     await conn.execute(
@@ -312,7 +312,7 @@ async def enqueue_reminders(
             )
             upserts.append({"finding_id": row.id, "channel": rule.channel, "n": n})
         if rows:
-            await conn.execute(sa.insert(s.outbox), rows)
+            await conn.execute(sa.insert(schema.outbox), rows)
             await _save_reminders(conn, upserts, now)
             counts[rule.channel] = len(rows)
     return counts
@@ -320,7 +320,7 @@ async def enqueue_reminders(
 
 async def _opening_events(finding_ids: Sequence[int], conn: AsyncConnection) -> dict[int, int]:
     """Per finding, the newest event that opened or reopened it (else its newest event)."""
-    e = s.events
+    e = schema.events
     out: dict[int, int] = {}
     for chunk in chunks(list(finding_ids)):
         query = (
@@ -338,7 +338,7 @@ async def _opening_events(finding_ids: Sequence[int], conn: AsyncConnection) -> 
 
 
 async def _save_reminders(conn: AsyncConnection, upserts: list[dict[str, Any]], now: int) -> None:
-    r = s.reminders
+    r = schema.reminders
     for item in upserts:
         key = sa.and_(r.c.finding_id == item["finding_id"], r.c.channel == item["channel"])
         result = await conn.execute(sa.update(r).where(key).values(count=item["n"], last_at=now))

@@ -1,8 +1,8 @@
 """Alembic environment for the store's schema.
 
-`exposuremon.store.migrate` runs it with an open connection in `config.attributes["connection"]`
-(inside the caller's transaction, so an upgrade commits whole or not at all). From the command
-line it works with an ini file holding `script_location = exposuremon:migrations` and
+`exposuremon.store.database.migrate` runs it with an open connection in
+`config.attributes["connection"]` (inside the caller's transaction, so an upgrade commits whole
+or not at all). From the command line it works with an ini file holding `script_location = exposuremon.store:migrations` and
 `sqlalchemy.url = sqlite:////var/lib/exposuremon/exposuremon.db`, online or with `--sql`.
 """
 
@@ -13,10 +13,10 @@ from pathlib import Path
 import sqlalchemy as sa
 from alembic import context
 
-from exposuremon import store, store_schema
+from exposuremon.store import database, schema
 
 config = context.config
-target_metadata = store_schema.metadata
+target_metadata = schema.metadata
 
 
 def _run(connection: sa.Connection) -> None:
@@ -37,7 +37,7 @@ def _engine_for(url: str) -> sa.Engine:
     """An engine for a URL from the ini file, with the store's SQLite settings."""
     parsed = sa.make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database:
-        return store.sqlite_engine(Path(parsed.database))
+        return database.sqlite_engine(Path(parsed.database))
     return sa.create_engine(parsed)
 
 

@@ -18,11 +18,10 @@ from typing import Any, TypeVar
 import click
 
 from exposuremon import acks
-from exposuremon.config import Config, ConfigError, load_config
-from exposuremon.config_checks import check_warnings
+from exposuremon.config import Config, ConfigError, check_warnings, load_config
 from exposuremon.model import FindingState
 from exposuremon.store import MAX_PAGE, Store, StoreError, db_path
-from exposuremon.views import findings_page, rfc3339, status_json
+from exposuremon.web import findings_page, rfc3339, status_json
 
 T = TypeVar("T")
 EXIT_CONFIG = 2
@@ -248,7 +247,7 @@ def notify_test(config_path: Path, names: tuple[str, ...]) -> None:
     """Send a test message to each channel; exit 1 if any delivery failed."""
     import aiohttp
 
-    from exposuremon.notify.outbox import send_test
+    from exposuremon.notify import send_test
 
     config = _load(config_path)
     channels = {c.name: c for c in config.notify}

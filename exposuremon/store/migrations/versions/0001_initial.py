@@ -5,7 +5,7 @@ Revises:
 Create Date: 2026-11-26
 
 Times are integer microseconds since the Unix epoch (UTC). Written out in full rather than
-imported from `exposuremon.store_schema`, so that this revision stays what it was when later
+imported from `exposuremon.store.schema`, so that this revision stays what it was when later
 ones change the schema.
 """
 

@@ -1,4 +1,4 @@
-"""The `exposuremon` command line: a one-shot `scan`, and the daemon's commands (commands.py)."""
+"""The `exposuremon` entry point and the one-shot `scan` (the daemon's are in `daemon_commands`)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,16 @@ from typing import Any, NoReturn
 
 import click
 
-from exposuremon.scan.oneshot import scan_blocking
-from exposuremon.scan.ports import PortSpecError, parse_ports
-from exposuremon.scan.report import result_json, unexpected_open
-from exposuremon.scan.result import ScanResult
-from exposuremon.scan.target import ScanError
-from exposuremon.scan.timing import ScanOptions
+from exposuremon.scan import (
+    PortSpecError,
+    ScanError,
+    ScanOptions,
+    ScanResult,
+    parse_ports,
+    result_json,
+    scan_blocking,
+    unexpected_open,
+)
 from exposuremon.units import parse_duration
 
 EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -145,7 +149,7 @@ def scan(
     else:
         from rich.console import Console  # rich costs ~40 ms of start-up: only when printing
 
-        from exposuremon.scan.report import result_table
+        from exposuremon.scan import result_table
 
         Console(soft_wrap=True).print(result_table(result, expected))
     if not result.complete:
@@ -184,15 +188,15 @@ def _scan_with_progress(
 
 def _add_daemon_commands() -> None:
     # Imported here so that `exposuremon scan` does not pay for the daemon's imports.
-    from exposuremon import commands
+    from exposuremon.cli import daemon_commands
 
     for command in (
-        commands.run,
-        commands.check_config,
-        commands.status,
-        commands.findings,
-        commands.ack,
-        commands.notify_test,
+        daemon_commands.run,
+        daemon_commands.check_config,
+        daemon_commands.status,
+        daemon_commands.findings,
+        daemon_commands.ack,
+        daemon_commands.notify_test,
     ):
         cli.add_command(command)
 

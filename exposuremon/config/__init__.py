@@ -1,0 +1,50 @@
+"""Configuration: frozen pydantic models read from TOML, with errors that name the key path.
+
+`models` holds the models and `load_config`, `fields` the field parsers, `checks` the warnings
+`check-config` prints, and `reference` generates docs/config.md
+(`python -m exposuremon.config.reference`).
+"""
+
+from __future__ import annotations
+
+from exposuremon.config.checks import check_warnings
+from exposuremon.config.fields import NOTIFY_TYPES, TOKEN_ENV, IPAddress, Rate, parse_rate
+from exposuremon.config.models import (
+    DEFAULT_FULL,
+    DEFAULT_QUICK,
+    Config,
+    ConfigError,
+    DaemonConfig,
+    HttpConfig,
+    NotifyConfig,
+    ScanConfig,
+    ScanOverride,
+    ScheduleConfig,
+    ScheduleOverride,
+    TargetConfig,
+    load_config,
+    parse_config,
+)
+
+__all__ = [
+    "DEFAULT_FULL",
+    "DEFAULT_QUICK",
+    "NOTIFY_TYPES",
+    "TOKEN_ENV",
+    "Config",
+    "ConfigError",
+    "DaemonConfig",
+    "HttpConfig",
+    "IPAddress",
+    "NotifyConfig",
+    "Rate",
+    "ScanConfig",
+    "ScanOverride",
+    "ScheduleConfig",
+    "ScheduleOverride",
+    "TargetConfig",
+    "check_warnings",
+    "load_config",
+    "parse_config",
+    "parse_rate",
+]

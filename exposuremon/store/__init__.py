@@ -1,0 +1,34 @@
+"""The store: targets, port states, findings, events and the notification outbox.
+
+The only package that speaks SQL (SQLAlchemy Core, Alembic migrations in `migrations/`).
+Everything else uses `Store` and the value types exported here; its modules are private.
+"""
+
+from __future__ import annotations
+
+from exposuremon.store.database import (
+    DEFAULT_RETENTION,
+    MAX_PAGE,
+    Applied,
+    ScanRecord,
+    Store,
+    StoreError,
+    db_path,
+)
+from exposuremon.store.outbox import STATUSES, Delivery, Outgoing, ReminderRule
+from exposuremon.store.queries import TargetGauges
+
+__all__ = [
+    "DEFAULT_RETENTION",
+    "MAX_PAGE",
+    "STATUSES",
+    "Applied",
+    "Delivery",
+    "Outgoing",
+    "ReminderRule",
+    "ScanRecord",
+    "Store",
+    "StoreError",
+    "TargetGauges",
+    "db_path",
+]

@@ -1,0 +1,12 @@
+"""HTTP: the aiohttp app (`/metrics`, health, the JSON API, the status page) and its server.
+
+`views` builds the JSON bodies the API and the CLI share; `status_page` renders `GET /`.
+"""
+
+from __future__ import annotations
+
+from exposuremon.web.api import Backend
+from exposuremon.web.app import HttpServer, make_app
+from exposuremon.web.views import findings_page, rfc3339, status_json
+
+__all__ = ["Backend", "HttpServer", "findings_page", "make_app", "rfc3339", "status_json"]
