@@ -3,7 +3,8 @@
 `exposuremon.store.database.migrate` runs it with an open connection in
 `config.attributes["connection"]` (inside the caller's transaction, so an upgrade commits whole
 or not at all). From the command line it works with an ini file holding
-`script_location = exposuremon.store:migrations` and `sqlalchemy.url = sqlite:////var/lib/exposuremon/exposuremon.db`, online or with `--sql`.
+`script_location = exposuremon.store:migrations` and
+`sqlalchemy.url = sqlite:////var/lib/exposuremon/exposuremon.db`, online or with `--sql`.
 """
 
 from __future__ import annotations
