@@ -41,3 +41,8 @@ def format_duration(seconds: float) -> str:
 def rfc3339(when: dt.datetime, timespec: str = "seconds") -> str:
     """A time as RFC 3339 in UTC with a `Z`, e.g. `2026-11-26T03:14:07Z`."""
     return when.astimezone(dt.UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
+
+
+def utcnow() -> dt.datetime:
+    """The current time in UTC: the default clock of everything that takes one."""
+    return dt.datetime.now(dt.UTC)

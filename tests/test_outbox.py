@@ -26,7 +26,7 @@ from exposuremon.model import (
     Severity,
     TargetState,
 )
-from exposuremon.notify.notifier import REMOVED, Notifier, NullNotifier, Tuning, router
+from exposuremon.notify.notifier import REMOVED, Notifier, NullNotifier, Tuning, channels_for_events
 from exposuremon.notify.retry import Backoff
 from exposuremon.store.database import Applied, Store, db_path, migrate
 from exposuremon.store.outbox import Delivery
@@ -679,11 +679,11 @@ def test_router_sends_resolved_notices_and_context_where_the_finding_went() -> N
     resolved = ev("r", EventType.FINDING_RESOLVED, Severity.INFO, 8080)
     closed = ev("r", EventType.PORT_CLOSED, Severity.INFO, 8080)
     up = ev("r", EventType.TARGET_UP, Severity.INFO)
-    route = router([pager, ops, other], [resolved, closed, up], [done])
+    route = channels_for_events([pager, ops, other], [resolved, closed, up], [done])
     assert route(resolved) == ["pager", "ops"]
     assert route(closed) == []
     assert route(up) == ["pager", "ops"]  # context of a message that goes out anyway
-    quiet = router([pager, ops, other], [up, closed], [])
+    quiet = channels_for_events([pager, ops, other], [up, closed], [])
     assert quiet(up) == []  # nothing else to say: an info event alone stays unsent
 
 

@@ -21,6 +21,7 @@ from exposuremon import acks
 from exposuremon.config import Config, ConfigError, check_warnings, load_config
 from exposuremon.model import FindingState
 from exposuremon.store import MAX_PAGE, Store, StoreError, db_path
+from exposuremon.units import utcnow
 from exposuremon.web import findings_page, rfc3339, status_json
 
 T = TypeVar("T")
@@ -218,7 +219,7 @@ def parse_until(text: str, now: dt.datetime) -> dt.datetime:
 def ack(finding_id: int, config_path: Path, until_text: str, reason: str) -> None:
     """Acknowledge an open finding until a date: silent while open, reopens loudly."""
     config = _load(config_path)
-    now = dt.datetime.now(dt.UTC)
+    now = utcnow()
     until = parse_until(until_text, now)
     if not reason.strip():
         raise click.BadParameter("must not be empty", param_hint="'--reason'")

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from exposuremon.notify.notifier import Notifier, NullNotifier, router, send_test
+from exposuremon.notify.notifier import Notifier, NullNotifier, channels_for_events, send_test
 
-__all__ = ["Notifier", "NullNotifier", "router", "send_test"]
+__all__ = ["Notifier", "NullNotifier", "channels_for_events", "send_test"]

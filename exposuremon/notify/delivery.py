@@ -16,14 +16,11 @@ from exposuremon.notify.formats import DELIVERY_HEADER
 from exposuremon.notify.message import Request
 from exposuremon.notify.redaction import redact
 from exposuremon.notify.retry import DeliveryOutcome, Permanent, Retry, Sent, classify
+from exposuremon.units import utcnow
 
 # Receivers deduplicate on DELIVERY_HEADER: the same value on every attempt of one message.
 TIMEOUT = 10.0  # seconds per attempt: connect, send, and read the answer
 _MAX_BODY = 2048  # bytes of an answer kept for the error text
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 async def post(
@@ -35,7 +32,7 @@ async def post(
     secrets: Sequence[str] = (),
     time_limit: float = TIMEOUT,
     retry_after_limits: tuple[float, float] = (1.0, 3600.0),
-    clock: Callable[[], dt.datetime] = _utcnow,
+    clock: Callable[[], dt.datetime] = utcnow,
 ) -> DeliveryOutcome:
     """POST `request` to `url` once; Sent, Retry (transient, maybe after a delay) or Permanent."""
     headers = dict(request.headers)

@@ -48,6 +48,7 @@ from exposuremon.notify.retry import (
     decide,
 )
 from exposuremon.store import Outgoing, ReminderRule, Store, StoreError
+from exposuremon.units import utcnow
 
 REMOVED = "channel removed from config"
 # Seconds beyond one attempt's time limit that a delivery in flight gets to settle when the
@@ -58,10 +59,6 @@ STOP_GRACE = 2.0
 
 # `notify.formats.render(channel_type, message, *, secret=None, topic=None)`
 Render = Callable[..., Request]
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -88,10 +85,10 @@ def endpoint(channel_type: str, url: str) -> tuple[str, str | None]:
     return url, None
 
 
-def router(
+def channels_for_events(
     channels: Sequence[NotifyConfig], events: Sequence[Event], findings: Sequence[Finding]
 ) -> Callable[[Event], list[str]]:
-    """Which channels get each event of one scan (`Store.apply`'s `channels`).
+    """Which channels get each event of one scan (`store.Store.apply`'s `channels`).
 
     A channel gets the events it wants (target in scope, severity at least its minimum).
     Resolved notices: a finding_resolved counts with the severity of the finding it resolves,
@@ -122,7 +119,7 @@ async def send_test(
     session: aiohttp.ClientSession,
     *,
     public_url: str | None = None,
-    clock: Callable[[], dt.datetime] = _utcnow,
+    clock: Callable[[], dt.datetime] = utcnow,
     render: Render = formats.render,
 ) -> str | None:
     """Send a clearly marked test message to `channel`: None on success, else the error."""
@@ -146,7 +143,7 @@ async def attempt(
     *,
     render: Render = formats.render,
     tuning: Tuning = Tuning(),
-    clock: Callable[[], dt.datetime] = _utcnow,
+    clock: Callable[[], dt.datetime] = utcnow,
 ) -> DeliveryOutcome:
     """Render `message` for `channel` and POST it once; errors carry no secret."""
     try:
@@ -187,7 +184,7 @@ class Notifier:
         metrics: Metrics,
         *,
         public_url: str | None = None,
-        clock: Callable[[], dt.datetime] = _utcnow,
+        clock: Callable[[], dt.datetime] = utcnow,
         rng: Random | None = None,
         tuning: Tuning = Tuning(),
         render: Render = formats.render,
@@ -230,6 +227,14 @@ class Notifier:
         """New rows were written: look at the outbox now instead of at the next poll."""
         for lane in self._lanes.values():
             lane.wake()
+        self._poke.set()
+
+    def outbox_written(self, channels: Iterable[str]) -> None:
+        """A scan wrote outbox rows for `channels`: their lanes look now, not at the next poll."""
+        for name in channels:
+            lane = self._lanes.get(name)
+            if lane is not None:
+                lane.wake()
         self._poke.set()
 
     async def stop(self) -> None:
@@ -539,6 +544,9 @@ class NullNotifier:
 
     def wake(self) -> None:
         """Nothing to wake."""
+
+    def outbox_written(self, channels: Iterable[str]) -> None:
+        """Nothing to deliver with."""
 
     async def stop(self) -> None:
         """Nothing to stop."""

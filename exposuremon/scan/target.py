@@ -10,7 +10,6 @@ from __future__ import annotations
 import _socket
 import asyncio
 import collections
-import datetime as dt
 import errno
 import ipaddress
 import select
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING
 from exposuremon.scan.ports import probe_order
 from exposuremon.scan.result import PortState, ScanResult, ScanStats
 from exposuremon.scan.timing import CongestionWindow, RttEstimator, ScanOptions
+from exposuremon.units import utcnow
 
 _OPEN, _CLOSED, _FILTERED = int(PortState.OPEN), int(PortState.CLOSED), int(PortState.FILTERED)
 _LINGER0 = struct.pack("ii", 1, 0)
@@ -49,10 +49,6 @@ if TYPE_CHECKING:
 
 class ScanError(Exception):
     """A scan could not start (bad or unresolvable target)."""
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 class TargetScan:
@@ -106,7 +102,7 @@ class TargetScan:
         self._ping_inflight = False
         self.probes_sent = self.answered = self.timeouts = 0
         self.retries = self.loss_events = self.resource_waits = 0
-        self.started = _utcnow()
+        self.started = utcnow()
         self._future: asyncio.Future[ScanResult] = self._loop.create_future()
         self._queued = False
         self._stopped = False
@@ -419,7 +415,7 @@ class TargetScan:
             address=self.address,
             ports=self._ports,
             started=self.started,
-            finished=_utcnow(),
+            finished=utcnow(),
             complete=complete,
             table=bytes(self._table),
             stats=ScanStats(

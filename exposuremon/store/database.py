@@ -36,6 +36,7 @@ from exposuremon.model import (
     TargetState,
 )
 from exposuremon.store import outbox, queries, schema
+from exposuremon.units import utcnow
 
 if TYPE_CHECKING:
     from exposuremon.scan import ScanResult
@@ -208,10 +209,6 @@ def _current_revisions(script: ScriptDirectory, conn: sa.Connection, path: Path)
     return current
 
 
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 @contextlib.contextmanager
 def _errors(what: str) -> Iterator[None]:
     try:
@@ -224,7 +221,7 @@ class Store:
     """The daemon's database. Open with `await Store.open(state_dir)`; close when done."""
 
     def __init__(
-        self, engine: AsyncEngine, path: Path, clock: Callable[[], dt.datetime] = _utcnow
+        self, engine: AsyncEngine, path: Path, clock: Callable[[], dt.datetime] = utcnow
     ) -> None:
         self._engine = engine
         self._writer = engine.execution_options(**{_BEGIN: "BEGIN IMMEDIATE"})
@@ -233,7 +230,7 @@ class Store:
         self.path = path
 
     @classmethod
-    async def open(cls, state_dir: Path, *, clock: Callable[[], dt.datetime] = _utcnow) -> Store:
+    async def open(cls, state_dir: Path, *, clock: Callable[[], dt.datetime] = utcnow) -> Store:
         """Create or upgrade the database under `state_dir` and open it."""
         path = db_path(state_dir)
         # Alembic is synchronous; keep the event loop free while it runs.

@@ -23,7 +23,7 @@ from exposuremon.config import TOKEN_ENV, Config, ConfigError
 from exposuremon.logs import get_logger
 from exposuremon.model import EventType, Finding, FindingState, ScanKind, TargetState
 from exposuremon.store import MAX_PAGE, STATUSES, Store, StoreError
-from exposuremon.units import parse_duration
+from exposuremon.units import parse_duration, utcnow
 from exposuremon.web.views import (
     deliveries_page,
     events_page,
@@ -89,11 +89,6 @@ class BadRequest(ValueError):
 def shown(text: str, limit: int = 64) -> str:
     """Untrusted text quoted for an error message, cut to `limit` characters."""
     return repr(text[:limit] + ("…" if len(text) > limit else ""))
-
-
-def utcnow() -> dt.datetime:
-    """The API's clock (UTC)."""
-    return dt.datetime.now(dt.UTC)
 
 
 # -- pure parsing ------------------------------------------------------------------------------

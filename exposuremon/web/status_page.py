@@ -27,6 +27,7 @@ from exposuremon.model import (
     TargetState,
 )
 from exposuremon.store import Store
+from exposuremon.units import utcnow
 from exposuremon.web.views import NEVER_SCANNED
 
 REFRESH_SECONDS = 30
@@ -298,7 +299,7 @@ def render(model: PageModel) -> str:
 
 async def render_status(store: Store, config: Config, now: dt.datetime | None = None) -> str:
     """Load what the page shows from the store and render it."""
-    now = now or dt.datetime.now(dt.UTC)
+    now = now or utcnow()
     states = await store.load_states()
     events, _ = await store.events(limit=TIMELINE)
     return render(build(config.targets, states, events, now))

@@ -1,0 +1,314 @@
+"""The path of one scan, in the order it runs: the daemon's only way from a probe to a message.
+
+1. **scan**: the engine probes the target's ports (`scan/engine.py`, `scan/target.py`).
+2. **confirm**: ports newly seen open are probed once more, so one odd answer pages nobody.
+3. **fingerprint**: what is newly open (every open port on quick and full scans) is looked at
+   (`scan/fingerprint.py`): banner, TLS certificate, HTTP Server header.
+4. **observation**: the engine's result becomes detection's input (`observation`, `model.py`).
+5. **evaluate**: `detect.evaluate` (pure) turns the previous state and the observation into an
+   `Evaluation`: the new state, the events and the findings created or changed.
+6. **apply or hold**: a sentinel scan after which only time passed is held in memory and its
+   times are written in batches (`flush_quiet`). Anything else goes to the store in one
+   transaction (`store.Store.apply`): the state, the findings, the events, and one outbox row
+   per event and notification channel (`notify.channels_for_events` picks the channels).
+7. **notify**: the notifier is told which channels have new outbox rows
+   (`notify.Notifier.outbox_written`) and delivers them (`notify/notifier.py`).
+
+`Service` (service.py) owns the lifecycle around this: which scans run when, and how many at
+once. The pipeline owns what one scan does, and the last state it applied per target, which
+the next scan starts from without a database read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import datetime as dt
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import Protocol
+
+from exposuremon import detect
+from exposuremon.config import Config, TargetConfig
+from exposuremon.logs import get_logger
+from exposuremon.metrics import Metrics
+from exposuremon.model import Fingerprint, Observation, Observed, ScanKind, TargetState
+from exposuremon.notify import channels_for_events
+from exposuremon.scan import (
+    PortState,
+    Scanner,
+    ScanOptions,
+    ScanResult,
+    TargetScan,
+    fingerprint_many,
+)
+from exposuremon.store import ScanRecord, Store
+
+MAX_FINGERPRINTS = 64  # ports fingerprinted per scan at most
+
+
+class OutboxReader(Protocol):
+    """What the pipeline needs of the notifier: to hear that channels have new outbox rows."""
+
+    def outbox_written(self, channels: Iterable[str]) -> None: ...
+
+
+def ever_open(state: TargetState) -> frozenset[int]:
+    """Ports of a target that were ever seen open: the sentinel scans keep watching them."""
+    return frozenset(
+        p for p, rec in state.ports.items() if rec.times_opened or rec.state is Observed.OPEN
+    )
+
+
+def observation(
+    target: str,
+    kind: ScanKind,
+    result: ScanResult,
+    confirmed: Iterable[int],
+    fingerprints: Mapping[int, Fingerprint],
+) -> Observation:
+    """The detection input built from an engine result (unfinished ports left out)."""
+    states = {
+        port: Observed(state.label)
+        for port, state in result.items()
+        if state is not PortState.UNKNOWN
+    }
+    return Observation(
+        target=target,
+        kind=kind,
+        address=result.address,
+        started=result.started,
+        finished=result.finished,
+        complete=result.complete,
+        states=states,
+        confirmed_open=frozenset(confirmed),
+        fingerprints=fingerprints,
+        responded=result.responded,
+    )
+
+
+def is_quiet(kind: ScanKind, complete: bool, prev: TargetState, ev: detect.Evaluation) -> bool:
+    """A complete sentinel scan after which only time has passed: no write needed now."""
+    return (
+        kind is ScanKind.SENTINEL
+        and complete
+        and not ev.events
+        and not ev.findings
+        and not ev.reboot_suspected
+        and prev.last_observed is not None  # the first scan of a target is always written
+        and detect.only_time_advanced(prev, ev.state)
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ScanDone:
+    """What one run of the pipeline recorded (None from `run` when nothing was observed)."""
+
+    result: ScanResult
+    evaluation: detect.Evaluation
+
+
+class ScanPipeline:
+    """Runs scans of targets and records them; holds the last state applied per target."""
+
+    def __init__(
+        self,
+        *,
+        config: Callable[[], Config],
+        store: Store,
+        scanner: Scanner,
+        notifier: OutboxReader,
+        metrics: Metrics,
+        clock: Callable[[], dt.datetime],
+        stopping: Callable[[], bool],
+    ) -> None:
+        self._config = config  # a callable: a reload replaces the config between scans
+        self._store = store
+        self._scanner = scanner
+        self._notifier = notifier
+        self._metrics = metrics
+        self._clock = clock
+        self._stopping = stopping
+        self.log = get_logger()
+        self.seen: dict[str, TargetState] = {}  # last state applied (or held) per target
+        # Quiet sentinel scans (nothing but time passed) are not written one by one: their
+        # times are flushed every minute, and at stop. A crash loses only those.
+        self.quiet: dict[str, TargetState] = {}
+        self._running: dict[tuple[str, ScanKind], TargetScan] = {}
+        self._locks: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(
+            asyncio.Lock
+        )
+
+    @contextlib.asynccontextmanager
+    async def target_lock(self, name: str) -> AsyncIterator[None]:
+        """Held while a target's state is read, evaluated and written (scans and acks)."""
+        async with self._locks[name]:
+            yield
+
+    def forget(self, name: str) -> None:
+        """Drop what is held of a target: its next scan reads the store (after an ack)."""
+        self.seen.pop(name, None)
+
+    def stop_running(self) -> None:
+        """Stop every scan in progress; each still records what it finished (incomplete)."""
+        for running in list(self._running.values()):
+            running.stop()
+
+    async def flush_quiet(self) -> None:
+        """Write the times of quiet scans held since the last flush."""
+        batch, self.quiet = self.quiet, {}
+        try:
+            await self._store.touch(list(batch.values()))
+        except Exception:
+            # Keep them for the next flush, unless newer ones arrived meanwhile.
+            self.quiet = batch | self.quiet
+            raise
+
+    async def run(self, target: TargetConfig, kind: ScanKind) -> ScanDone | None:
+        """Scan `target`, confirm, fingerprint, evaluate, and apply (or hold) the outcome."""
+        config = self._config()
+        # What to scan comes from the last state this service saw (no database round trip);
+        # detection below works on the state freshly loaded under the target's lock.
+        before = self.seen.get(target.name) or await self._store.load_state(target.name)
+        known_open = {p for p, rec in before.ports.items() if rec.state is Observed.OPEN}
+        options = target.effective_scan(config.scan).scan_options()
+        result = await self._scan(
+            target, kind, sorted(target.ports_for(kind, ever_open(before))), options, known_open
+        )
+        if not result.address:
+            return None  # stopped before the name resolved: nothing was observed
+        self._metrics.record_scan(kind, result)
+        confirmed = await self._confirm(target, result, known_open, options)
+        fingerprints = await self._fingerprint(target, kind, result, confirmed, known_open)
+        # The look ends after confirmation and fingerprints: dated then, a quick scan whose
+        # fingerprints took seconds is not older than the sentinel scans that ran meanwhile.
+        looked = dataclasses.replace(result, finished=max(result.finished, self._clock()))
+        obs = observation(target.name, kind, looked, confirmed, fingerprints)
+        async with self.target_lock(target.name):
+            prev = await self._previous_state(target.name)
+            evaluation = detect.evaluate(prev, obs, target.policy(config.scan), self._clock())
+            if is_quiet(kind, result.complete, prev, evaluation):
+                self.quiet[target.name] = self.seen[target.name] = evaluation.state
+            else:
+                await self._apply(config, ScanRecord.from_result(kind, result), evaluation)
+        self._log_recorded(target.name, kind, result, evaluation)
+        return ScanDone(result, evaluation)
+
+    async def _scan(
+        self,
+        target: TargetConfig,
+        kind: ScanKind,
+        ports: list[int],
+        options: ScanOptions,
+        known_open: set[int],
+    ) -> ScanResult:
+        running = self._scanner.start(
+            target.address, ports, options, hints=[*target.expected_open, *known_open]
+        )
+        self._running[(target.name, kind)] = running
+        self.log.debug("scan started", target=target.name, kind=kind.value, ports=len(ports))
+        try:
+            # The engine names results by what it resolved; the store knows the target's name.
+            return dataclasses.replace(await running.wait(), target=target.name)
+        except asyncio.CancelledError:
+            running.stop()  # wait() is shielded: cancelling it alone would leave it scanning
+            raise
+        finally:
+            self._running.pop((target.name, kind), None)
+
+    async def _confirm(
+        self, target: TargetConfig, result: ScanResult, known_open: set[int], options: ScanOptions
+    ) -> set[int]:
+        """Open ports that were open before, plus new ones that answered open a second time."""
+        open_now = set(result.open)
+        new_open = open_now - known_open
+        if not self._config().scan.confirm:
+            return open_now
+        confirmed = open_now & known_open
+        if new_open and not self._stopping():
+            again = await self._scanner.scan(
+                target.name, sorted(new_open), options, address=result.address
+            )
+            confirmed |= new_open & set(again.open)
+        return confirmed
+
+    async def _fingerprint(
+        self,
+        target: TargetConfig,
+        kind: ScanKind,
+        result: ScanResult,
+        confirmed: set[int],
+        known_open: set[int],
+    ) -> dict[int, Fingerprint]:
+        """Fingerprints of what is new (or of every open port, off sentinel)."""
+        scan_config = self._config().scan
+        # Sentinel scans look only at what is newly open; quick and full ones look again at
+        # every open port, so a new certificate after a reboot (the quick follow-up scan)
+        # shows as a firmware change within seconds, not at the next full scan.
+        look = confirmed - known_open if kind is ScanKind.SENTINEL else confirmed
+        if len(look) > MAX_FINGERPRINTS:
+            # A middlebox answering everything (detection calls it an anomaly) would keep us
+            # busy for hours; a real router has few open ports.
+            look = set(sorted(look)[:MAX_FINGERPRINTS])
+        if not look or not scan_config.fingerprint or self._stopping():
+            return {}
+        with contextlib.suppress(Exception):  # a fingerprint is a hint, never a failure
+            return dict(
+                await fingerprint_many(
+                    result.address,
+                    sorted(look),
+                    timeout=scan_config.fingerprint_timeout,
+                    server_name=None if target.ip is not None else target.address,
+                )
+            )
+        return {}
+
+    async def _previous_state(self, name: str) -> TargetState:
+        """The state to evaluate against (call under the target's lock)."""
+        seen = self.seen.get(name)
+        if seen is not None and not seen.findings:
+            # Only `exposuremon ack` writes besides this service, and only to an active
+            # finding: a target without one cannot have changed behind our back.
+            stored = seen
+        else:
+            stored = await self._store.load_state(name)  # an ack may have come in
+        held = self.quiet.get(name)
+        # Times of quiet scans not yet written are newer than the stored ones; anything
+        # else changed in the store (an ack) wins over what this service holds.
+        return held if held and detect.only_time_advanced(stored, held) else stored
+
+    async def _apply(
+        self, config: Config, record: ScanRecord, evaluation: detect.Evaluation
+    ) -> None:
+        """Write the evaluation and its outbox rows in one transaction; tell the notifier."""
+        route = channels_for_events(config.notify, evaluation.events, evaluation.findings)
+        applied = await self._store.apply(
+            record, evaluation.state, evaluation.events, evaluation.findings, route
+        )
+        name = evaluation.state.name
+        self.quiet.pop(name, None)
+        self.seen[name] = applied.state
+        if applied.events:
+            self._notifier.outbox_written({c for e in applied.events for c in route(e)})
+
+    def _log_recorded(
+        self, name: str, kind: ScanKind, result: ScanResult, evaluation: detect.Evaluation
+    ) -> None:
+        self.log.debug(
+            "scan recorded",
+            target=name,
+            kind=kind.value,
+            address=result.address,
+            complete=result.complete,
+            open=len(result.open),
+            duration_s=round(result.duration, 3),
+        )
+        for event in evaluation.events:
+            self.log.info(
+                event.type.value,
+                target=name,
+                port=event.port,
+                severity=event.severity.label,
+                summary=event.summary,
+            )
