@@ -30,8 +30,8 @@ from typing import Any
 from bench.common import machine, write_results
 from exposuremon.model import EventType, FindingState
 from exposuremon.store import Store
-from tests.loopback import Listeners
-from tests.testbed import make_router, missing_requirements
+from tests.support.loopback import Listeners
+from tests.support.testbed import make_router, missing_requirements
 
 EXE = str(Path(sys.executable).with_name("exposuremon"))
 N_TARGETS = 1000

@@ -1,6 +1,7 @@
 """Scan benchmark: `exposuremon scan` against `nmap -sT -Pn -n -T4` over 1-65535 on the test bed.
 
-Four variants on a router namespace we build (tests/testbed.py): closed (RST on every port but
+Four variants on a router namespace we build (tests/support/testbed.py): closed (RST on every port
+but
 three open ones), filtered (everything dropped but three open ports), closed behind a 40 ms
 RTT relay, and closed with 2% random loss (run 10 times: the open set must be exact every
 time). Wall time, CPU time and peak RSS of each tool as a child process, ratios to nmap, and
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import RESULTS, Run, machine, measure, nmap_open_ports, write_results
-from tests.testbed import make_router, missing_requirements
+from tests.support.testbed import make_router, missing_requirements
 
 OPEN_PORTS = (22, 443, 51413)  # one common, one hot, one high port no top-N list has
 EXPOSUREMON = str(Path(sys.executable).with_name("exposuremon"))

@@ -78,6 +78,14 @@ class TargetStatus(enum.StrEnum):
     DOWN = "down"
 
 
+class DeliveryStatus(enum.StrEnum):
+    """Where one outbox row stands: waiting for (another) attempt, delivered, or given up."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    DEAD = "dead"
+
+
 class FindingState(enum.StrEnum):
     """Lifecycle of a finding (an unexpected open port)."""
 

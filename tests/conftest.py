@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from hypothesis import settings
 
-from tests.testbed import Router, cleanup_stale, make_router, missing_requirements
+from tests.support.testbed import Router, cleanup_stale, make_router, missing_requirements
 
 # Hypothesis: pure functions here take microseconds, so its default 200 ms deadline per example
 # would only ever trip on a loaded CI machine; keep a deadline, but one that measures the code.
@@ -15,8 +15,9 @@ settings.register_profile("exposuremon", deadline=2000)
 settings.load_profile("exposuremon")
 
 # ============================================================================================
-# Network test bed (tests/testbed.py): "routers" in network namespaces. Needs root, `ip`, `nft`
-# and `openssl`; otherwise the fixtures skip with the reason. Mark such tests @pytest.mark.netns.
+# Network test bed (tests/support/testbed.py): "routers" in network namespaces. Needs root, `ip`,
+# `nft` and `openssl`; otherwise the fixtures skip with the reason. Mark such tests
+# @pytest.mark.netns.
 # ============================================================================================
 
 

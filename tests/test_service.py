@@ -14,9 +14,15 @@ import pytest
 from exposuremon.config.models import load_config
 from exposuremon.model import EventType, ScanKind, TargetStatus
 from exposuremon.service import Service
-from tests.daemon import all_events, daemon_process, running_service, wait_until, write_config
-from tests.loopback import Listeners
-from tests.testbed import Router
+from tests.support.daemon import (
+    all_events,
+    daemon_process,
+    running_service,
+    wait_until,
+    write_config,
+)
+from tests.support.loopback import Listeners
+from tests.support.testbed import Router
 
 
 async def test_health_ready_and_metrics(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ from exposuremon.systemd import (
     status_line,
     watchdog_interval,
 )
-from tests.daemon import daemon_process, running_service, wait_until, write_config
+from tests.support.daemon import daemon_process, running_service, wait_until, write_config
 
 T0 = dt.datetime(2026, 11, 26, 3, 14, 7, tzinfo=dt.UTC)
 Make = Callable[[dict[str, str]], SystemdNotifier]

@@ -22,7 +22,7 @@ from exposuremon.config import Config, ConfigError, check_warnings, load_config
 from exposuremon.model import FindingState
 from exposuremon.store import MAX_PAGE, Store, StoreError, db_path
 from exposuremon.units import utcnow
-from exposuremon.web import findings_page, rfc3339, status_json
+from exposuremon.web import findings_page, json_time, status_json
 
 T = TypeVar("T")
 EXIT_CONFIG = 2
@@ -230,7 +230,7 @@ def ack(finding_id: int, config_path: Path, until_text: str, reason: str) -> Non
         except (LookupError, ValueError) as exc:
             raise click.UsageError(str(exc)) from None
         what = f"{finding.target} {finding.port}/tcp"
-        return f"finding {finding_id} ({what}) acked until {rfc3339(until)}"
+        return f"finding {finding_id} ({what}) acked until {json_time(until)}"
 
     click.echo(_with_store(config, work))
 

@@ -3,7 +3,7 @@
 Keys, types, defaults and sections come from the pydantic models in config.py; each key's
 description is the comment above it in config.example.toml, which a test already keeps
 complete (and which anyone adding a key edits anyway). `python -m exposuremon.config.reference`
-prints the Markdown; `make docs` writes docs/config.md and tests/test_config_doc.py fails when
+prints the Markdown; `make docs` writes docs/config.md and tests/config/test_reference.py fails when
 the committed file differs from what this prints.
 """
 

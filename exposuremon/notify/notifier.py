@@ -31,7 +31,7 @@ import aiohttp
 from exposuremon.config import ConfigError, NotifyConfig, Rate
 from exposuremon.logs import get_logger
 from exposuremon.metrics import Metrics
-from exposuremon.model import Event, EventType, Finding, FindingState, Severity
+from exposuremon.model import DeliveryStatus, Event, EventType, Finding, FindingState, Severity
 from exposuremon.notify import delivery, formats
 from exposuremon.notify.formats import split_ntfy_url
 from exposuremon.notify.message import Message, MessageKind, Request
@@ -405,7 +405,7 @@ class _Lane:
     """One channel's delivery loop: strictly one message at a time, in outbox order."""
 
     def __init__(self, notifier: Notifier, channel: NotifyConfig) -> None:
-        self.n = notifier
+        self.notifier = notifier
         self.channel = channel
         self.loop = asyncio.get_running_loop()
         self.limiter = RateLimiter(rate_of(channel))
@@ -434,7 +434,7 @@ class _Lane:
         if rate_of(channel) != rate_of(self.channel):
             self.limiter = RateLimiter(rate_of(channel))
         self.channel = channel
-        self.log = self.n.log.bind(channel=channel.name, type=channel.type)
+        self.log = self.notifier.log.bind(channel=channel.name, type=channel.type)
 
     async def run(self, after: asyncio.Task[Any] | None = None) -> None:
         if after is not None:
@@ -444,21 +444,23 @@ class _Lane:
                 await self._step()
             except Exception:  # a bug must not end the channel's deliveries for good
                 self.log.exception("delivery lane failed; going on")
-                await self._nap(self.n.tuning.error_pause, wakeable=False)
+                await self._nap(self.notifier.tuning.error_pause, wakeable=False)
 
     async def _step(self) -> None:
         """Deliver the next due message, or sleep until one is due or a wake comes."""
         self._woken = False
         try:
-            out, due = await self.n.store.next_message(self.channel.name, self.n.clock())
+            out, due = await self.notifier.store.next_message(
+                self.channel.name, self.notifier.clock()
+            )
         except StoreError as exc:
             self.log.error("could not read the outbox", error=str(exc))
-            await self._nap(self.n.tuning.error_pause, wakeable=False)
+            await self._nap(self.notifier.tuning.error_pause, wakeable=False)
             return
         if out is None:
-            idle = self.n.tuning.idle_poll
+            idle = self.notifier.tuning.idle_poll
             if due is not None:
-                idle = min(idle, max((due - self.n.clock()).total_seconds(), 0.0))
+                idle = min(idle, max((due - self.notifier.clock()).total_seconds(), 0.0))
             await self._nap(idle, wakeable=True)
             return
         # The rate limit holds even after a reload: not interruptible.
@@ -466,43 +468,47 @@ class _Lane:
         if self._stopping:
             return
         decision = await self._deliver(out)
-        if decision is not None and decision.status == "pending":
+        if decision is not None and decision.status is DeliveryStatus.PENDING:
             # The channel is failing or rate limited: pause it, not just this message.
             await self._nap(decision.wait, wakeable=False)
 
     async def _deliver(self, out: Outgoing) -> Decision | None:
         name = self.channel.name
-        outcome = await self.n.attempt(self.channel, self.n.message_of(out))
-        now = self.n.clock()
+        outcome = await self.notifier.attempt(self.channel, self.notifier.message_of(out))
+        now = self.notifier.clock()
         decision = decide(
             outcome,
             attempts=out.attempts + 1,
             created_at=out.created_at,
             now=now,
             horizon=self.channel.retry_horizon,
-            backoff=self.n.tuning.backoff,
-            rng=self.n.rng,
+            backoff=self.notifier.tuning.backoff,
+            rng=self.notifier.rng,
         )
         try:
-            await self.n.store.settle(
+            await self.notifier.store.settle(
                 out.ids, decision.status, now, decision.next_attempt_at, decision.error
             )
         except StoreError as exc:
             # Left pending: sent again later with the same delivery id (at least once).
             self.log.error("could not record a delivery", error=str(exc), delivery=out.delivery_id)
-            await self._nap(self.n.tuning.error_pause, wakeable=False)
+            await self._nap(self.notifier.tuning.error_pause, wakeable=False)
             return None
-        result = {"sent": "sent", "pending": "failed", "dead": "dead"}[decision.status]
-        self.n.metrics.notifications.labels(channel=name, result=result).inc()
+        result = {
+            DeliveryStatus.SENT: "sent",
+            DeliveryStatus.PENDING: "failed",
+            DeliveryStatus.DEAD: "dead",
+        }[decision.status]
+        self.notifier.metrics.notifications.labels(channel=name, result=result).inc()
         fields = {
             "target": out.target,
             "delivery": out.delivery_id,
             "events": len(out.events),
             "attempt": out.attempts + 1,
         }
-        if decision.status == "sent":
+        if decision.status is DeliveryStatus.SENT:
             self.log.info("notification sent", **fields)
-        elif decision.status == "pending":
+        elif decision.status is DeliveryStatus.PENDING:
             self.log.warning(
                 "notification failed, will retry",
                 error=decision.error,

@@ -12,6 +12,8 @@ import email.utils
 import re
 from typing import Protocol
 
+from exposuremon.model import DeliveryStatus
+
 
 class Random(Protocol):
     """What the policy needs of `random.Random`: a float in [0, 1)."""
@@ -128,7 +130,7 @@ class Backoff:
 class Decision:
     """What to do with a message after an attempt: settle it as `status`."""
 
-    status: str  # "sent" | "pending" | "dead"
+    status: DeliveryStatus
     next_attempt_at: dt.datetime | None = None
     error: str | None = None
     wait: float = 0.0  # seconds the channel should pause before its next attempt
@@ -150,16 +152,16 @@ def decide(
     of up to the horizon loses nothing; one that fails after it is given up.
     """
     if isinstance(outcome, Sent):
-        return Decision("sent")
+        return Decision(DeliveryStatus.SENT)
     if isinstance(outcome, Permanent):
-        return Decision("dead", error=outcome.error)
+        return Decision(DeliveryStatus.DEAD, error=outcome.error)
     try:
         deadline = created_at + dt.timedelta(seconds=horizon)
     except OverflowError:  # a horizon of millennia: no deadline this side of year 9999
         deadline = dt.datetime.max.replace(tzinfo=dt.UTC)
     if now >= deadline:
         error = f"gave up after {attempts} attempts in {horizon:g}s: {outcome.error}"
-        return Decision("dead", error=error)
+        return Decision(DeliveryStatus.DEAD, error=error)
     wait = outcome.after if outcome.after is not None else backoff.delay(attempts, rng)
     at = min(now + dt.timedelta(seconds=wait), deadline)
-    return Decision("pending", next_attempt_at=at, error=outcome.error, wait=wait)
+    return Decision(DeliveryStatus.PENDING, next_attempt_at=at, error=outcome.error, wait=wait)

@@ -15,13 +15,12 @@ from exposuremon.store.database import (
     StoreError,
     db_path,
 )
-from exposuremon.store.outbox import STATUSES, Delivery, Outgoing, ReminderRule
+from exposuremon.store.outbox import Delivery, Outgoing, ReminderRule
 from exposuremon.store.queries import TargetGauges
 
 __all__ = [
     "DEFAULT_RETENTION",
     "MAX_PAGE",
-    "STATUSES",
     "Applied",
     "Delivery",
     "Outgoing",

@@ -26,6 +26,7 @@ from alembic.util import CommandError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from exposuremon.model import (
+    DeliveryStatus,
     Event,
     EventType,
     Finding,
@@ -433,7 +434,7 @@ class Store:
         """Delete scans and events older than the cutoff; events awaiting delivery stay."""
         cut = schema.to_micros(older_than, "older_than")
         o, e = schema.outbox, schema.events
-        pending = sa.select(o.c.event_id).where(o.c.status == "pending")
+        pending = sa.select(o.c.event_id).where(o.c.status == DeliveryStatus.PENDING)
         old = sa.and_(e.c.observed_at < cut, e.c.id.not_in(pending))
         async with self._write("prune") as conn:
             # Delivered or dead outbox rows go with their events (they reference them).
@@ -458,7 +459,7 @@ class Store:
     async def outbox_pending(self) -> int:
         """How many notification deliveries are waiting."""
         query = sa.select(sa.func.count()).select_from(schema.outbox)
-        query = query.where(schema.outbox.c.status == "pending")
+        query = query.where(schema.outbox.c.status == DeliveryStatus.PENDING)
         async with self._read("count outbox") as conn:
             return int((await conn.execute(query)).scalar_one())
 

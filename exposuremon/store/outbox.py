@@ -18,11 +18,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from exposuremon.model import Event, EventType, Severity
+from exposuremon.model import DeliveryStatus, Event, EventType, Severity
 from exposuremon.store import schema
 from exposuremon.store.queries import chunks
 
-STATUSES = ("pending", "sent", "dead")
 KINDS = ("event", "reminder")
 _OPENING = (EventType.FINDING_OPENED.value, EventType.FINDING_REOPENED.value)
 
@@ -35,7 +34,7 @@ class Delivery:
     channel: str
     event_id: int
     group_key: str
-    status: str  # "pending" | "sent" | "dead"
+    status: DeliveryStatus
     attempts: int
     next_attempt_at: dt.datetime
     last_error: str | None
@@ -99,11 +98,15 @@ class ReminderRule:
     targets: tuple[str, ...] | None = None  # None: every target
 
 
-def check_status(status: str | None) -> str | None:
-    """`status` if it is a known delivery status (or None); ValueError naming the field."""
-    if status is not None and status not in STATUSES:
-        raise ValueError(f"status: {status!r} is not one of {', '.join(STATUSES)}")
-    return status
+def check_status(status: str | None) -> DeliveryStatus | None:
+    """`status` as a delivery status (or None); ValueError naming the field."""
+    if status is None:
+        return None
+    try:
+        return DeliveryStatus(status)
+    except ValueError:
+        known = ", ".join(DeliveryStatus)
+        raise ValueError(f"status: {status!r} is not one of {known}") from None
 
 
 def deliveries_query(status: str | None, channel: str | None) -> sa.Select[Any]:
@@ -124,7 +127,7 @@ def delivery_from_row(row: Mapping[str, Any]) -> Delivery:
         channel=row["channel"],
         event_id=row["event_id"],
         group_key=row["group_key"],
-        status=row["status"],
+        status=DeliveryStatus(row["status"]),
         attempts=row["attempts"],
         next_attempt_at=schema.from_micros(row["next_attempt_at"]),
         last_error=row["last_error"],
@@ -139,7 +142,7 @@ def delivery_from_row(row: Mapping[str, Any]) -> Delivery:
 
 def _pending(channel: str) -> sa.ColumnElement[bool]:
     o = schema.outbox
-    return sa.and_(o.c.status == "pending", o.c.channel == channel)
+    return sa.and_(o.c.status == DeliveryStatus.PENDING, o.c.channel == channel)
 
 
 async def retry_now(conn: AsyncConnection, now: int) -> int:
@@ -147,7 +150,7 @@ async def retry_now(conn: AsyncConnection, now: int) -> int:
     o = schema.outbox
     stmt = (
         sa.update(o)
-        .where(o.c.status == "pending", o.c.next_attempt_at > now)
+        .where(o.c.status == DeliveryStatus.PENDING, o.c.next_attempt_at > now)
         .values(next_attempt_at=now)
     )
     return (await conn.execute(stmt)).rowcount
@@ -220,19 +223,20 @@ async def settle(
     """Record one attempt of a message: sent, failed (pending again) or dead; rows settled."""
     o = schema.outbox
     values: dict[str, Any] = {"attempts": o.c.attempts + 1, "last_error": error}
-    if status == "sent":
-        values.update(status="sent", sent_at=now)
-    elif status == "dead":
-        values.update(status="dead")
-    elif status == "pending":
-        values.update(next_attempt_at=now if next_attempt_at is None else next_attempt_at)
+    settled = check_status(status)
+    if settled is DeliveryStatus.SENT:
+        values.update(status=settled.value, sent_at=now)
+    elif settled is DeliveryStatus.DEAD:
+        values.update(status=settled.value)
     else:
-        check_status(status)
+        values.update(next_attempt_at=now if next_attempt_at is None else next_attempt_at)
     done = 0
     # Only pending rows: a row settled once (by an earlier run) is never changed again.
     for chunk in chunks(list(ids)):
         result = await conn.execute(
-            sa.update(o).where(o.c.id.in_(chunk), o.c.status == "pending").values(values)
+            sa.update(o)
+            .where(o.c.id.in_(chunk), o.c.status == DeliveryStatus.PENDING)
+            .values(values)
         )
         done += result.rowcount
     return done
@@ -241,11 +245,13 @@ async def settle(
 async def retire(conn: AsyncConnection, active: Sequence[str], error: str) -> dict[str, int]:
     """Mark pending rows of channels not in `active` dead; count them per channel."""
     o = schema.outbox
-    gone = sa.and_(o.c.status == "pending", o.c.channel.not_in(list(active)))
+    gone = sa.and_(o.c.status == DeliveryStatus.PENDING, o.c.channel.not_in(list(active)))
     query = sa.select(o.c.channel, sa.func.count()).where(gone).group_by(o.c.channel)
     counts = {str(ch): int(n) for ch, n in await conn.execute(query)}
     if counts:
-        await conn.execute(sa.update(o).where(gone).values(status="dead", last_error=error))
+        await conn.execute(
+            sa.update(o).where(gone).values(status=DeliveryStatus.DEAD.value, last_error=error)
+        )
     return counts
 
 
@@ -301,7 +307,7 @@ async def enqueue_reminders(
                     "channel": rule.channel,
                     "event_id": event_id,
                     "group_key": f"reminder/{row.target}/{now}",
-                    "status": "pending",
+                    "status": DeliveryStatus.PENDING.value,
                     "attempts": 0,
                     "next_attempt_at": now,
                     "created_at": now,

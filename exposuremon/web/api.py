@@ -21,8 +21,15 @@ from aiohttp import web
 from exposuremon import acks
 from exposuremon.config import TOKEN_ENV, Config, ConfigError
 from exposuremon.logs import get_logger
-from exposuremon.model import EventType, Finding, FindingState, ScanKind, TargetState
-from exposuremon.store import MAX_PAGE, STATUSES, Store, StoreError
+from exposuremon.model import (
+    DeliveryStatus,
+    EventType,
+    Finding,
+    FindingState,
+    ScanKind,
+    TargetState,
+)
+from exposuremon.store import MAX_PAGE, Store, StoreError
 from exposuremon.units import parse_duration, utcnow
 from exposuremon.web.views import (
     deliveries_page,
@@ -175,7 +182,7 @@ def parse_finding_id(text: str) -> int:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Page:
+class ListQuery:
     """Filters and position of a findings or events listing."""
 
     target: str | None = None
@@ -188,8 +195,8 @@ class Page:
     channel: str | None = None
 
 
-def _page(params: Mapping[str, str], now: dt.datetime) -> Page:
-    return Page(
+def _list_query(params: Mapping[str, str], now: dt.datetime) -> ListQuery:
+    return ListQuery(
         target=parse_target_name(params["target"]) if "target" in params else None,
         since=parse_since(params["since"], now) if "since" in params else None,
         limit=parse_limit(params["limit"]) if "limit" in params else 100,
@@ -197,32 +204,33 @@ def _page(params: Mapping[str, str], now: dt.datetime) -> Page:
     )
 
 
-def parse_findings_query(query: Iterable[tuple[str, str]], now: dt.datetime) -> Page:
+def parse_findings_query(query: Iterable[tuple[str, str]], now: dt.datetime) -> ListQuery:
     """`GET /api/v1/findings` parameters: target, state, since, limit, cursor."""
     params = single_params(query, FINDINGS_PARAMS)
     state = parse_finding_state(params["state"]) if "state" in params else None
-    return dataclasses.replace(_page(params, now), state=state)
+    return dataclasses.replace(_list_query(params, now), state=state)
 
 
-def parse_events_query(query: Iterable[tuple[str, str]], now: dt.datetime) -> Page:
+def parse_events_query(query: Iterable[tuple[str, str]], now: dt.datetime) -> ListQuery:
     """`GET /api/v1/events` parameters: target, type, since, limit, cursor."""
     params = single_params(query, EVENTS_PARAMS)
     kind = parse_event_type(params["type"]) if "type" in params else None
-    return dataclasses.replace(_page(params, now), type=kind)
+    return dataclasses.replace(_list_query(params, now), type=kind)
 
 
-def parse_notifications_query(query: Iterable[tuple[str, str]]) -> Page:
+def parse_notifications_query(query: Iterable[tuple[str, str]]) -> ListQuery:
     """`GET /api/v1/notifications` parameters: status, channel, limit, cursor."""
     params = single_params(query, NOTIFICATIONS_PARAMS)
     status = params.get("status")
-    if status is not None and status not in STATUSES:
-        raise BadRequest("status", f"must be one of {', '.join(STATUSES)}, got {shown(status)}")
+    if status is not None and status not in set(DeliveryStatus):
+        known = ", ".join(DeliveryStatus)
+        raise BadRequest("status", f"must be one of {known}, got {shown(status)}")
     channel = params.get("channel")
     if channel is not None and _NAME.fullmatch(channel) is None:
         raise BadRequest(
             "channel", f"not a channel name (A-Z a-z 0-9 . _ -, 1-64): {shown(channel)}"
         )
-    return Page(
+    return ListQuery(
         limit=parse_limit(params["limit"]) if "limit" in params else 100,
         cursor=parse_cursor(params["cursor"]) if "cursor" in params else None,
         status=status,

@@ -24,7 +24,7 @@ NEVER_SCANNED = "never scanned"
 _URL = re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://[^\s\"'<>]*[^\s\"'<>:.,;)]")
 
 
-def rfc3339(when: dt.datetime | None) -> str | None:
+def json_time(when: dt.datetime | None) -> str | None:
     """`2026-11-26T03:14:07Z`, or None."""
     return None if when is None else units.rfc3339(when)
 
@@ -34,7 +34,7 @@ def fingerprint_json(fp: Fingerprint | None) -> dict[str, Any] | None:
     if fp is None or fp.is_empty():
         return None
     doc = dataclasses.asdict(fp)
-    doc["tls_not_after"] = rfc3339(fp.tls_not_after)
+    doc["tls_not_after"] = json_time(fp.tls_not_after)
     return {k: v for k, v in doc.items() if v is not None}
 
 
@@ -48,11 +48,11 @@ def finding_json(finding: Finding, address: str | None) -> dict[str, Any]:
         "protocol": "tcp",
         "state": finding.state.value,
         "severity": finding.severity.label,
-        "opened_at": rfc3339(finding.opened_at),
-        "resolved_at": rfc3339(finding.resolved_at),
+        "opened_at": json_time(finding.opened_at),
+        "resolved_at": json_time(finding.resolved_at),
         "reopen_count": finding.reopen_count,
-        "previous_resolved_at": rfc3339(finding.previous_resolved_at),
-        "ack_until": rfc3339(finding.ack_until),
+        "previous_resolved_at": json_time(finding.previous_resolved_at),
+        "ack_until": json_time(finding.ack_until),
         "ack_reason": finding.ack_reason,
         "fingerprint": fingerprint_json(finding.fingerprint),
     }
@@ -66,7 +66,7 @@ def event_json(event: Event) -> dict[str, Any]:
         "target": event.target,
         "port": event.port,
         "severity": event.severity.label,
-        "observed_at": rfc3339(event.observed_at),
+        "observed_at": json_time(event.observed_at),
         "summary": event.summary,
         "details": dict(event.details),
         "finding_id": event.finding_id,
@@ -80,12 +80,12 @@ def target_json(state: TargetState, expected_open: frozenset[int]) -> dict[str, 
         "name": state.name,
         "address": state.address,
         "status": state.status.value,
-        "status_since": rfc3339(state.status_since),
+        "status_since": json_time(state.status_since),
         "open_ports": [
             {
                 "port": p,
                 "expected": p in expected_open,
-                "since": rfc3339(state.ports[p].last_change),
+                "since": json_time(state.ports[p].last_change),
                 "fingerprint": fingerprint_json(state.ports[p].fingerprint),
             }
             for p in open_ports
@@ -96,14 +96,14 @@ def target_json(state: TargetState, expected_open: frozenset[int]) -> dict[str, 
             "acked": sum(1 for f in state.findings.values() if f.state.value == "acked"),
         },
         "last_scan": _last_scans(state.last_scan),
-        "last_reboot": rfc3339(state.last_reboot),
+        "last_reboot": json_time(state.last_reboot),
         "reboots_suspected": state.reboots_total,
         "findings_reopened": state.reopened_total,
     }
 
 
 def _last_scans(last: Mapping[ScanKind, dt.datetime]) -> dict[str, str | None]:
-    return {kind.value: rfc3339(last.get(kind)) for kind in ScanKind}
+    return {kind.value: json_time(last.get(kind)) for kind in ScanKind}
 
 
 def status_json(
@@ -152,10 +152,10 @@ def delivery_json(d: Delivery) -> dict[str, Any]:
         "dedup_key": d.dedup_key,
         "status": d.status,
         "attempts": d.attempts,
-        "next_attempt_at": rfc3339(d.next_attempt_at),
+        "next_attempt_at": json_time(d.next_attempt_at),
         "last_error": None if d.last_error is None else _URL.sub("<url>", d.last_error),
-        "created_at": rfc3339(d.created_at),
-        "sent_at": rfc3339(d.sent_at),
+        "created_at": json_time(d.created_at),
+        "sent_at": json_time(d.sent_at),
     }
 
 

@@ -1,0 +1,122 @@
+"""`exposuremon scan` as a user runs it: output, JSON shape and exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.loopback import Listeners, listening_ports
+
+
+@pytest.fixture
+def listeners() -> Iterator[Listeners]:
+    """Listening sockets on loopback, closed after the test."""
+    ls = Listeners()
+    yield ls
+    ls.close()
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the installed console script the way a user or cron would."""
+    exe = os.path.join(os.path.dirname(sys.executable), "exposuremon")
+    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_json_document_shape(listeners: Listeners) -> None:
+    """--json prints one object with the documented keys and the exact open ports."""
+    port = listeners.open()
+    lo, hi = port - 50, port + 50
+    proc = run_cli("scan", "127.0.0.1", "-p", f"{lo}-{hi}", "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    for key in ("target", "address", "started_at", "duration_s", "complete", "open", "counts"):
+        assert key in doc
+    assert doc["target"] == doc["address"] == "127.0.0.1"
+    assert doc["complete"] is True
+    assert doc["open"] == sorted(listening_ports() & set(range(lo, hi + 1)))
+    assert port in doc["open"]
+    assert set(doc["counts"]) >= {"open", "closed", "filtered"}
+    assert sum(doc["counts"][k] for k in ("open", "closed", "filtered")) == hi - lo + 1
+    assert doc["started_at"].endswith("Z")
+
+
+def test_table_output(listeners: Listeners) -> None:
+    """Without --json, the open port is listed and the counts are summarised."""
+    port = listeners.open()
+    proc = run_cli("scan", "127.0.0.1", "-p", f"{port},{port + 1}")
+    assert proc.returncode == 0, proc.stderr
+    assert str(port) in proc.stdout
+    assert "1 open" in proc.stdout
+    assert "\x1b[" not in proc.stdout  # no colour codes when not a TTY
+
+
+def test_expect_open_exit_codes(listeners: Listeners) -> None:
+    """--expect-open: exit 0 when only expected ports are open, 1 when another one is."""
+    a, b = listeners.open(), listeners.open()
+    ok = run_cli("scan", "127.0.0.1", "-p", f"{a},{b}", "--expect-open", f"{a},{b}")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    bad = run_cli("scan", "127.0.0.1", "-p", f"{a},{b}", "--expect-open", str(a), "--json")
+    assert bad.returncode == 1
+    assert json.loads(bad.stdout)["unexpected_open"] == [b]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["scan", "127.0.0.1", "-p", "70000"], "70000"),
+        (["scan", "127.0.0.1", "-p", "80-"], "80-"),
+        (["scan", "127.0.0.1", "--timeout-max", "soon"], "soon"),
+        (["scan", "127.0.0.1", "--concurrency", "0"], "concurrency"),
+        (["scan", "127.0.0.1", "--retries", "-1"], "retries"),
+        (["scan", "127.0.0.1", "--rate", "0"], "rate"),
+        (["scan", "127.0.0.1", "--expect-open", "x"], "'x'"),
+        (["scan", "no-such-host.invalid", "-p", "80"], "no-such-host.invalid"),
+        (["scan"], "HOST"),
+        (["scna", "127.0.0.1"], "scna"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args: list[str], needle: str) -> None:
+    """Bad input: exit code 2, one line on stderr naming the problem, no traceback."""
+    proc = run_cli(*args)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert needle in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_progress_bar_only_on_a_terminal(listeners: Listeners) -> None:
+    """A progress bar is drawn on stderr when it is a terminal, and never in pipes."""
+    import pty
+
+    listeners.open()
+    exe = os.path.join(os.path.dirname(sys.executable), "exposuremon")
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen(
+        [exe, "scan", "127.0.0.1", "-p", "1-65535", "--rate", "20000"],
+        stdout=subprocess.PIPE,
+        stderr=secondary,
+        text=True,
+    )
+    os.close(secondary)
+    seen = b""
+    while True:  # bounded: the scan ends, then the pty reports EOF (EIO)
+        try:
+            chunk = os.read(primary, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    out, _ = proc.communicate(timeout=60)
+    os.close(primary)
+    assert proc.returncode == 0
+    assert b"scanning 127.0.0.1" in seen
+    assert "scanning" not in out
+    piped = run_cli("scan", "127.0.0.1", "-p", "1-2000")
+    assert piped.stderr == ""

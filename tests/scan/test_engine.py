@@ -1,0 +1,241 @@
+"""The scan engine on loopback: exact results against the kernel's own listener table."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from exposuremon.scan import PortState, ScanError, Scanner, ScanOptions
+from exposuremon.scan.engine import socket_budget
+from tests.support.loopback import Listeners, listening_ports, open_fds
+
+
+@pytest.fixture
+def listeners() -> Iterator[Listeners]:
+    """Listening sockets on loopback, closed after the test."""
+    ls = Listeners()
+    yield ls
+    ls.close()
+
+
+async def test_full_range_matches_kernel_listeners(listeners: Listeners) -> None:
+    """A 1-65535 scan of 127.0.0.1 reports exactly the ports the kernel listens on."""
+    mine = {listeners.open() for _ in range(5)}
+    scanner = Scanner()
+    try:
+        result = await scanner.scan("127.0.0.1", range(1, 65536))
+    finally:
+        scanner.close()
+    truth = listening_ports("127.0.0.1")
+    assert mine <= truth
+    assert result.complete
+    assert set(result.open) == truth
+    assert result.counts == {
+        "open": len(truth),
+        "closed": 65535 - len(truth),
+        "filtered": 0,
+        "unknown": 0,
+    }
+    assert result.stats.answered >= 65535
+    assert result.state(next(iter(mine))) is PortState.OPEN
+
+
+async def test_ipv6_loopback(listeners: Listeners) -> None:
+    """IPv6 works: ::1 scans find a listener bound to ::1 and report the v6 address."""
+    port = listeners.open("::1")
+    scanner = Scanner()
+    try:
+        result = await scanner.scan("::1", range(port - 200, port + 200))
+    finally:
+        scanner.close()
+    assert result.address == "::1"
+    assert port in result.open
+    assert set(result.open) == listening_ports("::1") & set(range(port - 200, port + 200))
+
+
+async def test_hostname_resolved_at_scan_time(listeners: Listeners) -> None:
+    """A hostname is resolved when the scan runs and the scanned address is reported."""
+    port = listeners.open("127.0.0.1")
+    scanner = Scanner()
+    try:
+        result = await scanner.scan("localhost", [port])
+    finally:
+        scanner.close()
+    assert result.target == "localhost"
+    assert result.address in {"127.0.0.1", "::1"}
+    if result.address == "127.0.0.1":
+        assert result.open == (port,)
+
+
+async def test_unresolvable_host_is_a_scan_error() -> None:
+    """An unresolvable name raises ScanError naming the host, and leaves no socket."""
+    scanner = Scanner()
+    try:
+        with pytest.raises(ScanError, match=r"no-such-host\.invalid"):
+            await scanner.scan("no-such-host.invalid", [80])
+    finally:
+        scanner.close()
+
+
+async def test_stop_reports_unfinished_ports_as_unknown(listeners: Listeners) -> None:
+    """Stopping closes every socket; finished ports keep their states, the rest are unknown."""
+    port = listeners.open()
+    before = open_fds()
+    scanner = Scanner()
+    running = scanner.start("127.0.0.1", range(1, 65536), ScanOptions(rate=2000), hints=[port])
+    await _until(lambda: running.done >= 50)
+    running.stop()
+    result = await running.wait()
+    assert not result.complete
+    counts = result.counts
+    assert counts["unknown"] > 0
+    assert counts["open"] + counts["closed"] + counts["filtered"] == running.done
+    assert result.state(port) is PortState.OPEN  # the hint went first and finished
+    scanner.close()
+    assert open_fds() <= before
+
+
+async def test_cancelling_the_caller_closes_every_socket() -> None:
+    """Cancelling the task that awaits Scanner.scan leaves no probe socket open."""
+    before = open_fds()
+    scanner = Scanner()
+    task = asyncio.ensure_future(scanner.scan("127.0.0.1", range(1, 65536), ScanOptions(rate=500)))
+    await _until(lambda: scanner.in_flight > 0 or task.done())
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert scanner.in_flight == 0
+    scanner.close()
+    assert open_fds() <= before
+
+
+async def test_rate_limit_is_respected() -> None:
+    """With rate=N the engine opens no more than about N connections per second."""
+    scanner = Scanner()
+    try:
+        result = await scanner.scan("127.0.0.1", range(20000, 20300), ScanOptions(rate=1000))
+    finally:
+        scanner.close()
+    # 300 connects at 1000/s with a burst of at most rate/10 cannot finish sooner than this.
+    assert result.duration >= (300 - 100) / 1000
+    assert result.complete
+
+
+async def test_small_scan_not_starved_by_big_one(listeners: Listeners) -> None:
+    """Under a tiny global budget, a small scan started later finishes long before a big one."""
+    port = listeners.open("127.0.0.2")
+    scanner = Scanner(max_sockets=16)
+    try:
+        big = scanner.start("127.0.0.1", range(1, 65536))
+        await _until(lambda: big.done > 1000)
+        small = await scanner.scan("127.0.0.2", range(port - 30, port + 30))
+        big_done_then = big.done
+        assert scanner.in_flight <= 16
+        big.stop()
+    finally:
+        scanner.close()
+    assert small.complete
+    assert big_done_then < 65535
+    assert port in small.open
+
+
+async def test_many_targets_share_the_budget(listeners: Listeners) -> None:
+    """Twenty concurrent scans under one small budget all complete with exact results."""
+    port = listeners.open("127.0.0.1")
+    for i in range(2, 21):
+        listeners.open(f"127.0.0.{i}", port)
+    scanner = Scanner(max_sockets=24)
+    ports = range(port - 100, port + 100)
+    try:
+        results = await asyncio.gather(*(scanner.scan(f"127.0.0.{i}", ports) for i in range(1, 21)))
+    finally:
+        scanner.close()
+    for result in results:
+        assert result.complete
+        assert port in result.open
+        assert set(result.open) <= listening_ports("127.0.0.1") | {port}
+
+
+def test_socket_budget_keeps_a_reserve() -> None:
+    """The global budget leaves descriptors for the rest of the process."""
+    assert socket_budget(256) == 208
+    assert socket_budget(20000) == 20000 - 256
+    assert socket_budget(16) == 8
+
+
+_LOW_NOFILE_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, json, resource, sys
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+    from exposuremon.scan import Scanner
+    async def main():
+        # Ask for far more sockets than the limit allows: EMFILE must shrink the budget.
+        scanner = Scanner(max_sockets=int(sys.argv[1]))
+        result = await scanner.scan("127.0.0.1", range(1, 65536))
+        scanner.close()
+        print(json.dumps({"open": list(result.open), "complete": result.complete,
+                          "counts": result.counts, "waits": result.stats.resource_waits}))
+    asyncio.run(main())
+    """
+)
+
+
+@pytest.mark.parametrize("max_sockets", [None, 5000])
+def test_scan_completes_under_ulimit_256(listeners: Listeners, max_sockets: int | None) -> None:
+    """Under `ulimit -n 256` a full scan completes exactly, even when asked for 5000 sockets."""
+    mine = {listeners.open() for _ in range(3)}
+    arg = "None" if max_sockets is None else str(max_sockets)
+    script = _LOW_NOFILE_SCRIPT.replace("int(sys.argv[1])", arg)
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=True,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
+    doc = json.loads(out.stdout)
+    assert doc["complete"]
+    assert set(doc["open"]) == listening_ports("127.0.0.1")
+    assert mine <= set(doc["open"])
+    assert doc["counts"]["unknown"] == 0
+    if max_sockets == 5000:
+        assert doc["waits"] > 0  # it did run out, and recovered
+
+
+async def _until(predicate: Callable[[], bool], deadline: float = 20.0) -> None:
+    """Wait for a condition with a deadline (no sleeps standing in for synchronisation)."""
+    async with asyncio.timeout(deadline):
+        # The engine exposes counters, not events: poll them, bounded by the deadline.
+        while not predicate():  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+
+
+async def test_accepted_then_reset_is_open() -> None:
+    """A service that accepts and resets at once is open, not filtered, however the race goes."""
+
+    async def reset_at_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
+    server = await asyncio.start_server(reset_at_once, "127.0.0.5", 0)
+    port = server.sockets[0].getsockname()[1]
+    scanner = Scanner()
+    try:
+        for _ in range(20):
+            result = await scanner.scan("127.0.0.5", [port])
+            assert result.state(port) is PortState.OPEN
+    finally:
+        scanner.close()
+        server.close()
+        await server.wait_closed()

@@ -1,0 +1,315 @@
+"""The status page: view model (pure), rendering with hostile text, and serving it over HTTP."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import re
+from collections.abc import Mapping
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
+
+from exposuremon.config.models import Config, TargetConfig, load_config
+from exposuremon.model import (
+    Event,
+    EventType,
+    Finding,
+    FindingState,
+    Fingerprint,
+    Observed,
+    PortRecord,
+    ScanKind,
+    Severity,
+    TargetState,
+    TargetStatus,
+)
+from exposuremon.store.database import Store
+from exposuremon.web import status_page as page
+from exposuremon.web.app import make_app
+from tests.cli.test_daemon_commands import CONFIG, fill
+
+NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
+HOSTILE = "<script>alert(1)</script><img src=x onerror=alert(1)>"
+HOSTILE_ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;"
+
+
+class Tags(HTMLParser):
+    """Every start tag with its attributes, and the document's text."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def parse(html: str) -> Tags:
+    """The page parsed as a browser would tokenise it."""
+    tags = Tags()
+    tags.feed(html)
+    tags.close()
+    return tags
+
+
+def target(name: str, address: str, expected: str = "") -> TargetConfig:
+    """A configured target."""
+    doc = {"name": name, "address": address} | ({"expected_open": expected} if expected else {})
+    return TargetConfig.model_validate(doc)
+
+
+def rec(port: int, state: Observed = Observed.OPEN, fp: Fingerprint | None = None) -> PortRecord:
+    """A port record last changed an hour ago."""
+    hour_ago = NOW - dt.timedelta(hours=1)
+    return PortRecord(port, state, hour_ago, NOW, hour_ago, times_opened=1, fingerprint=fp)
+
+
+def finding(
+    fid: int,
+    name: str,
+    port: int,
+    severity: Severity = Severity.CRITICAL,
+    *,
+    reopened: int = 0,
+    acked: bool = False,
+    minutes_ago: int = 30,
+    fp: Fingerprint | None = None,
+) -> Finding:
+    """An active finding."""
+    return Finding(
+        id=fid,
+        target=name,
+        port=port,
+        severity=severity,
+        state=FindingState.ACKED if acked else FindingState.OPEN,
+        opened_at=NOW - dt.timedelta(minutes=minutes_ago),
+        reopen_count=reopened,
+        previous_resolved_at=NOW - dt.timedelta(hours=5) if reopened else None,
+        ack_until=NOW + dt.timedelta(days=7) if acked else None,
+        ack_reason=f"vendor {HOSTILE}" if acked else None,
+        fingerprint=fp,
+    )
+
+
+def state(
+    name: str, address: str, ports: Mapping[int, PortRecord], findings: list[Finding]
+) -> TargetState:
+    """A target that is up, scanned a minute ago."""
+    return TargetState(
+        name=name,
+        address=address,
+        status=TargetStatus.UP,
+        status_since=NOW - dt.timedelta(days=2),
+        ports=ports,
+        findings={f.port: f for f in findings},
+        last_scan={ScanKind.SENTINEL: NOW - dt.timedelta(minutes=1)},
+        reopened_total=1,
+    )
+
+
+def story() -> page.PageModel:
+    """Two scanned targets (hostile banners among them) and one never scanned."""
+    evil = Fingerprint(banner=HOSTILE)
+    web_fp = Fingerprint(http_server=HOSTILE, http_title=HOSTILE, tls_subject=f"CN={HOSTILE}")
+    surgery = state(
+        "surgery",
+        "127.0.0.61",
+        {443: rec(443, fp=web_fp), 80: rec(80), 444: rec(444), 2222: rec(2222, fp=evil)},
+        [
+            finding(1, "surgery", 80, minutes_ago=10),
+            finding(2, "surgery", 444, reopened=2, minutes_ago=50),
+            finding(3, "surgery", 2222, Severity.WARNING, minutes_ago=5, fp=evil),
+        ],
+    )
+    branch = state(
+        "branch",
+        "127.0.0.62",
+        {22: rec(22), 443: rec(443, Observed.CLOSED)},
+        [finding(4, "branch", 22, acked=True)],
+    )
+    events = [
+        Event(
+            EventType.FINGERPRINT_CHANGED,
+            Severity.INFO,
+            "surgery",
+            NOW - dt.timedelta(minutes=2),
+            f"banner now {HOSTILE}",
+            port=2222,
+        ),
+        Event(EventType.TARGET_UP, Severity.INFO, "branch", NOW - dt.timedelta(hours=3), "up"),
+    ]
+    targets = [
+        target("surgery", "127.0.0.61", "443"),
+        target("branch", "127.0.0.62", "22,443"),
+        target("lab", "127.0.0.63"),
+    ]
+    return page.build(targets, {"surgery": surgery, "branch": branch}, events, NOW)
+
+
+# ------------------------------------------------------------------------------- view model
+
+
+def test_findings_reopened_first_then_severity_acked_last() -> None:
+    """Open findings: reopened first, then critical before warning, acknowledged ones last."""
+    model = story()
+    assert [(f.target, f.port) for f in model.findings] == [
+        ("surgery", 444),
+        ("surgery", 80),
+        ("surgery", 2222),
+        ("branch", 22),
+    ]
+    assert model.findings[-1].acked
+    surgery = model.targets[0]
+    assert [f.port for f in surgery.findings] == [444, 80, 2222]
+
+
+def test_counts_and_title() -> None:
+    """The title counts unacknowledged findings by severity; acked and reopened are counted."""
+    model = story()
+    assert model.counts == {
+        "targets": 3,
+        "critical": 2,
+        "warning": 1,
+        "info": 0,
+        "reopened": 1,
+        "acked": 1,
+        "down": 0,
+    }
+    assert model.title == "exposuremon: 2 critical, 1 warning"
+    empty = page.build([target("lab", "127.0.0.63")], {}, [], NOW)
+    assert empty.title == "exposuremon: all clear"
+
+
+def test_ports_marked_expected_unexpected_and_missing() -> None:
+    """Open ports say expected or not; an expected port that is not open is listed as such."""
+    surgery, branch, lab = story().targets
+    assert [(p.port, p.expected, p.open) for p in surgery.ports] == [
+        (80, False, True),
+        (443, True, True),
+        (444, False, True),
+        (2222, False, True),
+    ]
+    assert [(p.port, p.expected, p.open) for p in branch.ports] == [
+        (22, True, True),
+        (443, True, False),
+    ]
+    assert lab.status == "never scanned"
+    assert lab.ports == ()
+    assert lab.address == "127.0.0.63"
+    assert [k for k, _ in surgery.last_scans] == ["sentinel", "quick", "full"]
+    assert surgery.last_scans[0][1] == page.When("1m ago", "2026-11-26T11:59:00Z")
+    assert surgery.last_scans[1][1] is None
+
+
+@pytest.mark.parametrize(
+    ("delta", "text"),
+    [
+        (dt.timedelta(0), "just now"),
+        (dt.timedelta(seconds=42), "42s ago"),
+        (dt.timedelta(minutes=5, seconds=59), "5m ago"),
+        (dt.timedelta(hours=3), "3h ago"),
+        (dt.timedelta(days=2, hours=23), "2d ago"),
+        (-dt.timedelta(days=7), "in 7d"),
+    ],
+)
+def test_ago(delta: dt.timedelta, text: str) -> None:
+    """Relative times use the largest whole unit."""
+    assert page.ago(NOW - delta, NOW) == text
+
+
+@given(st.timedeltas(min_value=dt.timedelta(days=-5000), max_value=dt.timedelta(days=5000)))
+def test_ago_is_always_short_text(delta: dt.timedelta) -> None:
+    """Any time, past or future, renders as a few characters."""
+    text = page.ago(NOW - delta, NOW)
+    assert 5 <= len(text) <= 12
+    assert text == "just now" or text.endswith(" ago") or text.startswith("in ")
+
+
+# --------------------------------------------------------------------------------- rendering
+
+
+def test_hostile_text_is_escaped_everywhere() -> None:
+    """Banners, titles, Server headers, TLS subjects, ack reasons and summaries stay text."""
+    html = page.render(story())
+    doc = parse(html)
+    assert [t for t, _ in doc.tags if t in ("script", "img", "iframe", "svg", "object")] == []
+    assert not any(k.startswith("on") for _, attrs in doc.tags for k in attrs)
+    assert "<script" not in html.lower()
+    text = "".join(doc.text)
+    assert HOSTILE in text  # shown, as text
+    assert f"banner: {HOSTILE}" in text
+    assert f"vendor {HOSTILE}" in text
+    assert html.count(HOSTILE_ESCAPED) >= 4
+
+
+def test_page_structure() -> None:
+    """Anchors per target, a self-refresh, a title with counts, and nothing loaded from outside."""
+    html = page.render(story())
+    doc = parse(html)
+    ids = {attrs.get("id") for _, attrs in doc.tags}
+    assert {"target-surgery", "target-branch", "target-lab"} <= ids
+    refresh = [a for t, a in doc.tags if t == "meta" and a.get("http-equiv") == "refresh"]
+    assert refresh == [{"http-equiv": "refresh", "content": "30"}]
+    assert "<title>exposuremon: 2 critical, 1 warning</title>" in html
+    # No external URL at all: the machine running this may have no internet.
+    assert not re.search(r"(?i)(https?:)?//[a-z0-9]", html.replace("http-equiv", ""))
+    assert [a for t, a in doc.tags if t == "link"] == []
+    text = " ".join(" ".join(doc.text).split())
+    assert "reopened ×2" in text
+    assert "443 expected · not open" in text
+    assert "never scanned" in text
+    assert "fingerprint changed" in text
+
+
+# ------------------------------------------------------------------------------------ served
+
+
+@dataclasses.dataclass
+class ReadOnly:
+    """A backend that only reads (the page needs nothing else)."""
+
+    store: Store
+    config: Config
+
+    def scan_now(self, target: str) -> bool:
+        """Never called by the page."""
+        raise AssertionError("the page must not schedule scans")
+
+    async def ack(self, finding_id: int, until: dt.datetime, reason: str) -> Finding:
+        """Never called by the page."""
+        raise AssertionError("the page must not ack")
+
+    def not_ready(self) -> str | None:
+        """Always ready."""
+        return None
+
+
+async def test_served_from_a_filled_store(tmp_path: Path) -> None:
+    """GET / renders the store's story as HTML with a script-forbidding CSP; queries ignored."""
+    await fill(tmp_path / "state")
+    config_path = tmp_path / "config.toml"
+    config_path.write_text(CONFIG.replace('"state"', f'"{tmp_path / "state"}"'))
+    async with await Store.open(tmp_path / "state") as store:
+        app = make_app(CollectorRegistry(), ReadOnly(store, load_config(config_path)))
+        async with TestClient(TestServer(app)) as client:
+            resp = await client.get("/?x=%00&y=<script>")
+            html = await resp.text()
+            assert resp.status == 200
+            assert resp.content_type == "text/html"
+            csp = resp.headers["Content-Security-Policy"]
+            assert "default-src 'none'" in csp
+            assert "script-src" not in csp
+    text = " ".join(" ".join(parse(html).text).split())
+    assert "exposuremon: 3 critical" in html  # office 80, 3389 and branch 22; 8080 is acked
+    for needle in ("office", "branch", "lab", "3389/tcp", "reopened", "vendor remote support"):
+        assert needle in text
