@@ -32,7 +32,9 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-check: lint typecheck test
+## Everything: lint, types, and the tests with a coverage report (a report, not a gate).
+check: lint typecheck sysdeps
+	$(BIN)/python -m pytest --cov --cov-report=term
 
 bench: $(STAMP) sysdeps
 	$(BIN)/python -m bench.scan_bench

@@ -34,8 +34,9 @@ from exposuremon import detect
 from exposuremon.config import Config, parse_config
 from exposuremon.metrics import Metrics, StateCollector, scrape_handler
 from exposuremon.model import Observation, Observed, ScanKind, TargetState
-from exposuremon.store import ScanRecord, Store
+from exposuremon.store import Store
 from exposuremon.web import HttpServer
+from tests.support.records import scan_record_of
 
 GOAL_MS = 100.0
 
@@ -89,7 +90,7 @@ async def scan(
     obs = observation(name, str(target.ip or target.address), ports, now)
     outcome = detect.evaluate(prev, obs, target.policy(config.scan), now)
     applied = await store.apply(
-        ScanRecord.from_observation(obs), outcome.state, outcome.events, outcome.findings, ()
+        scan_record_of(obs), outcome.state, outcome.events, outcome.findings, ()
     )
     return applied.state
 

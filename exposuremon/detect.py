@@ -1,6 +1,6 @@
 """Detection: (previous target state, one scan, policy, now) -> new state, events, findings.
 
-Pure: no I/O and no clock reads (time is an argument). Rules of DESIGN.md "Detection" and
+Pure: no I/O and no clock reads (time is an argument). Rules of docs/architecture.md "Detection" and
 "Scan engine", with the details decided here:
 
 - Order: results can arrive out of order (a full scan still fingerprinting while a sentinel
@@ -96,7 +96,7 @@ _ORDER = {
     )
     for kind in group.split()
 }
-# DESIGN.md severities; finding_opened carries its finding's own severity.
+# docs/architecture.md severities; finding_opened carries its finding's own severity.
 _SEVERITY = {
     EventType.FINDING_REOPENED: Severity.CRITICAL,
     EventType.EXPECTED_PORT_CLOSED: Severity.WARNING,

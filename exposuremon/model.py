@@ -38,7 +38,7 @@ class Severity(enum.IntEnum):
 
 
 class EventType(enum.StrEnum):
-    """Every event detection emits (DESIGN.md "Detection")."""
+    """Every event detection emits (docs/architecture.md "Detection")."""
 
     PORT_OPENED = "port_opened"
     PORT_CLOSED = "port_closed"
@@ -55,7 +55,7 @@ class EventType(enum.StrEnum):
 
 
 class ScanKind(enum.StrEnum):
-    """The three scan schedules (DESIGN.md "Scan kinds")."""
+    """The three scan schedules (docs/architecture.md "Scan kinds")."""
 
     SENTINEL = "sentinel"
     QUICK = "quick"

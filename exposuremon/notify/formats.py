@@ -20,7 +20,7 @@ or bidi/zero-width characters, one line, capped; `defang` puts a zero-width spac
 |            | (no mention entities)               | markdown); service text in Monospace      |
 | googlechat | `text`                              | as slack (entities, code spans)           |
 | ntfy       | JSON publish, markdown off          | cleaned only (plain text)                 |
-| webhook    | the DESIGN.md contract              | cleaned only (data; receivers escape)     |
+| webhook    | the architecture doc's contract     | cleaned only (data; receivers escape)     |
 
 Slack's body is also what Mattermost and Rocket.Chat incoming webhooks take (they read `text`).
 ntfy: delivery POSTs the body to the server's root URL (`split_ntfy_url`), the topic is in the
@@ -164,7 +164,7 @@ def dedup_key(target: str, event: Event) -> str:
 
 
 def webhook_body(message: Message) -> dict[str, Any]:
-    """DESIGN.md's generic webhook body (a contract), plus `kind` and `delivery_id`.
+    """docs/architecture.md's generic webhook body (a contract), plus `kind` and `delivery_id`.
 
     Per event `dedup_key` is `{target}/tcp/{port}/{finding_id}` for finding_opened and
     finding_reopened, `{target}/tcp/{port}/{finding_id}/{type}` for other events of a finding,

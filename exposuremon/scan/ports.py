@@ -13,7 +13,8 @@ MIN_PORT = 1
 MAX_PORT = 65535
 
 # The incident's ports (HTTP 80-89, HTTPS 440-449) plus the admin services a router must never
-# expose (FTP/SSH/Telnet, SMB, RDP, alternative web admin ports). See DESIGN.md "Scan kinds".
+# expose (FTP/SSH/Telnet, SMB, RDP, alternative web admin ports). See docs/architecture.md,
+# "Scan kinds".
 HOT_SPEC = "21-23,80-89,440-449,445,3389,8080-8090,8443"
 
 # nmap's 1000 most frequent TCP ports (nmap-services frequencies, as `nmap --top-ports 1000`).

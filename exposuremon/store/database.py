@@ -31,8 +31,6 @@ from exposuremon.model import (
     EventType,
     Finding,
     FindingState,
-    Observation,
-    Observed,
     ScanKind,
     TargetState,
 )
@@ -86,26 +84,6 @@ class ScanRecord:
             closed_count=counts["closed"],
             filtered_count=counts["filtered"],
             duration_s=result.duration,
-        )
-
-    @classmethod
-    def from_observation(cls, obs: Observation, ports_scanned: int | None = None) -> ScanRecord:
-        """Summarise an observation; `ports_scanned` defaults to the ports it finished."""
-        counts = {state: 0 for state in Observed}
-        for state in obs.states.values():
-            counts[state] += 1
-        return cls(
-            target=obs.target,
-            kind=obs.kind,
-            address=obs.address,
-            started=obs.started,
-            finished=obs.finished,
-            complete=obs.complete,
-            ports_scanned=len(obs.states) if ports_scanned is None else ports_scanned,
-            open_count=counts[Observed.OPEN],
-            closed_count=counts[Observed.CLOSED],
-            filtered_count=counts[Observed.FILTERED],
-            duration_s=(obs.finished - obs.started).total_seconds(),
         )
 
 

@@ -1,4 +1,4 @@
-"""The JSON API under /api/v1 (DESIGN.md "Interfaces"): bodies are contracts.
+"""The JSON API under /api/v1 (docs/architecture.md "Interfaces"): bodies are contracts.
 
 Request parsing is pure functions that return values or raise `BadRequest` naming the field,
 so every rule is tested without an event loop; handlers only glue parsing, the `Backend`

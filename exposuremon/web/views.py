@@ -1,4 +1,4 @@
-"""JSON views of the model, shaped as DESIGN.md's API bodies; shared by the CLI and the API.
+"""JSON views of the model, the API bodies of docs/architecture.md, shared by the CLI and the API.
 
 Pure functions: model objects in, JSON-ready dicts out. Times are RFC 3339 UTC.
 """

@@ -33,7 +33,8 @@ from exposuremon.model import (
     ScanKind,
     TargetState,
 )
-from exposuremon.store.database import MAX_PAGE, ScanRecord, Store, db_path
+from exposuremon.store.database import MAX_PAGE, Store, db_path
+from tests.support.records import scan_record_of
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.toml"
 T0 = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.UTC)
@@ -128,9 +129,7 @@ async def apply_scans(
     """Detect and save each scan in turn, as the service does; the state as stored."""
     for obs in scans:
         out = evaluate(state, obs, policy, obs.finished)
-        applied = await store.apply(
-            ScanRecord.from_observation(obs), out.state, out.events, out.findings, ()
-        )
+        applied = await store.apply(scan_record_of(obs), out.state, out.events, out.findings, ())
         state = applied.state
     return state
 

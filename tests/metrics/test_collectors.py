@@ -97,7 +97,7 @@ async def test_state_gauges_follow_the_store_and_survive_a_restart(tmp_path: Pat
     # Other listeners on the machine (0.0.0.0) are open on 127.0.0.5 too: the oracle says which.
     ambient = listening_ports("127.0.0.5") - {expected, stray}
     unexpected = {s["port"]: s["severity"] for s in series(live, "exposuremon_port_unexpected")}
-    assert unexpected.pop(str(stray)) == "critical"  # reopened (DESIGN.md "Detection")
+    assert unexpected.pop(str(stray)) == "critical"  # reopened (docs/architecture.md "Detection")
     assert set(unexpected) <= {str(p) for p in ambient}
     assert value(live, "exposuremon_unexpected_open_ports", target="gw") == 1 + len(unexpected)
     assert value(live, "exposuremon_target_up", target="gw") == 1

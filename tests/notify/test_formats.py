@@ -629,7 +629,7 @@ def test_webhook_signature_verifies(secret: str, target: str) -> None:
 
 
 def test_webhook_body_is_the_contract() -> None:
-    """The generic body is DESIGN.md's example field for field, compact, plus kind/delivery_id."""
+    """The generic body is the architecture doc's example field for field, plus kind/delivery_id."""
     event = reopened(443, TLS_FP, 7)
     request = render("webhook", msg(event))
     assert request.body.startswith(b'{"version":1,"source":"exposuremon","target":"surgery-router"')

@@ -45,6 +45,7 @@ from exposuremon.store.database import (
     migrate,
     sqlite_engine,
 )
+from tests.support.records import scan_record_of
 
 T0 = dt.datetime(2026, 11, 20, 9, 12, 3, 123456, tzinfo=dt.UTC)
 CLOCK = dt.datetime(2026, 11, 26, 3, 14, 7, 654321, tzinfo=dt.UTC)
@@ -919,7 +920,7 @@ def test_scan_record_summarises_results_and_observations() -> None:
         {22: Observed.CLOSED, 80: Observed.OPEN, 81: Observed.OPEN},
         frozenset({80}),
     )
-    assert ScanRecord.from_observation(obs) == ScanRecord(
+    assert scan_record_of(obs) == ScanRecord(
         "r", ScanKind.QUICK, "198.51.100.7", T0, at(1), True, 3, 2, 1, 0, 60.0
     )
 

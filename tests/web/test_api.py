@@ -25,7 +25,7 @@ from exposuremon.config.fields import TOKEN_ENV
 from exposuremon.detect import TargetPolicy, evaluate
 from exposuremon.metrics.collectors import StateCollector
 from exposuremon.model import EventType, FindingState, ScanKind, TargetState
-from exposuremon.store.database import ScanRecord, Store, db_path
+from exposuremon.store.database import Store, db_path
 from exposuremon.web import api
 from exposuremon.web.api import BadRequest
 from exposuremon.web.app import make_app
@@ -33,6 +33,7 @@ from tests.cli.test_daemon_commands import observe
 from tests.support.apibed import TOKEN, StoreBackend, Story, build_story
 from tests.support.daemon import running_service, wait_until, write_config
 from tests.support.loopback import Listeners
+from tests.support.records import scan_record_of
 
 NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -357,7 +358,7 @@ async def test_findings_pages_and_since(story: Story, tmp_path: Path) -> None:
 
 
 async def test_events_filters_and_shape(story: Story, tmp_path: Path) -> None:
-    """Events: DESIGN.md's keys, newest first, filtered by type and target, paginated."""
+    """Events: docs/architecture.md's keys, newest first, filtered by type and target, paginated."""
     bed = story.copy(tmp_path)
     async with serving(bed) as (client, _):
         every = await get_json(client, "/api/v1/events?limit=1000")
@@ -517,9 +518,7 @@ async def test_notifications_list_dead_letters_without_urls(story: Story, tmp_pa
         store = backend.store
         obs = observe("lab", "192.0.2.44", NOW, {3389})
         out = evaluate(TargetState(name="lab"), obs, TargetPolicy(), NOW)
-        await store.apply(
-            ScanRecord.from_observation(obs), out.state, out.events, out.findings, ["chat", "ops"]
-        )
+        await store.apply(scan_record_of(obs), out.state, out.events, out.findings, ["chat", "ops"])
         ops, _ = await store.deliveries(channel="ops")
         chat, _ = await store.deliveries(channel="chat")
         assert ops
