@@ -8,12 +8,18 @@
 from __future__ import annotations
 
 from exposuremon.config.checks import check_warnings
-from exposuremon.config.fields import NOTIFY_TYPES, TOKEN_ENV, IPAddress, Rate, parse_rate
-from exposuremon.config.models import (
+from exposuremon.config.fields import (
     DEFAULT_FULL,
     DEFAULT_QUICK,
-    Config,
+    NOTIFY_TYPES,
+    TOKEN_ENV,
     ConfigError,
+    IPAddress,
+    Rate,
+    parse_rate,
+)
+from exposuremon.config.models import (
+    Config,
     DaemonConfig,
     HttpConfig,
     NotifyConfig,

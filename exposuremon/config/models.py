@@ -496,24 +496,3 @@ def load_config(path: Path) -> Config:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError([f"{path}: cannot read config file: {reason}"]) from None
     return parse_config(text, path.absolute().parent, source=str(path))
-
-
-__all__ = [
-    "DEFAULT_FULL",
-    "DEFAULT_QUICK",
-    "TOKEN_ENV",
-    "Config",
-    "ConfigError",
-    "DaemonConfig",
-    "HttpConfig",
-    "NotifyConfig",
-    "Rate",
-    "ScanConfig",
-    "ScanOverride",
-    "ScheduleConfig",
-    "ScheduleOverride",
-    "TargetConfig",
-    "load_config",
-    "parse_config",
-    "parse_rate",
-]

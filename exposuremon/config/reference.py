@@ -21,7 +21,8 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from exposuremon.config.models import DEFAULT_QUICK, TOKEN_ENV, Config
+from exposuremon.config.fields import DEFAULT_QUICK, TOKEN_ENV
+from exposuremon.config.models import Config
 from exposuremon.scan import HOT_PORTS, format_ports
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.toml"

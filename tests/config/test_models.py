@@ -13,12 +13,9 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
 from exposuremon.config.checks import check_warnings, host_addresses
-from exposuremon.config.fields import Rate
+from exposuremon.config.fields import DEFAULT_FULL, TOKEN_ENV, ConfigError, Rate
 from exposuremon.config.models import (
-    DEFAULT_FULL,
-    TOKEN_ENV,
     Config,
-    ConfigError,
     load_config,
     parse_config,
 )
