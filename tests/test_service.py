@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import signal
 import sqlite3
 import time
@@ -74,17 +75,21 @@ async def test_quiet_scans_are_written_in_batches(tmp_path: Path) -> None:
     try:
         async with running_service(config) as service:
 
-            async def several() -> bool:
-                return service.scans_recorded >= 5
+            async def held_newer_than_stored() -> dt.datetime | None:
+                # Read the store first: a written scan drops what is held, so a held scan seen
+                # after the read is newer than what was read (two equal times are no proof).
+                stored = (await service.store.load_state("lo")).last_scan[ScanKind.SENTINEL]
+                held = service.pipeline.quiet.get("lo")
+                newer = held is not None and held.last_scan[ScanKind.SENTINEL] > stored
+                return stored if service.scans_recorded >= 5 and newer else None
 
-            await wait_until(several, 30, "five scans")
+            before = await wait_until(held_newer_than_stored, 30, "five scans, one held")
             db = sqlite3.connect(tmp_path / "state" / "exposuremon.db")
             try:
                 (rows,) = db.execute("SELECT count(*) FROM scans").fetchone()
             finally:
                 db.close()
             assert rows < service.scans_recorded  # the quiet sentinel scans were held
-            before = (await service.store.load_state("lo")).last_scan[ScanKind.SENTINEL]
             await service.flush_quiet()
             after = (await service.store.load_state("lo")).last_scan[ScanKind.SENTINEL]
             assert after > before

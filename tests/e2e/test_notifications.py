@@ -245,4 +245,10 @@ async def test_reopen_after_reboot_is_grouped_per_channel(router: Router, tmp_pa
         assert all(e["severity"] == "critical" for e in reopened)
         ports.extend(e["port"] for e in reopened)
     assert sorted(ports) == BUG_PORTS  # every reopened port, each in one message
-    assert "reboot_suspected" in {e["type"] for e in bodies[0]["events"]}  # with its context
+    # With its context: the reboot is in the same message, or (when a scan saw the router
+    # answer before its services were back, so the reboot was suspected one scan earlier)
+    # named in every reopen's summary.
+    first = bodies[0]["events"]
+    assert "reboot_suspected" in {e["type"] for e in first} or all(
+        "reboot" in e["summary"] for e in first if e["type"] == "finding_reopened"
+    )
