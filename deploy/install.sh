@@ -8,6 +8,9 @@
 #            with state_dir = /var/lib/exposuremon (never overwriting an existing one; the
 #            current example is always written next to it as config.toml.example), and a
 #            BIN_DIR/exposuremon link for the CLI. Running it again upgrades in place.
+#            config.toml may hold webhook URLs and tokens: it is mode 0640, owned by root and
+#            SERVICE_GROUP, which the unit gives the service (SupplementaryGroups=); on a
+#            live system the group is created (groupadd --system) when missing.
 # uninstall  removes the unit, the link, the example and the environment (only one that this
 #            script created); keeps CONF_DIR/config.toml and the state under /var/lib.
 # unit       prints the unit as install would write it.
@@ -17,6 +20,7 @@
 #   SYSTEMD_DIR [/etc/systemd/system]  CONF_DIR [/etc/exposuremon]  BIN_DIR [/usr/local/bin]
 #   PYTHON [python3, 3.11 or newer]  PIP_SPEC [this source tree; or a wheel file]
 #   PIP_ARGS [extra pip options, e.g. "--no-index --find-links /srv/wheels"]
+#   SERVICE_GROUP [exposuremon: the group that may read config.toml]
 set -eu
 
 action=${1:-install}
@@ -29,6 +33,7 @@ BIN_DIR=${BIN_DIR:-/usr/local/bin}
 PYTHON=${PYTHON:-python3}
 PIP_SPEC=${PIP_SPEC:-$SRC}
 PIP_ARGS=${PIP_ARGS:-}
+SERVICE_GROUP=${SERVICE_GROUP:-exposuremon}
 STATE_DIR=/var/lib/exposuremon # the unit's StateDirectory=exposuremon
 UNIT=exposuremon.service
 
@@ -51,6 +56,14 @@ for name in PREFIX SYSTEMD_DIR CONF_DIR BIN_DIR; do
 done
 case $DESTDIR in
 *[!A-Za-z0-9/._+-]*) die "DESTDIR may only hold A-Z a-z 0-9 / . _ + -, not '$DESTDIR'" ;;
+esac
+# The group name ends up in the unit and in chown: a plain system group name only.
+case $SERVICE_GROUP in
+[a-z_]*) ;;
+*) die "SERVICE_GROUP must start with a-z or _, not '$SERVICE_GROUP'" ;;
+esac
+case $SERVICE_GROUP in
+*[!a-z0-9_-]*) die "SERVICE_GROUP may only hold a-z 0-9 _ -, not '$SERVICE_GROUP'" ;;
 esac
 [ "$PREFIX" != / ] || die "PREFIX must not be /"
 for name in PREFIX SYSTEMD_DIR CONF_DIR BIN_DIR DESTDIR; do
@@ -80,8 +93,34 @@ render_unit() {
     exec_start="ExecStart=$PREFIX/bin/exposuremon run -c $CONF_DIR/config.toml"
     sed -e "s|^ExecStart=/opt/exposuremon/bin/exposuremon run -c /etc/exposuremon/config.toml\$|$exec_start|" \
         -e "s|^EnvironmentFile=-/etc/exposuremon/env\$|EnvironmentFile=-$CONF_DIR/env|" \
+        -e "s|^SupplementaryGroups=exposuremon\$|SupplementaryGroups=$SERVICE_GROUP|" \
         "$SRC/systemd/$UNIT" >"$1"
     grep -qx "$exec_start" "$1" || die "systemd/$UNIT has no ExecStart= line to rewrite"
+    grep -qx "SupplementaryGroups=$SERVICE_GROUP" "$1" ||
+        die "systemd/$UNIT has no SupplementaryGroups= line to rewrite"
+}
+
+warn() { echo "exposuremon install: warning: $*" >&2; }
+
+# The group that may read config.toml exists (made here on a live system), or warn and fail.
+service_group() {
+    getent group "$SERVICE_GROUP" >/dev/null 2>&1 && return 0
+    if [ -z "$DESTDIR" ] && [ "$(id -u)" = 0 ] && live; then
+        groupadd --system "$SERVICE_GROUP" || die "cannot create the group $SERVICE_GROUP"
+        say "created the system group $SERVICE_GROUP (may read $CONF_DIR/config.toml)"
+        return 0
+    fi
+    return 1
+}
+
+# config.toml: 0640 root:SERVICE_GROUP, so the service reads it and nobody else does.
+protect_config() { # protect_config FILE
+    chmod 0640 "$1"
+    if service_group && [ "$(id -u)" = 0 ] && chown "root:$SERVICE_GROUP" "$1"; then
+        return 0
+    fi
+    warn "$CONF_DIR/config.toml is not owned by root:$SERVICE_GROUP, so the service cannot" \
+        "read it: groupadd --system $SERVICE_GROUP; chown root:$SERVICE_GROUP $CONF_DIR/config.toml"
 }
 
 write_file() { # write_file TMPFILE DEST MODE: atomic replace
@@ -138,9 +177,15 @@ do_install() {
     write_file "$example.tmp" "$example" 0644
     if [ -e "$conf" ]; then
         say "kept $CONF_DIR/config.toml (config.toml.example beside it shows every key)"
+        # An upgrade keeps the operator's file as it is, but says when anyone may read it.
+        case $(ls -ln "$conf" | cut -c8) in
+        r) warn "$CONF_DIR/config.toml is readable by every user; if it holds webhook URLs or" \
+            "tokens: chown root:$SERVICE_GROUP $CONF_DIR/config.toml; chmod 0640 $CONF_DIR/config.toml" ;;
+        esac
     else
         cp "$example" "$conf.tmp"
-        write_file "$conf.tmp" "$conf" 0644
+        protect_config "$conf.tmp"
+        mv -f "$conf.tmp" "$conf"
         say "wrote $CONF_DIR/config.toml: put your routers in its [[targets]]"
     fi
     ln -sfn "$PREFIX/bin/exposuremon" "$link"

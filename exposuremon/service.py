@@ -70,7 +70,7 @@ class Service:
         self.scans_recorded = 0
         self.systemd = SystemdNotifier.from_env()  # does nothing outside systemd
         self._reload_error: str | None = None  # why the last reload was refused
-        # Chat delivery (notify/outbox.py): a real worker once the store is open.
+        # Chat delivery (notify/notifier.py): a real worker once the store is open.
         self.notifications: Notifier | NullNotifier = NullNotifier()
         self._session: aiohttp.ClientSession | None = None
 

@@ -266,7 +266,7 @@ class NotifyConfig(_Model):
     secret_file: FilePath | None = None
     min_severity: Annotated[Severity, BeforeValidator(parse_severity)] = Severity.WARNING
     targets: tuple[StrictStr, ...] | None = None
-    # Delivery (notify/outbox.py): messages per period (default per type), how long a failing
+    # Delivery (notify/notifier.py): messages per period (default per type), how long a failing
     # message is retried, and reminders of open critical findings (off unless remind_every).
     rate: Annotated[Rate, PlainValidator(parse_rate), PlainSerializer(str)] | None = None
     retry_horizon: Duration = 24 * 3600.0

@@ -1,8 +1,13 @@
 r"""Rendering a `Message` into the HTTP request body of each chat format (pure: no I/O, no clock).
 
-`render(channel_type, message)` returns a `Request`: compact UTF-8 JSON and its headers. Every
-format sends `Content-Type: application/json` and, when `message.delivery_id` is set,
-`X-Exposuremon-Delivery: <delivery_id>` (stable across retries; receivers dedup on it).
+`render_parts(channel_type, message)` returns the `Request`s (compact UTF-8 JSON and its
+headers) of one message: one, except for a webhook message over 256 KB (`webhook_bodies`);
+`render` is the one request of a message that needs one. Every format sends
+`Content-Type: application/json` and, when `message.delivery_id` is set,
+`X-Exposuremon-Delivery: <delivery_id>` (stable across retries; receivers dedup on it). The
+webhook adds the Standard Webhooks headers `webhook-id` (the same delivery id),
+`webhook-timestamp` (the `now` passed in: the caller's clock) and, with a secret,
+`webhook-signature` next to `X-Exposuremon-Signature`.
 
 What each format does with text that did not come from exposuremon (target names, addresses,
 banners, HTTP titles and Server headers, TLS subjects; all first pass `text.clean`: no control
@@ -18,22 +23,30 @@ or bidi/zero-width characters, one line, capped; `defang` puts a zero-width spac
 |            |                                     | code spans: backtick -> `'`, `<` + ZWSP   |
 | msteams    | Adaptive Card 1.4 of RichTextBlocks | defang; TextRuns (never parsed as         |
 |            | (no mention entities)               | markdown); service text in Monospace      |
-| googlechat | `text`                              | as slack (entities, code spans)           |
+| googlechat | `text`                              | defang; ZWSP after `<` (no entities: Chat |
+|            |                                     | shows them raw); backtick -> `'`; service |
+|            |                                     | text in code spans                        |
 | ntfy       | JSON publish, markdown off          | cleaned only (plain text)                 |
-| webhook    | the architecture doc's contract     | cleaned only (data; receivers escape)     |
+| webhook    | the architecture doc's contract, in | cleaned only (data; receivers escape)     |
+|            | < 256 KB; Standard Webhooks headers |                                           |
 
 Slack's body is also what Mattermost and Rocket.Chat incoming webhooks take (they read `text`).
 ntfy: delivery POSTs the body to the server's root URL (`split_ntfy_url`), the topic is in the
-body. Size limits of each service are kept by showing fewer lines per section ("… and N more"),
-then by leaving the details out.
+body. Discord: delivery POSTs to the URL with `?wait=true` (`discord_url`). Size limits of
+each service are kept by showing fewer lines per section ("… and N more"), then by leaving the
+details out.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
+import datetime as dt
 import hashlib
 import hmac
 import json
+import math
 import re
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -58,6 +71,11 @@ from exposuremon.units import rfc3339
 CHANNEL_TYPES: tuple[str, ...] = ("slack", "discord", "msteams", "googlechat", "ntfy", "webhook")
 DELIVERY_HEADER = "X-Exposuremon-Delivery"
 SIGNATURE_HEADER = "X-Exposuremon-Signature"
+# Standard Webhooks (standardwebhooks.com): the id is the delivery id, stable across retries.
+WEBHOOK_ID_HEADER = "webhook-id"
+WEBHOOK_TIMESTAMP_HEADER = "webhook-timestamp"
+WEBHOOK_SIGNATURE_HEADER = "webhook-signature"
+WHSEC_PREFIX = "whsec_"
 
 # Service limits (characters unless named bytes).
 SLACK_TEXT = 40_000
@@ -71,10 +89,15 @@ DISCORD_FIELD_NAME = 256
 DISCORD_FIELD_VALUE = 1_024
 DISCORD_FOOTER = 2_048
 DISCORD_TOTAL = 6_000
-TEAMS_BYTES = 28_000
+# Teams Workflows answer 202 before they post the card: one over the ~28 KB message limit is
+# dropped silently, so the card stays well below it.
+TEAMS_BYTES = 24_000
 GOOGLECHAT_TEXT = 4_096
 NTFY_MESSAGE_BYTES = 4_096
 NTFY_TITLE = 250
+# Generic webhook: each request's body stays under 256 KB (nginx refuses 1 MiB by default, and
+# a 413 is a permanent error); a larger group is split into parts.
+WEBHOOK_BYTES = 256_000
 
 _NTFY_TOPIC = re.compile(r"^[-_A-Za-z0-9]{1,64}$")
 _DISCORD_SPECIAL = re.compile(r"([\\*_~`|<>\[\]()])")
@@ -110,8 +133,28 @@ def render(
     *,
     secret: str | None = None,
     topic: str | None = None,
+    now: dt.datetime | None = None,
 ) -> Request:
-    """The request for one channel; `secret` signs webhook bodies, `topic` is ntfy's topic."""
+    """The one request of a message that fits one (see `render_parts`); else a ValueError."""
+    requests = render_parts(channel_type, message, secret=secret, topic=topic, now=now)
+    if len(requests) != 1:
+        raise ValueError(f"{channel_type}: the message takes {len(requests)} requests")
+    return requests[0]
+
+
+def render_parts(
+    channel_type: str,
+    message: Message,
+    *,
+    secret: str | None = None,
+    topic: str | None = None,
+    now: dt.datetime | None = None,
+) -> tuple[Request, ...]:
+    """The requests of one message for one channel, in order (several only for webhook).
+
+    `secret` signs webhook bodies, `topic` is ntfy's topic, `now` is the webhook's
+    `webhook-timestamp` (the time of the attempt: receivers refuse old ones).
+    """
     if channel_type not in CHANNEL_TYPES:
         raise ValueError(
             f"unknown channel type {channel_type!r} (use one of {', '.join(CHANNEL_TYPES)})"
@@ -120,25 +163,88 @@ def render(
     if message.delivery_id:
         headers[DELIVERY_HEADER] = _header_value(message.delivery_id)
     if channel_type == "webhook":
-        body = _encode(webhook_body(message))
-        if secret is not None:
-            headers[SIGNATURE_HEADER] = sign(body, secret)
-        return Request(body=body, headers=headers)
+        if now is None:
+            raise ValueError("webhook: the time of the attempt is needed (webhook-timestamp)")
+        key = signing_key(secret) if secret is not None else None
+        return tuple(_webhook_request(body, secret, key, now) for body in webhook_bodies(message))
     if channel_type == "ntfy":
         if topic is None or not _NTFY_TOPIC.match(topic):
             raise ValueError("ntfy: topic must be 1-64 characters of A-Z a-z 0-9 - _")
-        return Request(body=_encode(_ntfy(digest(message), topic)), headers=headers)
+        return (Request(body=_encode(_ntfy(digest(message), topic)), headers=headers),)
     build = {"slack": _slack, "discord": _discord, "msteams": _teams, "googlechat": _googlechat}
-    return Request(body=_encode(build[channel_type](digest(message))), headers=headers)
+    return (Request(body=_encode(build[channel_type](digest(message))), headers=headers),)
+
+
+class SecretError(ValueError):
+    """The signing secret cannot be used (empty, or a `whsec_` value that is not base64)."""
 
 
 def sign(body: bytes, secret: str) -> str:
-    """`sha256=<hex HMAC-SHA256 of body>`, the value of `X-Exposuremon-Signature`."""
+    """`sha256=<hex HMAC-SHA256 of body>`, the value of `X-Exposuremon-Signature`.
+
+    The key is the secret's text as configured (also for a `whsec_` secret): what receivers
+    written before the Standard Webhooks headers check.
+    """
     if not secret:
-        raise ValueError("webhook secret is empty")
+        raise SecretError("webhook secret is empty")
     # os.environ decodes undecodable bytes as lone surrogates: sign with the original bytes.
     key = secret.encode("utf-8", "surrogateescape")
     return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+def signing_key(secret: str) -> bytes:
+    """The Standard Webhooks key: a `whsec_<base64>` secret's decoded bytes, else its text."""
+    if not secret:
+        raise SecretError("webhook secret is empty")
+    if not secret.startswith(WHSEC_PREFIX):
+        return secret.encode("utf-8", "surrogateescape")
+    text = secret[len(WHSEC_PREFIX) :]
+    try:
+        # Unpadded base64 is common in such secrets: pad it, as the reference library does.
+        key = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        # Never the value in the message: it is the secret.
+        raise SecretError("webhook secret starts with whsec_ but is not base64") from None
+    if not key:
+        raise SecretError("webhook secret is empty")
+    return key
+
+
+def standard_signature(key: bytes, webhook_id: str, timestamp: str, body: bytes) -> str:
+    """`v1,<base64 HMAC-SHA256 of "id.timestamp.body">`: the Standard Webhooks signature."""
+    signed = f"{webhook_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+def _webhook_request(
+    body: dict[str, Any], secret: str | None, key: bytes | None, now: dt.datetime
+) -> Request:
+    data = _encode(body)
+    headers = {"Content-Type": "application/json"}
+    if body["delivery_id"]:
+        webhook_id = _header_value(body["delivery_id"])
+        headers[DELIVERY_HEADER] = webhook_id
+    else:  # no delivery id (a hand-made message): still one stable id per body
+        webhook_id = "msg_" + hashlib.sha256(data).hexdigest()[:32]
+    timestamp = str(math.floor(now.timestamp()))
+    headers |= {WEBHOOK_ID_HEADER: webhook_id, WEBHOOK_TIMESTAMP_HEADER: timestamp}
+    if secret is not None and key is not None:
+        headers[SIGNATURE_HEADER] = sign(data, secret)
+        headers[WEBHOOK_SIGNATURE_HEADER] = standard_signature(key, webhook_id, timestamp, data)
+    return Request(body=data, headers=headers)
+
+
+def discord_url(url: str) -> str:
+    """The webhook URL with `wait=true`, any other query (`thread_id`) kept byte for byte.
+
+    With `wait=true` Discord answers only after it saved the message, and an error when it did
+    not (AutoMod, for example); without it a dropped message looks sent.
+    """
+    base, _, fragment = url.partition("#")
+    path, _, query = base.partition("?")
+    kept = [p for p in query.split("&") if p and p.split("=", 1)[0] != "wait"]
+    out = f"{path}?{'&'.join([*kept, 'wait=true'])}"
+    return f"{out}#{fragment}" if fragment else out
 
 
 def split_ntfy_url(url: str) -> tuple[str, str]:
@@ -163,8 +269,44 @@ def dedup_key(target: str, event: Event) -> str:
     return f"{name}/{event.type.value}/{ref}"
 
 
+def webhook_bodies(message: Message, limit: int = WEBHOOK_BYTES) -> list[dict[str, Any]]:
+    """The webhook bodies of one message: one, or parts of at most `limit` bytes each.
+
+    Every event is in exactly one part, in order. Each part is a complete body (`webhook_body`)
+    with `part` (1-based) and `parts`; when there are several, each has its own delivery id,
+    `<delivery id>/part<n>of<parts>`, so receivers that deduplicate on it keep every part.
+    """
+    whole = webhook_body(message)
+    if len(_encode(whole)) <= limit:
+        return [whole]
+    # The events' encoded sizes (plus a comma each), against what the rest of a part takes;
+    # 64 bytes of room for the part numbers and the longer delivery id.
+    room = limit - len(_encode({**whole, "events": []})) - 64
+    groups: list[list[dict[str, Any]]] = [[]]
+    used = 0
+    for event in whole["events"]:
+        size = len(_encode(event)) + 1
+        if groups[-1] and used + size > room:
+            groups.append([])
+            used = 0
+        groups[-1].append(event)
+        used += size
+    parts = len(groups)
+    base = whole["delivery_id"]
+    return [
+        {
+            **whole,
+            "events": events,
+            "delivery_id": f"{base}/part{n}of{parts}" if base else None,
+            "part": n,
+            "parts": parts,
+        }
+        for n, events in enumerate(groups, 1)
+    ]
+
+
 def webhook_body(message: Message) -> dict[str, Any]:
-    """docs/architecture.md's generic webhook body (a contract), plus `kind` and `delivery_id`.
+    """The generic webhook body (docs/architecture.md) plus `kind`, `delivery_id`, `part`, `parts`.
 
     Per event `dedup_key` is `{target}/tcp/{port}/{finding_id}` for finding_opened and
     finding_reopened, `{target}/tcp/{port}/{finding_id}/{type}` for other events of a finding,
@@ -191,6 +333,8 @@ def webhook_body(message: Message) -> dict[str, Any]:
         ],
         "kind": message.kind.value,
         "delivery_id": clean(message.delivery_id, None) or None,
+        "part": 1,  # of `parts`: a large group is split (`webhook_bodies`)
+        "parts": 1,
     }
 
 
@@ -244,7 +388,18 @@ def _discord_code(text: str) -> str:
     return "`" + defang(text).replace("`", "'").replace("<", "<" + ZWSP) + "`"
 
 
-_SLACK = _Markup(_entity_text, _entity_code, lambda s: f"*{s}*")  # also Google Chat's
+def _gchat_text(text: str) -> str:
+    # Google Chat shows `&amp;` as typed, so no entities: a zero-width space after `<` keeps
+    # `<users/all>` (and any mention or `<url|text>` link) from being a token, as for Discord.
+    return defang(text).replace("<", "<" + ZWSP).replace("`", "'")
+
+
+def _gchat_code(text: str) -> str:
+    return f"`{_gchat_text(text)}`"
+
+
+_SLACK = _Markup(_entity_text, _entity_code, lambda s: f"*{s}*")
+_GCHAT = _Markup(_gchat_text, _gchat_code, lambda s: f"*{s}*")
 _DISCORD = _Markup(_discord_text, _discord_code, lambda s: f"**{s}**")
 _PLAIN = _Markup(lambda s: s, lambda s: s, lambda s: s)
 
@@ -252,7 +407,12 @@ _PLAIN = _Markup(lambda s: s, lambda s: s, lambda s: s)
 def _link_url(url: str) -> str:
     """A URL for `<url|text>` links: nothing in it may end the token."""
     url = clean(url, None).replace(" ", "%20")
-    return url.replace("&", "&amp;").replace("<", "%3C").replace(">", "%3E").replace("|", "%7C")
+    return url.replace("<", "%3C").replace(">", "%3E").replace("|", "%7C")
+
+
+def _slack_link_url(url: str) -> str:
+    """`_link_url` for Slack, which reads `&` in a link as the start of an entity."""
+    return _link_url(url).replace("&", "&amp;")
 
 
 # ------------------------------------------------------------------------------- formats
@@ -267,22 +427,23 @@ def _fitted(d: Digest, build: Callable[[Digest], T], fits: Callable[[T], bool]) 
     return build(dataclasses.replace(d, sections=(), intro=(Item((Span(_LEFT_OUT),)),)))
 
 
-def _mrkdwn_parts(d: Digest, title_limit: int) -> tuple[str, list[str], str]:
-    """Head, sections and footer in Slack's inline markup (Google Chat reads the same)."""
-    m = _SLACK
+def _mrkdwn_parts(
+    d: Digest, title_limit: int, m: _Markup, link_url: Callable[[str], str]
+) -> tuple[str, list[str], str]:
+    """Head, sections and footer in Slack's or Google Chat's inline markup (much the same)."""
     head = "\n".join(
         [f"{d.tone.emoji} *{fit(d.title, m.text, title_limit)}*", *(m.item(i) for i in d.intro)]
     )
     sections = [f"*{m.text(s.heading)}*\n" + m.lines(s.items) for s in d.sections]
     footer = m.text(d.footer)
     if d.link:
-        footer += f" · <{_link_url(d.link)}|status page>"
+        footer += f" · <{link_url(d.link)}|status page>"
     return head, sections, footer
 
 
 def _slack(d: Digest) -> dict[str, Any]:
     def build(d: Digest) -> dict[str, Any]:
-        head, sections, footer = _mrkdwn_parts(d, 2_000)
+        head, sections, footer = _mrkdwn_parts(d, 2_000, _SLACK, _slack_link_url)
         blocks: list[dict[str, Any]] = [
             {"type": "section", "text": {"type": "mrkdwn", "text": t, "verbatim": True}}
             for t in [head, *sections]
@@ -393,8 +554,8 @@ def _teams(d: Digest) -> dict[str, Any]:
 
 def _googlechat(d: Digest) -> dict[str, Any]:
     def build(d: Digest) -> dict[str, Any]:
-        # Slack's inline escaping too: entities, *bold*, `code`.
-        head, sections, footer = _mrkdwn_parts(d, 1_500)
+        # Slack's layout (*bold*, `code`, <url|link>); no entities (see `_gchat_text`).
+        head, sections, footer = _mrkdwn_parts(d, 1_500, _GCHAT, _link_url)
         return {"text": "\n\n".join([head, *sections, footer])}
 
     return _fitted(d, build, lambda body: len(body["text"]) <= GOOGLECHAT_TEXT)

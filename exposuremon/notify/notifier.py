@@ -33,7 +33,7 @@ from exposuremon.logs import get_logger
 from exposuremon.metrics import Metrics
 from exposuremon.model import DeliveryStatus, Event, EventType, Finding, FindingState, Severity
 from exposuremon.notify import delivery, formats
-from exposuremon.notify.formats import split_ntfy_url
+from exposuremon.notify.formats import SecretError, discord_url, split_ntfy_url
 from exposuremon.notify.message import Message, MessageKind, Request
 from exposuremon.notify.ratelimit import DEFAULT_RATES, RateLimiter
 from exposuremon.notify.redaction import redact, secret_parts
@@ -57,8 +57,8 @@ REMOVED = "channel removed from config"
 STOP_GRACE = 2.0
 
 
-# `notify.formats.render(channel_type, message, *, secret=None, topic=None)`
-Render = Callable[..., Request]
+# `notify.formats.render_parts(channel_type, message, *, secret=None, topic=None, now=None)`
+Render = Callable[..., Sequence[Request]]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -78,10 +78,15 @@ def rate_of(channel: NotifyConfig) -> Rate:
 
 
 def endpoint(channel_type: str, url: str) -> tuple[str, str | None]:
-    """Where to POST and the ntfy topic: ntfy takes JSON at the server's root, topic inside."""
+    """Where to POST and the ntfy topic: ntfy takes JSON at the server's root, topic inside.
+
+    Discord gets `?wait=true`, so that a message it does not save is an error, not a 204.
+    """
     if channel_type == "ntfy":
         root, topic = split_ntfy_url(url)
         return root, topic
+    if channel_type == "discord":
+        return discord_url(url), None
     return url, None
 
 
@@ -120,7 +125,7 @@ async def send_test(
     *,
     public_url: str | None = None,
     clock: Callable[[], dt.datetime] = utcnow,
-    render: Render = formats.render,
+    render: Render = formats.render_parts,
 ) -> str | None:
     """Send a clearly marked test message to `channel`: None on success, else the error."""
     now = clock()
@@ -141,11 +146,16 @@ async def attempt(
     message: Message,
     session: aiohttp.ClientSession,
     *,
-    render: Render = formats.render,
+    render: Render = formats.render_parts,
     tuning: Tuning = Tuning(),
     clock: Callable[[], dt.datetime] = utcnow,
 ) -> DeliveryOutcome:
-    """Render `message` for `channel` and POST it once; errors carry no secret."""
+    """Render `message` for `channel` and POST it once (each part in order); no secret in errors.
+
+    A message in several parts (a large webhook group) is sent only when every part was: the
+    first failure is the outcome, and a retry sends every part again with the same delivery
+    ids (receivers dedup on them).
+    """
     try:
         url = channel.resolve_url()
         secret = channel.resolve_secret()
@@ -157,20 +167,33 @@ async def attempt(
     except ValueError as exc:  # the URL read from env or file is unusable: fix and reload
         return Retry(redact(f"{channel.name}: {exc}", secrets))
     try:
-        request = render(channel.type, message, secret=secret, topic=topic)
+        requests = render(channel.type, message, secret=secret, topic=topic, now=clock())
+    except SecretError as exc:  # the secret read from env or file is unusable: fix and reload
+        return Retry(f"{channel.name}: {exc}")
     except Exception as exc:  # a renderer bug must not stop the lane; retrying won't help
         get_logger(component="notify").exception("rendering failed", channel=channel.name)
         return Permanent(redact(f"cannot render the message: {exc}", secrets))
-    return await delivery.post(
-        session,
-        post_url,
-        request,
-        delivery_id=message.delivery_id,
-        secrets=secrets,
-        time_limit=tuning.time_limit,
-        retry_after_limits=tuning.backoff.retry_after,
-        clock=clock,
-    )
+    outcome: DeliveryOutcome = Permanent("nothing to send")
+    for n, request in enumerate(requests, 1):
+        outcome = await delivery.post(
+            session,
+            post_url,
+            request,
+            delivery_id=message.delivery_id,
+            secrets=secrets,
+            time_limit=tuning.time_limit,
+            retry_after_limits=tuning.backoff.retry_after,
+            clock=clock,
+        )
+        if isinstance(outcome, Sent):
+            continue
+        if len(requests) > 1:
+            where = f"part {n} of {len(requests)}: "
+            if isinstance(outcome, Retry):
+                return Retry(where + outcome.error, outcome.after)
+            return Permanent(where + outcome.error)
+        return outcome
+    return outcome
 
 
 class Notifier:
@@ -187,7 +210,7 @@ class Notifier:
         clock: Callable[[], dt.datetime] = utcnow,
         rng: Random | None = None,
         tuning: Tuning = Tuning(),
-        render: Render = formats.render,
+        render: Render = formats.render_parts,
     ) -> None:
         self.store = store
         self.session = session

@@ -441,7 +441,7 @@ class Store:
         async with self._read("count outbox") as conn:
             return int((await conn.execute(query)).scalar_one())
 
-    # ---------------------------------------------------- notification outbox (store_outbox)
+    # ---------------------------------------------------- notification outbox (outbox.py)
 
     async def deliveries(
         self,
@@ -493,7 +493,7 @@ class Store:
     async def enqueue_reminders(
         self, rules: Sequence[outbox.ReminderRule], now: dt.datetime
     ) -> dict[str, int]:
-        """Queue the reminders due at `now` (see `store_outbox.enqueue_reminders`)."""
+        """Queue the reminders due at `now` (see `outbox.enqueue_reminders`)."""
         async with self._write("queue reminders") as conn:
             return await outbox.enqueue_reminders(conn, rules, schema.to_micros(now, "now"))
 

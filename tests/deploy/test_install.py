@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import grp
 import hashlib
 import os
 import shutil
@@ -25,6 +26,7 @@ from exposuremon.config.models import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = "exposuremon.service"
+GROUP = "daemon"  # a system group every Debian has: what `groupadd --system` would make
 pytestmark = pytest.mark.slow
 
 
@@ -120,6 +122,7 @@ class Staged:
 
     root: Path
     first: subprocess.CompletedProcess[str]
+    config_stat: os.stat_result
     files_after_install: set[str]
     link: str
     unit: str
@@ -144,8 +147,9 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def staged(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Staged:
     """Install into DESTDIR with the default paths, edit the config, install again, uninstall."""
     root = tmp_path_factory.mktemp("destdir")
-    first = make("install", wheel, DESTDIR=str(root))
+    first = make("install", wheel, DESTDIR=str(root), SERVICE_GROUP=GROUP)
     assert first.returncode == 0, first.stderr
+    config_stat = (root / "etc/exposuremon/config.toml").stat()
     venv_bin = root / "opt/exposuremon/bin"
     files_after_install = files_under(root)
     link = os.readlink(root / "usr/local/bin/exposuremon")
@@ -158,6 +162,7 @@ def staged(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Staged:
     }
     config = root / "etc/exposuremon/config.toml"
     config.write_text(config.read_text() + "\n# edited by the operator\n")
+    config.chmod(0o644)  # as an install before 0640 left it
     example = root / "etc/exposuremon/config.toml.example"
     example.write_text("stale")
     second = make("install", wheel, DESTDIR=str(root))
@@ -170,6 +175,7 @@ def staged(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Staged:
     return Staged(
         root=root,
         first=first,
+        config_stat=config_stat,
         files_after_install=files_after_install,
         link=link,
         unit=unit,
@@ -197,6 +203,21 @@ def test_install_puts_unit_config_and_link_in_place(staged: Staged) -> None:
     assert "systemctl enable --now exposuremon.service" in staged.first.stdout
 
 
+def test_config_is_readable_by_root_and_the_service_group_only(staged: Staged) -> None:
+    """config.toml (webhook URLs, tokens) is 0640 root:SERVICE_GROUP; the unit adds the group."""
+    stat = staged.config_stat
+    assert oct(stat.st_mode & 0o7777) == oct(0o640)
+    assert (stat.st_uid, stat.st_gid) == (0, grp.getgrnam(GROUP).gr_gid)
+    assert f"SupplementaryGroups={GROUP}" in staged.unit.splitlines()
+    assert "config.toml is not owned" not in staged.first.stderr
+
+
+def test_an_upgrade_keeps_a_world_readable_config_but_says_so(staged: Staged) -> None:
+    """An operator's 0644 config is not changed by an upgrade; the install warns about it."""
+    assert "config.toml is readable by every user" in staged.second.stderr
+    assert oct((staged.root / "etc/exposuremon/config.toml").stat().st_mode & 0o777) == oct(0o644)
+
+
 def test_staged_scripts_name_the_final_paths(staged: Staged) -> None:
     """Scripts in a DESTDIR venv run from PREFIX once in place: no staging path remains."""
     assert staged.shebang == "#!/opt/exposuremon/bin/python"
@@ -210,7 +231,10 @@ def test_unit_execstart_is_the_installed_command(staged: Staged) -> None:
     lines = staged.unit.splitlines()
     assert "ExecStart=/opt/exposuremon/bin/exposuremon run -c /etc/exposuremon/config.toml" in lines
     source = (ROOT / "systemd" / UNIT).read_text()
-    assert staged.unit == source  # default paths: nothing else changes
+    # Default paths: nothing else changes but the group the test installs with.
+    assert staged.unit == source.replace(
+        "\nSupplementaryGroups=exposuremon\n", f"\nSupplementaryGroups={GROUP}\n"
+    )
 
 
 def test_second_install_keeps_the_config_and_refreshes_the_example(staged: Staged) -> None:
@@ -255,6 +279,11 @@ def test_install_at_a_custom_prefix_runs_and_verifies(wheel: Path, tmp_path: Pat
     }
     done = make("install", wheel, **paths)
     assert done.returncode == 0, done.stderr
+    config = conf_dir / "config.toml"
+    assert oct(config.stat().st_mode & 0o777) == oct(0o640)
+    if not any(g.gr_name == "exposuremon" for g in grp.getgrall()):
+        # Not a live systemd host: no group is made here, and the operator is told what to do.
+        assert "groupadd --system exposuremon" in done.stderr
     unit = tmp_path / "systemd" / UNIT
     assert f"ExecStart={prefix}/bin/exposuremon run -c {conf_dir}/config.toml" in (
         unit.read_text().splitlines()

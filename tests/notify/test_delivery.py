@@ -4,25 +4,30 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import random
 import socket
 import time
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+import yarl
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from exposuremon.model import Event, EventType, Severity
 from exposuremon.notify import delivery
-from exposuremon.notify.formats import DELIVERY_HEADER, render, split_ntfy_url
+from exposuremon.notify.formats import DELIVERY_HEADER, render
 from exposuremon.notify.message import Message, MessageKind
-from exposuremon.notify.redaction import secret_parts
+from exposuremon.notify.notifier import endpoint
+from exposuremon.notify.redaction import REDACTED, redact, secret_parts
 from exposuremon.notify.retry import Permanent, Retry, Sent
 from tests.support.receivers import KINDS, PATHS, SECRET, Answer, Receiver
 
 T0 = dt.datetime(2026, 11, 26, 3, 14, 7, tzinfo=dt.UTC)
 SUCCESS = {
     "slack": 200,
-    "discord": 204,
+    "discord": 200,  # posted with ?wait=true: the saved message comes back
     "msteams": 202,
     "googlechat": 200,
     "ntfy": 200,
@@ -76,18 +81,18 @@ async def send(
     secret: str | None = None,
     time_limit: float = 5.0,
 ) -> delivery.DeliveryOutcome:
-    """Render the test message for the receiver's type and POST it once."""
-    url = url or receiver.url
-    topic = None
-    if receiver.kind == "ntfy":
-        url, topic = split_ntfy_url(url)
-    request = render(receiver.kind, message(), secret=secret, topic=topic)
+    """Render the test message for the receiver's type and POST it once, as the notifier does."""
+    configured = url or receiver.url
+    url, topic = endpoint(receiver.kind, configured)
+    request = render(
+        receiver.kind, message(), secret=secret, topic=topic, now=dt.datetime.now(dt.UTC)
+    )
     return await delivery.post(
         session,
         url,
         request,
         delivery_id="ops/17",
-        secrets=secret_parts(receiver.url, secret),
+        secrets=secret_parts(configured, secret),
         time_limit=time_limit,
     )
 
@@ -118,6 +123,73 @@ async def test_a_signed_webhook_carries_a_valid_signature(session: aiohttp.Clien
         assert await send(session, receiver, secret="s3cr3t-key") == Sent(200)
         wrong = await send(session, receiver, secret="another-key")
     assert wrong == Permanent("HTTP 401: bad signature")
+
+
+@pytest.mark.parametrize(
+    "secret", ["whsec_" + "c2VjcmV0LWtleS1vZi0zMi1ieXRlcy1sb25nLi4u", "plain-key"]
+)
+async def test_standard_webhooks_headers_pass_the_reference_check(
+    session: aiohttp.ClientSession, secret: str
+) -> None:
+    """A receiver checking with the `standardwebhooks` library accepts our signed request."""
+    async with Receiver("webhook", secret=secret, standard=True) as receiver:
+        assert await send(session, receiver, secret=secret) == Sent(200)
+        (req,) = receiver.requests
+    assert req.headers["webhook-id"] == "ops/17"
+    assert req.headers["webhook-signature"].startswith("v1,")
+
+
+# A webhook URL whose secret yarl rewrites before sending: `%2F` -> `/`, `%7E` -> `~`, `%41` -> `A`.
+ENCODED_SECRET = "ab%2Bcd%2FSIGSECRET%7Ezz%41q"
+AS_SENT = "ab%2Bcd/SIGSECRET~zzAq"
+
+
+async def test_a_404_page_echoing_the_url_as_sent_is_redacted(
+    session: aiohttp.ClientSession,
+) -> None:
+    """A receiver quoting its request line (the URL as yarl rewrote it) leaks no secret form."""
+    async with Receiver("webhook", echo=True) as receiver:
+        url = f"http://127.0.0.1:{receiver.port}/hooks/in?sig={ENCODED_SECRET}"
+        outcome = await send(session, receiver, url=url)
+        (req,) = receiver.requests
+    assert AS_SENT in req.path  # the receiver saw (and echoed) the rewritten form
+    assert isinstance(outcome, Permanent)
+    assert outcome.error.startswith("HTTP 404: Not Found: POST ")
+    assert REDACTED in outcome.error
+    assert "SIGSECRET" not in outcome.error
+
+
+token_st = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc", "Zs")),
+    min_size=8,
+    max_size=30,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(token=token_st, spell=st.randoms(use_true_random=False), where=st.sampled_from(["q", "p"]))
+def test_every_form_of_a_secret_is_redacted(token: str, spell: random.Random, where: str) -> None:
+    """As configured, as yarl sends it, and percent-decoded: no form of the token survives."""
+    # The operator may percent-encode any character, in upper or lower case hex.
+    spelled = "".join(
+        "".join(f"%{b:02{spell.choice('xX')}}" for b in c.encode())
+        if not c.isalnum() or spell.random() < 0.3
+        else c
+        for c in token
+    )
+    url = (
+        f"https://hooks.example.net/in?sig={spelled}&x=1"
+        if where == "q"
+        else f"https://hooks.example.net/api/{spelled}/x"
+    )
+    parts = secret_parts(url)
+    sent = yarl.URL(url)
+    forms = [url, str(sent), sent.raw_path_qs, sent.path, *sent.query.values()]
+    for form in forms:
+        shown = redact(f"error for {form}!", parts)
+        assert token not in shown, (form, shown)
+        assert spelled not in shown
+    assert redact("https://hooks.example.net", parts) == "https://hooks.example.net"
 
 
 @pytest.mark.parametrize(
@@ -245,7 +317,8 @@ async def test_the_delivery_header_is_added_when_the_renderer_did_not(
 ) -> None:
     """A request rendered without a delivery id still carries the dedup header."""
     async with Receiver("webhook") as receiver:
-        request = render("webhook", Message(target="t", address=None, events=()))
+        bare = Message(target="t", address=None, events=())
+        request = render("webhook", bare, now=dt.datetime.now(dt.UTC))
         assert DELIVERY_HEADER not in request.headers
         outcome = await delivery.post(session, receiver.url, request, delivery_id="ops/9")
         assert outcome == Sent(200)

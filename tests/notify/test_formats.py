@@ -10,6 +10,7 @@ and read the diff by eye: they are what operators see.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
 import hashlib
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import standardwebhooks
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -42,13 +44,17 @@ from exposuremon.notify.formats import (
     CHANNEL_TYPES,
     DELIVERY_HEADER,
     SIGNATURE_HEADER,
+    SecretError,
     dedup_key,
     discord_size,
+    discord_url,
     render,
+    render_parts,
     split_ntfy_url,
+    webhook_bodies,
 )
 from exposuremon.notify.message import Message, MessageKind, Request
-from exposuremon.notify.text import clean
+from exposuremon.notify.text import NAME_LIMIT, ZWSP, clean
 from exposuremon.notify.wording import TEST_TITLE
 
 GOLDEN = Path(__file__).parent / "golden" / "notify"
@@ -236,12 +242,19 @@ CASES = {
 
 
 def rendered(fmt: str, message: Message) -> Request:
-    """`render` with the extras delivery passes: ntfy topic, webhook secret."""
-    return render(
+    """`render` with the extras delivery passes: ntfy topic, webhook secret, the time."""
+    (request,) = rendered_parts(fmt, message)
+    return request
+
+
+def rendered_parts(fmt: str, message: Message) -> tuple[Request, ...]:
+    """`render_parts` with the extras delivery passes: ntfy topic, webhook secret, the time."""
+    return render_parts(
         fmt,
         message,
         secret=SECRET if fmt == "webhook" else None,
         topic=TOPIC if fmt == "ntfy" else None,
+        now=NOW,
     )
 
 
@@ -298,7 +311,8 @@ def limits_discord(body: dict[str, Any]) -> None:
 
 
 def limits_teams(body: dict[str, Any]) -> None:
-    assert len(json.dumps(body, ensure_ascii=False).encode()) <= 28_000
+    # Workflows answer 202 before posting: an oversized card would be lost without an error.
+    assert len(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()) <= 24_000
     card = body["attachments"][0]["content"]
     assert card["type"] == "AdaptiveCard"
     assert card["version"] == "1.4"
@@ -320,6 +334,8 @@ def limits_ntfy(body: dict[str, Any]) -> None:
 def limits_webhook(body: dict[str, Any]) -> None:
     assert set(body) == WEBHOOK_KEYS
     assert all(set(e) == EVENT_KEYS for e in body["events"])
+    assert 1 <= body["part"] <= body["parts"]
+    assert len(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()) < 256_000
 
 
 LIMITS = {
@@ -330,7 +346,17 @@ LIMITS = {
     "ntfy": limits_ntfy,
     "webhook": limits_webhook,
 }
-WEBHOOK_KEYS = {"version", "source", "target", "address", "events", "kind", "delivery_id"}
+WEBHOOK_KEYS = {
+    "version",
+    "source",
+    "target",
+    "address",
+    "events",
+    "kind",
+    "delivery_id",
+    "part",
+    "parts",
+}
 EVENT_KEYS = {
     "id",
     "type",
@@ -368,7 +394,9 @@ def forbidden_teams(body: dict[str, Any]) -> None:
 
 
 def forbidden_googlechat(body: dict[str, Any]) -> None:
-    no_raw_angle(body["text"])
+    # No entities (Chat shows them as typed): a `<` outside our link is always followed by a
+    # zero-width space, so `<users/all>` and `<url|text>` from a banner are no tokens.
+    assert not re.search(r"<(?!\u200b)", OUR_LINK.sub("", body["text"])), body["text"][:300]
 
 
 FORBIDDEN = {
@@ -473,7 +501,62 @@ def test_large_group_is_one_readable_message(fmt: str) -> None:
 @pytest.mark.parametrize("fmt", CHANNEL_TYPES)
 def test_huge_message_stays_within_limits(fmt: str) -> None:
     """2000 events with 200-character fingerprints still render within every service limit."""
-    check(fmt, rendered(fmt, many_fingerprints(2000)))
+    for request in rendered_parts(fmt, many_fingerprints(2000)):
+        check(fmt, request)
+
+
+def test_large_webhook_group_is_split_into_parts_under_256_kb() -> None:
+    """1200 events (over 700 KB in one body) go in parts under 256 KB, each event exactly once."""
+    summary = "port open, not expected: " + "Ü" * 270  # 2 bytes a character in UTF-8
+    events = [
+        ev(E.FINDING_OPENED, Severity.CRITICAL, summary, 1000 + i, id=i, finding_id=i)
+        for i in range(1200)
+    ]
+    message = msg(*events)
+    (whole,) = webhook_bodies(message, limit=10**9)
+    assert len(json.dumps(whole, separators=(",", ":")).encode()) > 700_000
+    requests = rendered_parts("webhook", message)
+    bodies = [check("webhook", r) for r in requests]
+    n = len(requests)
+    assert n >= 3
+    assert all(len(r.body) < 256_000 for r in requests)
+    assert [e["id"] for b in bodies for e in b["events"]] == [e.id for e in message.events]
+    assert [(b["part"], b["parts"]) for b in bodies] == [(i, n) for i in range(1, n + 1)]
+    # Receivers dedup on the delivery id: each part has its own, in header and body alike.
+    expected = [f"ops/scan-4711/part{i}of{n}" for i in range(1, n + 1)]
+    assert [b["delivery_id"] for b in bodies] == expected
+    assert [r.headers[DELIVERY_HEADER] for r in requests] == expected
+    assert [r.headers["webhook-id"] for r in requests] == expected
+    for body in bodies:  # every part is a complete body of the contract
+        assert {k: body[k] for k in ("version", "source", "target", "address", "kind")} == {
+            "version": 1,
+            "source": "exposuremon",
+            "target": NAME,
+            "address": ADDR,
+            "kind": "events",
+        }
+    with pytest.raises(ValueError, match=f"takes {n} requests"):
+        render("webhook", message, now=NOW)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(min_value=0, max_value=60),
+    limit=st.integers(min_value=1_500, max_value=20_000),
+    summary=st.text(max_size=300),
+)
+def test_webhook_parts_carry_every_event_once_within_the_limit(
+    n: int, limit: int, summary: str
+) -> None:
+    """For any group and size limit, the parts keep the order, each event once, each part fits."""
+    events = [ev(E.FINDING_OPENED, Severity.WARNING, summary, 1 + i, id=i) for i in range(n)]
+    bodies = webhook_bodies(msg(*events), limit=limit)
+    assert [e["id"] for b in bodies for e in b["events"]] == list(range(n))
+    assert all(len(json.dumps(b, separators=(",", ":"), ensure_ascii=False).encode()) <= limit
+               for b in bodies)  # fmt: skip
+    assert [b["part"] for b in bodies] == list(range(1, len(bodies) + 1))
+    assert {b["parts"] for b in bodies} == {len(bodies)}
+    assert len({b["delivery_id"] for b in bodies}) == len(bodies)
 
 
 # ------------------------------------------------------------------------- hostile text
@@ -548,6 +631,15 @@ def test_discord_escapes_markdown_and_mentions() -> None:
     assert "\\|\\|spoiler\\|\\|" in what
 
 
+def test_googlechat_shows_text_as_written_with_mentions_inert() -> None:
+    """Google Chat: `AT&T <admin>` arrives as written (no entities); `<users/all>` is no mention."""
+    message = hostile_message(text="AT&T <admin> <users/all>")
+    text = json.loads(rendered("googlechat", message).body)["text"]
+    assert f"AT&T <{ZWSP}admin> <{ZWSP}users/all>" in text
+    assert not {"&amp;", "&lt;", "&gt;"} & {m for m in re.findall(r"&\w+;", text)}
+    assert "<https://status.example.net/#target-" in text  # our own link still works
+
+
 def test_slack_escapes_entities() -> None:
     """Slack: `<!channel>` and friends arrive as entities, inside code spans for service text."""
     text = json.loads(rendered("slack", hostile_message()).body)["text"]
@@ -613,16 +705,87 @@ def test_any_text_renders_safely(
             check(fmt, rendered(fmt, message))
 
 
+@settings(max_examples=60, deadline=None)
+@given(target=text_st)
+def test_googlechat_shows_any_target_name_as_written(target: str) -> None:
+    """For any name, Chat shows the cleaned name itself: only invisible breaks are added."""
+    message = dataclasses.replace(new_case(), target=target)
+    body = check("googlechat", rendered("googlechat", message))
+    assert clean(target, NAME_LIMIT).replace("`", "'") in body["text"].replace(ZWSP, "")
+
+
 @settings(max_examples=40, deadline=None)
 @given(secret=st.text(min_size=1, max_size=40), target=text_st)
 def test_webhook_signature_verifies(secret: str, target: str) -> None:
     """The signature header is HMAC-SHA256 of the exact body bytes under the secret."""
-    request = render("webhook", dataclasses.replace(new_case(), target=target), secret=secret)
+    message = dataclasses.replace(new_case(), target=target)
+    request = render("webhook", message, secret=secret, now=NOW)
     scheme, _, digest = request.headers[SIGNATURE_HEADER].partition("=")
     expected = hmac.new(secret.encode(), request.body, hashlib.sha256).hexdigest()
     assert scheme == "sha256"
     assert hmac.compare_digest(digest, expected)
     assert set(json.loads(request.body)) == WEBHOOK_KEYS
+
+
+whsec_st = st.binary(min_size=1, max_size=64).map(
+    lambda key: "whsec_" + base64.b64encode(key).decode()
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(secret=st.one_of(whsec_st, st.text(min_size=1, max_size=40)), target=text_st)
+def test_standard_webhooks_headers_verify_with_the_reference_library(
+    secret: str, target: str
+) -> None:
+    """`webhook-id/-timestamp/-signature` pass the `standardwebhooks` library's check."""
+    now = dt.datetime.now(dt.UTC)  # the library checks the timestamp against its own clock
+    message = dataclasses.replace(new_case(), target=target)
+    request = render("webhook", message, secret=secret, now=now)
+    key: str | bytes = (
+        secret if secret.startswith("whsec_") else secret.encode("utf-8", "surrogateescape")
+    )
+    body = standardwebhooks.Webhook(key).verify(request.body, dict(request.headers))
+    assert body == json.loads(request.body)
+    assert request.headers["webhook-id"] == "ops/scan-4711"  # the delivery id: dedup on it
+    assert request.headers["webhook-timestamp"] == str(int(now.timestamp()))
+    assert request.headers[SIGNATURE_HEADER].startswith("sha256=")  # kept for old receivers
+
+
+def test_a_replayed_webhook_is_refused_after_five_minutes() -> None:
+    """A captured request is refused by the reference check once its timestamp is 5 min old."""
+    secret = "whsec_" + base64.b64encode(b"k" * 32).decode()
+    hook = standardwebhooks.Webhook(secret)
+    old = render("webhook", new_case(), secret=secret, now=dt.datetime.now(dt.UTC))
+    hook.verify(old.body, dict(old.headers))
+    stale = render(
+        "webhook", new_case(), secret=secret, now=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=6)
+    )
+    with pytest.raises(standardwebhooks.webhooks.WebhookVerificationError, match="too old"):
+        hook.verify(stale.body, dict(stale.headers))
+    # The id is the delivery id, the same on every attempt; only time and signature change.
+    assert old.headers["webhook-id"] == stale.headers["webhook-id"]
+    assert old.headers["webhook-signature"] != stale.headers["webhook-signature"]
+
+
+def test_a_whsec_secret_signs_with_its_decoded_bytes() -> None:
+    """`whsec_<base64>` keys the Standard Webhooks HMAC with the decoded bytes, as the spec says."""
+    key = bytes(range(32))
+    secret = "whsec_" + base64.b64encode(key).decode()
+    request = render("webhook", new_case(), secret=secret, now=NOW)
+    signed = b"ops/scan-4711." + str(int(NOW.timestamp())).encode() + b"." + request.body
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    assert request.headers["webhook-signature"] == f"v1,{expected}"
+    # The old header keeps its key: the secret's text, as receivers configured it.
+    old = hmac.new(secret.encode(), request.body, hashlib.sha256).hexdigest()
+    assert request.headers[SIGNATURE_HEADER] == f"sha256={old}"
+
+
+@pytest.mark.parametrize("secret", ["whsec_not*base64", "whsec_"])
+def test_a_broken_whsec_secret_is_an_error_that_hides_it(secret: str) -> None:
+    """A `whsec_` secret that is not base64 (or empty) is refused without showing its value."""
+    with pytest.raises(SecretError) as info:
+        render("webhook", new_case(), secret=secret, now=NOW)
+    assert "not*base64" not in str(info.value)
 
 
 # ---------------------------------------------------------------------------- webhook
@@ -631,7 +794,7 @@ def test_webhook_signature_verifies(secret: str, target: str) -> None:
 def test_webhook_body_is_the_contract() -> None:
     """The generic body is the architecture doc's example field for field, plus kind/delivery_id."""
     event = reopened(443, TLS_FP, 7)
-    request = render("webhook", msg(event))
+    request = render("webhook", msg(event), now=NOW)
     assert request.body.startswith(b'{"version":1,"source":"exposuremon","target":"surgery-router"')
     body = json.loads(request.body)
     assert body["events"] == [
@@ -648,7 +811,9 @@ def test_webhook_body_is_the_contract() -> None:
         }
     ]
     assert (body["kind"], body["delivery_id"]) == ("events", "ops/scan-4711")
+    assert (body["part"], body["parts"]) == (1, 1)
     assert SIGNATURE_HEADER not in request.headers
+    assert "webhook-signature" not in request.headers
 
 
 def test_dedup_keys() -> None:
@@ -666,7 +831,7 @@ def test_dedup_keys() -> None:
 def test_webhook_empty_secret_is_an_error() -> None:
     """An empty signing secret is refused rather than signing with an empty key."""
     with pytest.raises(ValueError, match="secret is empty"):
-        render("webhook", new_case(), secret="")
+        render("webhook", new_case(), secret="", now=NOW)
 
 
 # ------------------------------------------------------------------------------- API
@@ -789,3 +954,25 @@ def test_detect_output_renders_the_incident() -> None:
     assert "closed since" in text
     for fmt in CHANNEL_TYPES:
         check(fmt, rendered(fmt, message))
+
+
+@pytest.mark.parametrize(
+    ("url", "posted"),
+    [
+        (
+            "https://discord.com/api/webhooks/1/tok",
+            "https://discord.com/api/webhooks/1/tok?wait=true",
+        ),
+        (
+            "https://discord.com/api/webhooks/1/tok?thread_id=42",
+            "https://discord.com/api/webhooks/1/tok?thread_id=42&wait=true",
+        ),
+        (
+            "https://discord.com/api/webhooks/1/tok?wait=false&thread_id=4%32",
+            "https://discord.com/api/webhooks/1/tok?thread_id=4%32&wait=true",
+        ),
+    ],
+)
+def test_discord_url_asks_to_wait_and_keeps_the_query(url: str, posted: str) -> None:
+    """Discord is posted with `wait=true` (an unsaved message is an error), `thread_id` kept."""
+    assert discord_url(url) == posted

@@ -639,6 +639,93 @@ async def test_a_missing_url_env_is_retried_with_a_clear_error(
     )
 
 
+# A webhook URL secret that yarl rewrites before sending (`%2F` -> `/`, `%7E` -> `~`, `%41` -> `A`).
+ENCODED_SECRET = "ab%2Bcd%2FSIGSECRET%7Ezz%41q"
+
+
+async def test_an_echoed_url_as_sent_leaves_no_secret_in_errors_or_logs(
+    store: Store, session: aiohttp.ClientSession
+) -> None:
+    """A 404 page quoting the request line: last_error, the log and notify-test stay secret-free."""
+    async with Receiver("webhook", echo=True) as hook:
+        url = f"http://127.0.0.1:{hook.port}/hooks/in?sig={ENCODED_SECRET}"
+        chan = channel("h", "webhook", url)
+        await apply_events(store, "r", [ev("r", EventType.TARGET_UP, Severity.INFO)], ["h"])
+        with structlog.testing.capture_logs() as logs:
+            async with running(store, session, [chan]) as notifier:
+                await wait_until(all_settled(store, "dead"), 10, "dead after the 404")
+                tested = await notifier.send_test("h")
+        echoed = [r.path for r in hook.requests]
+    assert all("ab%2Bcd/SIGSECRET~zzAq" in path for path in echoed)  # the form that was sent
+    (row,) = await rows_of(store)  # what GET /api/v1/notifications shows
+    assert row.last_error is not None
+    assert row.last_error.startswith("HTTP 404: Not Found: POST <redacted>")
+    assert tested is not None
+    assert tested.startswith("HTTP 404: Not Found: POST <redacted>")
+    assert any(e["event"] == "notification dead-lettered" for e in logs)
+    for text in (row.last_error, tested, repr(logs)):
+        assert "SIGSECRET" not in text
+
+
+async def test_discord_is_posted_with_wait_true_keeping_the_thread(
+    store: Store, session: aiohttp.ClientSession
+) -> None:
+    """Discord gets `?wait=true` (an unsaved message is then an error), `thread_id` kept."""
+    async with Receiver("discord") as discord:
+        chan = channel("dc", "discord", discord.url + "?thread_id=42")
+        await apply_events(store, "r", [ev("r", EventType.TARGET_DOWN, Severity.WARNING)], ["dc"])
+        async with running(store, session, [chan]):
+            await wait_until(all_settled(store), 10, "sent")
+        (req,) = discord.requests
+    assert req.path.endswith("?thread_id=42&wait=true")
+    assert req.status == 200  # with wait=true Discord answers with the saved message
+
+
+async def test_a_large_webhook_group_arrives_in_parts_each_event_once(
+    store: Store, session: aiohttp.ClientSession
+) -> None:
+    """2000 events (1.5 MB as one body, a 413 from nginx) go in parts under 256 KB, all sent."""
+    long = "service banner " + "Ü" * 280
+    events = [
+        dataclasses.replace(ev("r", EventType.PORT_OPENED, Severity.WARNING, p), summary=long)
+        for p in range(1, 2001)
+    ]
+    async with Receiver("webhook") as hook:  # answers 413 above 1 MiB, as nginx does
+        applied = await apply_events(store, "r", events, ["h"])
+        async with running(store, session, [channel("h", "webhook", hook.url)]):
+            await wait_until(all_settled(store), 20, "every row sent")
+        bodies = [r.json() for r in hook.requests]
+        assert all(r.status == 200 and len(r.body) < 256_000 for r in hook.requests)
+        assert len(hook.delivered()) == len(bodies) >= 6
+    ids = [e["id"] for b in bodies for e in b["events"]]
+    assert sorted(ids) == sorted(applied.event_ids)
+    assert len(ids) == len(set(ids)) == 2000
+    parts = len(bodies)
+    key = f"h/{applied.scan_id}"
+    assert [(b["part"], b["parts"], b["delivery_id"]) for b in bodies] == [
+        (n, parts, f"{key}/part{n}of{parts}") for n in range(1, parts + 1)
+    ]
+
+
+async def test_a_webhook_retry_keeps_its_id_and_passes_the_standard_check(
+    store: Store, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Standard Webhooks: every attempt has the delivery id as webhook-id and verifies."""
+    secret = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    monkeypatch.setenv("EXPOSUREMON_TEST_SECRET", secret)
+    async with Receiver("webhook", secret=secret, standard=True) as hook:
+        hook.script(Answer(503))
+        chan = channel("h", "webhook", hook.url, secret_env="EXPOSUREMON_TEST_SECRET")
+        applied = await apply_events(
+            store, "r", [ev("r", EventType.TARGET_UP, Severity.INFO)], ["h"]
+        )
+        async with running(store, session, [chan]):
+            await wait_until(all_settled(store), 10, "sent after a 503")
+        assert [r.status for r in hook.requests] == [503, 200]  # the 200 passed the check
+        ids = {r.headers["webhook-id"] for r in hook.requests}
+    assert ids == {f"h/{applied.scan_id}"}
+
+
 async def test_deliveries_are_listed_newest_first_with_filters(store: Store) -> None:
     """Store.deliveries pages by id, filters by status and channel, and names bad input."""
     for name in ("a", "b", "c"):

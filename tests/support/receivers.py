@@ -6,6 +6,11 @@ needs `text` or `blocks`, ...), answers with that service's success and error bo
 records every request. Tests script the answers per request (status, Retry-After, a delay, or
 holding the request until released), and read what was delivered with deduplication on the
 delivery header, as a receiver honouring it would.
+
+Like the real services: Discord answers 204 without `?wait=true` and 200 with the saved message
+with it; a body over `max_body` (nginx's default `client_max_body_size`, 1 MiB) is a 413; a
+signed webhook receiver can also check the Standard Webhooks headers with the reference library
+(`standard=True`); `echo=True` makes the 404 page quote the request line, as some servers do.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import standardwebhooks
 from aiohttp import web
 
 from exposuremon.notify.formats import DELIVERY_HEADER, SIGNATURE_HEADER, sign
@@ -34,6 +40,7 @@ PATHS = {
     "webhook": f"/hook/{SECRET}",
 }
 HOLD_LIMIT = 60.0  # a held request is answered after this long at the latest
+NGINX_MAX_BODY = 1024 * 1024  # nginx's default client_max_body_size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,12 +83,22 @@ class Receiver:
     """One emulated webhook endpoint; `await start()` before use, `await close()` after."""
 
     def __init__(
-        self, kind: str, *, default: Answer | None = None, secret: str | None = None
+        self,
+        kind: str,
+        *,
+        default: Answer | None = None,
+        secret: str | None = None,
+        standard: bool = False,
+        echo: bool = False,
+        max_body: int = NGINX_MAX_BODY,
     ) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown receiver kind {kind!r}")
         self.kind = kind
         self.secret = secret  # webhook: requests must carry its HMAC signature
+        self.standard = standard  # webhook with secret: and valid Standard Webhooks headers
+        self.echo = echo  # the 404 page quotes the request line (and so the URL as sent)
+        self.max_body = max_body
         self.default = default or Answer()
         self.requests: list[Received] = []
         self._script: collections.deque[Answer] = collections.deque()
@@ -94,7 +111,7 @@ class Receiver:
 
     async def start(self) -> str:
         """Listen on 127.0.0.1 (a free port); the webhook URL to configure."""
-        app = web.Application()
+        app = web.Application(client_max_size=self.max_body)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -166,7 +183,13 @@ class Receiver:
     # -- the service -----------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            rec = Received(time.monotonic(), request.path_qs, dict(request.headers), b"", 413)
+            self.requests.append(rec)
+            await self._notify()
+            return web.Response(status=413, text="413 Request Entity Too Large")
         rec = Received(time.monotonic(), request.path_qs, dict(request.headers), body)
         self.requests.append(rec)
         await self._notify()
@@ -179,17 +202,13 @@ class Receiver:
                 pass
         if answer.delay:
             await asyncio.sleep(answer.delay)  # the behaviour under test: a slow receiver
-        if not self._known_path(request.path_qs, body):
-            response = self._not_found()
-        elif (
-            answer.status == 0
-            and self.secret
-            and request.headers.get(SIGNATURE_HEADER) != sign(body, self.secret)
-        ):
+        if not self._known_path(request, body):
+            response = self._not_found(request)
+        elif answer.status == 0 and self.secret and not self._signed(request, body):
             response = self._error(401, "bad signature")
         elif answer.status == 0:
             problem = self._invalid(body, request)
-            response = self._error(400, problem) if problem else self._success(body)
+            response = self._error(400, problem) if problem else self._success(body, request)
         else:
             response = self._error(answer.status, answer.body)
         if answer.retry_after is not None:
@@ -198,8 +217,27 @@ class Receiver:
         await self._notify()
         return response
 
-    def _known_path(self, path: str, body: bytes) -> bool:
+    def _signed(self, request: web.Request, body: bytes) -> bool:
+        """The signature headers check out with this receiver's secret."""
+        assert self.secret is not None
+        if request.headers.get(SIGNATURE_HEADER) != sign(body, self.secret):
+            return False
+        if not self.standard:
+            return True
+        key: str | bytes = self.secret
+        if not self.secret.startswith("whsec_"):
+            key = self.secret.encode("utf-8", "surrogateescape")
+        try:  # the reference library, with its 5-minute timestamp tolerance
+            standardwebhooks.Webhook(key).verify(body, dict(request.headers), json_parse=False)
+        except standardwebhooks.webhooks.WebhookVerificationError:
+            return False
+        return True
+
+    def _known_path(self, request: web.Request, body: bytes) -> bool:
         """Whether the request reached this webhook (ntfy: JSON to "/" naming our topic)."""
+        path = request.path_qs
+        if self.kind == "discord":  # the query is options (wait, thread_id), not the address
+            return request.raw_path.partition("?")[0] == PATHS["discord"]
         if self.kind != "ntfy" or path != "/":
             return path == PATHS[self.kind]
         try:
@@ -238,10 +276,12 @@ class Receiver:
             return "content over 2000 characters or more than 10 embeds"
         return None
 
-    def _success(self, body: bytes) -> web.Response:
+    def _success(self, body: bytes, request: web.Request) -> web.Response:
         if self.kind == "slack":
             return web.Response(status=200, text="ok")
         if self.kind == "discord":
+            if request.query.get("wait") == "true":  # the message as saved
+                return web.json_response({"id": str(len(self.requests)), "type": 0})
             return web.Response(status=204)
         if self.kind == "msteams":
             return web.Response(status=202)
@@ -253,7 +293,11 @@ class Receiver:
             )
         return web.json_response({"ok": True})
 
-    def _not_found(self) -> web.Response:
+    def _not_found(self, request: web.Request) -> web.Response:
+        if self.echo:  # the request line as it arrived: the URL as the client sent it
+            v = request.version
+            line = f"{request.method} {request.raw_path} HTTP/{v.major}.{v.minor}"
+            return web.Response(status=404, text=f"Not Found: {line}")
         if self.kind == "discord":
             return web.json_response({"message": "Unknown Webhook", "code": 10015}, status=404)
         if self.kind == "slack":
