@@ -21,7 +21,7 @@ import asyncio
 import dataclasses
 import json
 import logging
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
@@ -115,9 +115,9 @@ class _Connection(RequestHandler):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if not self._listener.admit(self):
             # Never handed to aiohttp: a short answer, then the descriptor is freed.
-            assert isinstance(transport, asyncio.Transport)
-            transport.write(_REFUSED)
-            transport.close()
+            stream = cast(asyncio.Transport, transport)
+            stream.write(_REFUSED)
+            stream.close()
             return
         self._admitted = True
         super().connection_made(transport)
