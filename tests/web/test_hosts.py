@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from exposuremon.config import check_warnings
 from exposuremon.config.models import HttpConfig
 from exposuremon.web.hosts import HostPolicy, host_name
 from tests.support.apibed import Story, build_story
@@ -203,3 +204,22 @@ async def test_reloaded_allowed_hosts_apply_at_once(story: Story, tmp_path: Path
 def test_defaults_need_no_allowed_hosts() -> None:
     """The default [http] section implies the loopback names only."""
     assert dataclasses.asdict(HostPolicy.of(HttpConfig())) == {"names": frozenset({"127.0.0.1"})}
+
+
+@pytest.mark.parametrize(
+    ("http", "warned"),
+    [
+        ('listen = "0.0.0.0:9810"', True),
+        ('listen = "[::]:9810"', True),
+        ('listen = "0.0.0.0:9810"\nallowed_hosts = ["mon.lan"]', False),
+        ('listen = "192.0.2.5:9810"', False),
+        ("", False),
+    ],
+)
+def test_check_config_warns_of_wildcard_listen_without_names(
+    story: Story, tmp_path: Path, http: str, warned: bool
+) -> None:
+    """check-config says that a wildcard listen with no allowed_hosts serves IP literals only."""
+    config = story.copy(tmp_path, http=http).config()
+    warnings = check_warnings(config, own_addresses=())
+    assert any(w.startswith("http.allowed_hosts: empty") for w in warnings) == warned
