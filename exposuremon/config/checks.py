@@ -102,6 +102,12 @@ def check_warnings(config: Config, own_addresses: Iterable[IPAddress] | None = N
             f"http.listen: {config.http.listen} is reachable from other hosts; the status page "
             "and API show which ports are open on your routers, so restrict access to it"
         )
+    if host in ("0.0.0.0", "::") and not config.http.allowed_hosts:
+        warnings.append(
+            f"http.allowed_hosts: empty with the wildcard listen {config.http.listen}: only "
+            "requests to an IP address of this host (or localhost) are served; add the names "
+            'clients use (docs/api.md "Host names")'
+        )
     return warnings
 
 

@@ -45,6 +45,7 @@ from exposuremon.config.fields import (
     PositiveFloat,
     PositiveInt,
     Rate,
+    _is_hostname,
     key_error,
     lower_text,
     parse_address,
@@ -81,12 +82,32 @@ class DaemonConfig(_Model):
     retention: Duration = 90 * 86400.0
 
 
+def _allowed_host(value: object) -> str:
+    # One name as a Host header carries it, minus the port: the server compares names
+    # lower-cased, without a trailing dot, and addresses in their canonical form.
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    text = value.strip().lower().removesuffix(".")
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    if not _is_hostname(text):
+        raise ValueError(
+            f"not a hostname or IP address: {value[:64]!r} (write it without scheme or port)"
+        )
+    return text
+
+
 class HttpConfig(_Model):
     """`[http]`: the status page, API and metrics listener."""
 
     listen: Annotated[str, BeforeValidator(parse_listen)] = "127.0.0.1:9810"
     token_file: FilePath | None = None
     public_url: Annotated[str, BeforeValidator(parse_public_url)] | None = None
+    allowed_hosts: tuple[Annotated[str, BeforeValidator(_allowed_host)], ...] = ()
 
     @property
     def host(self) -> str:

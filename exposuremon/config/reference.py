@@ -152,6 +152,8 @@ def default_text(field: FieldInfo) -> str:
         return "not set"
     if type_text(field).startswith("duration"):
         return f'`"{duration_text(float(value))}"`'
+    if isinstance(value, tuple) and not value:
+        return "`[]`"
     if isinstance(value, frozenset):
         if value == DEFAULT_QUICK:
             return '`"top1000,hot"`'

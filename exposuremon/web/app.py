@@ -22,6 +22,8 @@ from exposuremon.metrics import scrape_handler
 from exposuremon.store import StoreError
 from exposuremon.web import status_page
 from exposuremon.web.api import MAX_BODY, Api, Backend, Handler, error
+from exposuremon.web.connections import ConnectionLimits, Listener
+from exposuremon.web.hosts import host_guard
 
 if TYPE_CHECKING:
     from exposuremon.metrics import StateCollector
@@ -122,7 +124,11 @@ def make_app(
         response.headers["Referrer-Policy"] = "no-referrer"
         return response
 
-    app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY)
+    # json_errors outermost: the host guard's refusals get the same headers as every answer.
+    app = web.Application(
+        middlewares=[json_errors, host_guard(lambda: backend.config.http)],
+        client_max_size=MAX_BODY,
+    )
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     scrape = (
@@ -144,25 +150,48 @@ def make_app(
     return app
 
 
-class HttpServer:
-    """Start/stop wrapper around an aiohttp runner bound to one host and port."""
+DEFAULT_LIMITS = ConnectionLimits()
 
-    def __init__(self, app: web.Application, host: str, port: int) -> None:
+
+class HttpServer:
+    """Start/stop wrapper around an aiohttp runner bound to one host and port.
+
+    Connections go through `connections.Listener`: header and keep-alive timeouts, a cap on
+    open connections and JSON answers to oversized heads (`limits`, docs/api.md "Limits").
+    """
+
+    def __init__(
+        self,
+        app: web.Application,
+        host: str,
+        port: int,
+        limits: ConnectionLimits = DEFAULT_LIMITS,
+    ) -> None:
         self._runner = web.AppRunner(app, access_log=None, logger=PROTOCOL_LOG)
         self._host, self._port = host, port
+        self._limits = limits
+        self._server: asyncio.Server | None = None
+        self.listener: Listener | None = None
         self.bound: tuple[str, int] | None = None
 
     async def start(self) -> None:
         """Bind and serve; port 0 picks a free port (see `bound`)."""
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        if sockets:
-            name = sockets[0].getsockname()
+        assert self._runner.server is not None
+        self.listener = Listener(self._runner.server, self._limits, PROTOCOL_LOG)
+        # Our own listening socket (not a TCPSite): its protocol factory is the Listener.
+        self._server = await asyncio.get_running_loop().create_server(
+            self.listener, self._host, self._port, backlog=128
+        )
+        if self._server.sockets:
+            name = self._server.sockets[0].getsockname()
             self.bound = (str(name[0]), int(name[1]))
 
     async def stop(self) -> None:
         """Stop serving and release the port."""
+        if self._server is not None:
+            self._server.close()  # accept no more; the runner ends the open connections
         await self._runner.cleanup()
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None

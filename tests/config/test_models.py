@@ -658,6 +658,7 @@ def test_warnings_for_exposed_listener_and_missing_secrets(
         "notify[0].url_env",
         "http.token_file",
         "http.listen",
+        "http.allowed_hosts",
     ]
 
 

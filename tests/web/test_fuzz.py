@@ -280,7 +280,7 @@ def test_post_never_fails(
 def test_malformed_request_lines(
     harness: Harness, request_line: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Request lines no client library sends: 4xx, no traceback in the answer or the log."""
+    """Request lines no client library sends: 4xx JSON, no traceback in the answer or the log."""
     assert harness.server.bound is not None
     host, port = harness.server.bound
 
@@ -298,4 +298,7 @@ def test_malformed_request_lines(
     status_line = answer.split(b"\r\n", 1)[0]
     assert re.match(rb"HTTP/1\.[01] 4\d\d ", status_line), answer[:300]
     assert b"Traceback" not in answer
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"application/json" in head, answer[:300]
+    assert json.loads(body)["error"]
     assert not [r for r in caplog.records if r.exc_info], caplog.text
