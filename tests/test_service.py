@@ -78,10 +78,11 @@ async def test_quiet_scans_are_written_in_batches(tmp_path: Path) -> None:
             async def held_newer_than_stored() -> dt.datetime | None:
                 # Read the store first: a written scan drops what is held, so a held scan seen
                 # after the read is newer than what was read (two equal times are no proof).
-                stored = (await service.store.load_state("lo")).last_scan[ScanKind.SENTINEL]
+                stored = (await service.store.load_state("lo")).last_scan.get(ScanKind.SENTINEL)
                 held = service.pipeline.quiet.get("lo")
-                newer = held is not None and held.last_scan[ScanKind.SENTINEL] > stored
-                return stored if service.scans_recorded >= 5 and newer else None
+                if stored is None or held is None or service.scans_recorded < 5:
+                    return None  # not scanned yet, or nothing held now
+                return stored if held.last_scan[ScanKind.SENTINEL] > stored else None
 
             before = await wait_until(held_newer_than_stored, 30, "five scans, one held")
             db = sqlite3.connect(tmp_path / "state" / "exposuremon.db")
