@@ -26,7 +26,7 @@ from exposuremon.notify import Notifier, NullNotifier
 from exposuremon.pipeline import ScanPipeline
 from exposuremon.scan import ScanError, Scanner
 from exposuremon.scheduler import JobSpec, ScanScheduler
-from exposuremon.store import Store
+from exposuremon.store import Store, StoreError
 from exposuremon.systemd import SystemdNotifier, service_status
 from exposuremon.units import utcnow
 from exposuremon.web import HttpServer, make_app
@@ -35,6 +35,16 @@ STOP_GRACE = 5.0  # seconds running scans get to record their partial results on
 QUIET_FLUSH = 60.0  # seconds between writes of quiet scans' times
 NOTIFY_TIMEOUT = 10.0  # seconds per webhook request
 STATUS_EVERY = 60.0  # seconds between STATUS= updates to systemd
+
+
+class StartError(RuntimeError):
+    """The daemon cannot start: a config key names what to fix (one line, no traceback)."""
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror if exc.filename is None else f"{exc.strerror}: {exc.filename}"
+    return str(exc)
 
 
 class Service:
@@ -67,6 +77,7 @@ class Service:
         self._stop_requested = asyncio.Event()
         self._slots = asyncio.Semaphore(config.scan.max_concurrent_scans)
         self._ready = False
+        self._started = False  # start() completed: only then is there a run to report as stopped
         self.scans_recorded = 0
         self.systemd = SystemdNotifier.from_env()  # does nothing outside systemd
         self._reload_error: str | None = None  # why the last reload was refused
@@ -99,7 +110,11 @@ class Service:
         """Open the store, start scanning and serving; ready when this returns."""
         # Pinging from the start: migrations may take long, and run in a thread.
         self.systemd.start_watchdog()
-        self._store = await Store.open(self.config.daemon.state_dir, clock=self.clock)
+        state_dir = self.config.daemon.state_dir
+        try:
+            self._store = await Store.open(state_dir, clock=self.clock)
+        except (OSError, StoreError) as exc:
+            raise StartError(f"daemon.state_dir {state_dir}: {_reason(exc)}") from exc
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=NOTIFY_TIMEOUT))
         self.notifications = Notifier(
             self._store,
@@ -122,13 +137,17 @@ class Service:
         )
         app = make_app(self.metrics.registry, self, state=self.state_metrics)
         self._http = HttpServer(app, self.config.http.host, self.config.http.port)
-        await self._http.start()
+        try:
+            await self._http.start()
+        except OSError as exc:  # the port is taken, or the address is not this host's
+            raise StartError(f"http.listen {self.config.http.listen}: {_reason(exc)}") from exc
         self._scheduler.start()
         self._scheduler.sync(self._job_specs(), await self._store.last_scans(), self.clock())
         self._scheduler.add_maintenance(self.prune, interval=3600.0)
         self._scheduler.add_maintenance(self.flush_quiet, interval=QUIET_FLUSH)
         self._scheduler.add_maintenance(self.refresh_status, interval=STATUS_EVERY)
         self._ready = True
+        self._started = True
         self.log.info(
             "started",
             targets=len(self.config.targets),
@@ -181,7 +200,8 @@ class Service:
             await self._store.close()
         if self._session is not None:
             await self._session.close()
-        self.log.info("stopped", scans_recorded=self.scans_recorded)
+        if self._started:  # a failed start is reported once, by its StartError
+            self.log.info("stopped", scans_recorded=self.scans_recorded)
         await self.systemd.stop_watchdog()  # last: a slow shutdown is still a live one
 
     def not_ready(self) -> str | None:
