@@ -79,7 +79,8 @@ class Number(click.ParamType):  # type: ignore[type-arg]
         except (TypeError, ValueError):
             self.fail(f"{value!r} is not a number", param, ctx)
         if not math.isfinite(number) or not self.low <= number <= self.high:
-            self.fail(f"must be between {self.low:g} and {self.high:g}, got {value!r}", param, ctx)
+            low, high = f"{self.low:.0f}", f"{self.high:.0f}"  # whole bounds: 1000000, not 1e+06
+            self.fail(f"must be between {low} and {high}, got {value!r}", param, ctx)
         return number
 
 

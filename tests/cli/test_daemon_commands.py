@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -34,6 +35,7 @@ from exposuremon.model import (
     TargetState,
 )
 from exposuremon.store.database import MAX_PAGE, Store, db_path
+from tests.support.daemon import write_config
 from tests.support.records import scan_record_of
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.toml"
@@ -531,3 +533,30 @@ def test_read_commands_never_create_the_database(tmp_path: Path) -> None:
             "has not run with this state_dir"
         ]
     assert not (tmp_path / "state").exists()
+
+
+# ------------------------------------------------------------------------------------ run
+
+
+def test_run_with_the_listen_port_taken_is_one_line(tmp_path: Path) -> None:
+    """`run` whose listen port is in use: exit 2, one line naming http.listen, no traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(tmp_path, [{"name": "lo", "address": "127.0.0.1"}], sentinel="1h")
+        config.write_text(config.read_text().replace("127.0.0.1:0", f"127.0.0.1:{port}"))
+        line = one_error_line(run_cli("run", "-c", str(config)))
+    assert f"http.listen 127.0.0.1:{port}" in line
+    assert "in use" in line
+
+
+def test_run_with_an_uncreatable_state_dir_is_one_line(tmp_path: Path) -> None:
+    """`run` whose state_dir cannot be made (a file is in the way): exit 2, one line, no trace."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a directory\n")
+    config = write_config(tmp_path, [{"name": "lo", "address": "127.0.0.1"}], sentinel="1h")
+    state = tmp_path / "state"
+    config.write_text(config.read_text().replace(str(state), str(blocker / "state")))
+    line = one_error_line(run_cli("run", "-c", str(config)))
+    assert f"daemon.state_dir {blocker / 'state'}" in line
