@@ -234,16 +234,33 @@ class Service:
             await self.refresh_status()
 
     async def _reload(self, path: Path) -> bool:
+        # Everything the new config needs is built before any of it is adopted: a failure at
+        # any step leaves the running config, its jobs, channels and limits as they were.
         try:
             new = load_config(path)
+            for channel in new.notify:  # the URLs and secrets it would deliver with, read now
+                channel.resolve_url()
+                channel.resolve_secret()
+            for target in new.targets:
+                new.scan_for(target).scan_options()  # the engine's checks of its tuning
+            slots = (
+                self._slots
+                if new.scan.max_concurrent_scans == self.config.scan.max_concurrent_scans
+                else asyncio.Semaphore(new.scan.max_concurrent_scans)
+            )
+            plan = self._scheduler.plan(
+                self._job_specs(new), await self.store.last_scans(), self.clock()
+            )
         except ConfigError as exc:
-            self._reload_error = "; ".join(exc.errors)
-            self.log.error("reload rejected, keeping the running config", errors=exc.errors)
-            return False
+            return self._reload_rejected(exc.errors)
+        except Exception as exc:  # anything else that cannot be built: say what, keep running
+            return self._reload_rejected([f"{type(exc).__name__}: {exc}"])
         old_names = {t.name for t in self.config.targets}
         self.config = new
+        # A new limit applies to scans that start from now on; running ones keep their slot.
+        self._slots = slots
         self.notifications.reconfigure(new.notify, new.http.public_url)
-        self._scheduler.sync(self._job_specs(), await self.store.last_scans(), self.clock())
+        self._scheduler.apply(plan)
         names = {t.name for t in new.targets}
         self.log.info(
             "reloaded",
@@ -252,7 +269,17 @@ class Service:
             removed=sorted(old_names - names),
         )
         self._reload_error = None
+        self.metrics.reload_successful.set(1)
         return True
+
+    def _reload_rejected(self, errors: list[str]) -> bool:
+        self._reload_error = "; ".join(errors)
+        self.log.error(
+            "reload rejected, keeping the running config", reason=self._reload_error, errors=errors
+        )
+        self.metrics.reload_failures.inc()
+        self.metrics.reload_successful.set(0)
+        return False
 
     async def flush_quiet(self) -> None:
         """Write the times of quiet scans held since the last flush."""
@@ -267,10 +294,11 @@ class Service:
 
     # -- scanning --------------------------------------------------------------------------
 
-    def _job_specs(self) -> list[JobSpec]:
+    def _job_specs(self, config: Config | None = None) -> list[JobSpec]:
+        config = self.config if config is None else config
         specs = []
-        for target in self.config.targets:
-            schedule = target.effective_schedule(self.config.schedule)
+        for target in config.targets:
+            schedule = target.effective_schedule(config.schedule)
             for kind in ScanKind:
                 specs.append(JobSpec(target.name, kind, schedule.interval(kind), schedule.jitter))
         return specs
