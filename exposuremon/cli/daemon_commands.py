@@ -79,7 +79,7 @@ def _with_store(config: Config, work: Callable[[Store], Awaitable[T]]) -> T:
 def check_config(config_path: Path) -> None:
     """Validate CONFIG: exit 0 when valid (warnings on stderr), 2 with every problem."""
     config = _load(config_path)
-    for warning in check_warnings(config):
+    for warning in check_warnings(config, source=config_path):
         click.echo(f"{config_path}: warning: {warning}", err=True)
     click.echo(f"{config_path}: ok, {len(config.targets)} targets, {len(config.notify)} channels")
 

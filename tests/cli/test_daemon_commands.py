@@ -244,6 +244,66 @@ def test_check_config_example_is_valid_with_a_loopback_warning(tmp_path: Path) -
     assert not (tmp_path / "state").exists()  # checking a config writes nothing
 
 
+INLINE_URL = (
+    '[[targets]]\nname = "office"\naddress = "198.51.100.7"\n'
+    '[[notify]]\nname = "ops"\ntype = "slack"\nurl = "https://hooks.example/T0/B0/SECRET"\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("mode", "warned"), [(0o644, True), (0o604, True), (0o640, False), (0o600, False)]
+)
+def test_check_config_warns_about_an_inline_url_others_can_read(
+    tmp_path: Path, mode: int, warned: bool
+) -> None:
+    """An inline webhook URL in a world-readable config is a warning naming notify[0].url;
+    group-readable (0640, as install.sh installs it) is fine; the URL itself is never shown."""
+    config = tmp_path / "config.toml"
+    config.write_text(INLINE_URL, encoding="utf-8")
+    os.chmod(config, mode)
+    proc = run_cli("check-config", "-c", str(config))
+    assert proc.returncode == 0, proc.stderr
+    exposed = [line for line in proc.stderr.splitlines() if "notify[0].url:" in line]
+    assert bool(exposed) is warned, proc.stderr
+    assert "SECRET" not in proc.stderr + proc.stdout
+
+
+def test_check_config_warns_about_world_readable_secret_files(tmp_path: Path) -> None:
+    """A url_file or token_file readable by every user is a warning naming its key."""
+    url_file, token_file = tmp_path / "url", tmp_path / "token"
+    for path in (url_file, token_file):
+        path.write_text("https://hooks.example/T0/B0/SECRET\n", encoding="utf-8")
+        os.chmod(path, 0o644)
+    config = tmp_path / "config.toml"
+    config.write_text(
+        INLINE_URL.replace('url = "https://hooks.example/T0/B0/SECRET"', f'url_file = "{url_file}"')
+        + f'[http]\ntoken_file = "{token_file}"\n',
+        encoding="utf-8",
+    )
+    os.chmod(config, 0o600)
+    proc = run_cli("check-config", "-c", str(config))
+    assert proc.returncode == 0, proc.stderr
+    assert "notify[0].url_file: " in proc.stderr
+    assert "http.token_file: " in proc.stderr
+    assert "SECRET" not in proc.stderr
+
+
+def test_check_config_refuses_non_finite_numbers(tmp_path: Path) -> None:
+    """The issue's config (sentinel = nan, quick = inf, rate = nan, anomaly_share = nan) is
+    refused with exit 2 and one line per key, instead of "ok" and a crash in `run`."""
+    config = tmp_path / "config.toml"
+    config.write_text(
+        "[schedule]\nsentinel = nan\nquick = inf\n[scan]\nrate = nan\nanomaly_share = nan\n"
+        + INLINE_URL.split("[[notify]]")[0],
+        encoding="utf-8",
+    )
+    for command in ("check-config", "run"):
+        proc = run_cli(command, "-c", str(config))
+        assert proc.returncode == 2, proc.stderr
+        keys = sorted(line.split(": ")[1] for line in proc.stderr.strip().splitlines())
+        assert keys == ["scan.anomaly_share", "scan.rate", "schedule.quick", "schedule.sentinel"]
+
+
 def test_check_config_reports_every_error_on_its_own_line(tmp_path: Path) -> None:
     """A broken config exits 2 with one line per problem, each naming its key path."""
     config = tmp_path / "broken.toml"
