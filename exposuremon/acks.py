@@ -7,11 +7,29 @@ store. The daemon calls it under the target's lock so that an ack never races a 
 from __future__ import annotations
 
 import datetime as dt
+import unicodedata
 
 from exposuremon import detect
 from exposuremon.model import Finding
 from exposuremon.store import Store
 from exposuremon.units import parse_duration
+
+# An ack silences a finding while it stays open; one that never expires is a finding nobody
+# will look at again, so an expiry is at most this far ahead (renew it to keep it).
+MAX_ACK = dt.timedelta(days=365)
+MAX_REASON = 1000  # characters: a sentence or two, not a document
+# Unicode categories refused in a reason: control characters (terminal escapes, BEL; tab and
+# newline are allowed), format characters (bidi overrides such as U+202E reorder what the
+# status page and a terminal show, zero-width ones hide text), surrogates (SQLite cannot
+# store a lone one) and line/paragraph separators (they break log and table lines).
+_REFUSED = {
+    "Cc": "control characters",
+    "Cf": "invisible format characters (bidi overrides, zero-width marks)",
+    "Cs": "lone surrogates",
+    "Zl": "line separators",
+    "Zp": "paragraph separators",
+}
+_ALLOWED_CONTROLS = frozenset("\t\n")
 
 
 def parse_until(text: str, now: dt.datetime) -> dt.datetime:
@@ -40,11 +58,26 @@ def parse_until(text: str, now: dt.datetime) -> dt.datetime:
     # Also for a zero duration: detect.acknowledge refuses an expiry that is not in the future.
     if when <= now:
         raise ValueError(f"{text!r} is not in the future")
+    if when > now + MAX_ACK:
+        raise ValueError(
+            f"{text!r} is more than a year ahead: an ack lasts at most 365 days (renew it then)"
+        )
     return when
 
 
 def check_reason(text: str) -> str:
-    """The reason, stripped; ValueError when nothing is left."""
+    """The reason, stripped: ValueError when empty, longer than MAX_REASON or not plain text.
+
+    The one rule for `exposuremon ack --reason` and the API's `reason`.
+    """
+    if len(text) > MAX_REASON:
+        raise ValueError(f"longer than {MAX_REASON} characters ({len(text)})")
+    for char in text:
+        category = unicodedata.category(char)
+        if category in _REFUSED and char not in _ALLOWED_CONTROLS:
+            raise ValueError(
+                f"must be plain text without {_REFUSED[category]}: found U+{ord(char):04X}"
+            )
     reason = text.strip()
     if not reason:
         raise ValueError("must not be empty")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -35,6 +36,14 @@ REBOOT_FOLLOW_UPS: tuple[tuple[ScanKind, float], ...] = (
     (ScanKind.QUICK, 300.0),
     (ScanKind.QUICK, 900.0),
 )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SyncPlan:
+    """Jobs to remove (ids) and to add or replace (spec, trigger, first run), made by `plan`."""
+
+    remove: tuple[str, ...]
+    add: tuple[tuple[JobSpec, IntervalTrigger, dt.datetime], ...]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -110,6 +119,57 @@ class ScanScheduler:
                 while self._scheduler.running:  # noqa: ASYNC110
                     await asyncio.sleep(0)
 
+    def plan(
+        self,
+        specs: Sequence[JobSpec],
+        last_scans: Mapping[tuple[str, ScanKind], dt.datetime],
+        now: dt.datetime,
+    ) -> SyncPlan:
+        """Everything `apply` needs to schedule exactly `specs`, built without changing a job.
+
+        A reload builds its plan first, so that a spec the scheduler cannot take (an interval
+        APScheduler refuses) rejects the new config while the old jobs run on untouched.
+        """
+        wanted = {spec.job_id: spec for spec in specs}
+        jobs: list[tuple[JobSpec, IntervalTrigger, dt.datetime]] = []
+        for kind in ScanKind:
+            ofkind = [s for s in specs if s.kind is kind]
+            for index, spec in enumerate(ofkind):
+                if self._specs.get(spec.job_id) == spec:
+                    continue  # unchanged: keep its place in the schedule
+                if not (math.isfinite(spec.interval) and spec.interval > 0):
+                    raise ValueError(f"{spec.job_id}: interval {spec.interval!r} is not usable")
+                last = last_scans.get((spec.target, spec.kind))
+                start = first_run(spec, last, now, index, len(ofkind))
+                trigger = IntervalTrigger(
+                    seconds=spec.interval,
+                    jitter=spec.interval * spec.jitter or None,
+                    timezone=dt.UTC,
+                )
+                jobs.append((spec, trigger, start))
+        return SyncPlan(remove=tuple(set(self._specs) - set(wanted)), add=tuple(jobs))
+
+    def apply(self, plan: SyncPlan) -> None:
+        """Schedule a plan made by `plan` (no other change in between)."""
+        for job_id in plan.remove:
+            self._remove(job_id)
+        for spec, trigger, start in plan.add:
+            self._scheduler.add_job(
+                self._run_scan,
+                trigger=trigger,
+                # Explicit: an interval trigger's start date in the past (a first run
+                # "now") would otherwise be skipped to the next interval.
+                next_run_time=start,
+                args=[spec.target, spec.kind],
+                id=spec.job_id,
+                name=spec.job_id,
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=max(1, int(spec.interval)),
+                replace_existing=True,
+            )
+            self._specs[spec.job_id] = spec
+
     def sync(
         self,
         specs: Sequence[JobSpec],
@@ -117,35 +177,7 @@ class ScanScheduler:
         now: dt.datetime,
     ) -> None:
         """Add, change and remove jobs so that exactly `specs` are scheduled."""
-        wanted = {spec.job_id: spec for spec in specs}
-        for job_id in set(self._specs) - set(wanted):
-            self._remove(job_id)
-        for kind in ScanKind:
-            ofkind = [s for s in specs if s.kind is kind]
-            for index, spec in enumerate(ofkind):
-                if self._specs.get(spec.job_id) == spec:
-                    continue  # unchanged: keep its place in the schedule
-                last = last_scans.get((spec.target, spec.kind))
-                start = first_run(spec, last, now, index, len(ofkind))
-                self._scheduler.add_job(
-                    self._run_scan,
-                    trigger=IntervalTrigger(
-                        seconds=spec.interval,
-                        jitter=spec.interval * spec.jitter or None,
-                        timezone=dt.UTC,
-                    ),
-                    # Explicit: an interval trigger's start date in the past (a first run
-                    # "now") would otherwise be skipped to the next interval.
-                    next_run_time=start,
-                    args=[spec.target, spec.kind],
-                    id=spec.job_id,
-                    name=spec.job_id,
-                    max_instances=1,
-                    coalesce=True,
-                    misfire_grace_time=max(1, int(spec.interval)),
-                    replace_existing=True,
-                )
-                self._specs[spec.job_id] = spec
+        self.apply(self.plan(specs, last_scans, now))
 
     def after_reboot(self, target: str, now: dt.datetime) -> None:
         """Schedule the follow-up scans of a suspected reboot (replacing earlier ones)."""

@@ -26,7 +26,7 @@ from exposuremon.notify import Notifier, NullNotifier
 from exposuremon.pipeline import ScanPipeline
 from exposuremon.scan import ScanError, Scanner
 from exposuremon.scheduler import JobSpec, ScanScheduler
-from exposuremon.store import Store
+from exposuremon.store import Store, StoreError
 from exposuremon.systemd import SystemdNotifier, service_status
 from exposuremon.units import utcnow
 from exposuremon.web import HttpServer, make_app
@@ -35,6 +35,16 @@ STOP_GRACE = 5.0  # seconds running scans get to record their partial results on
 QUIET_FLUSH = 60.0  # seconds between writes of quiet scans' times
 NOTIFY_TIMEOUT = 10.0  # seconds per webhook request
 STATUS_EVERY = 60.0  # seconds between STATUS= updates to systemd
+
+
+class StartError(RuntimeError):
+    """The daemon cannot start: a config key names what to fix (one line, no traceback)."""
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror if exc.filename is None else f"{exc.strerror}: {exc.filename}"
+    return str(exc)
 
 
 class Service:
@@ -67,6 +77,7 @@ class Service:
         self._stop_requested = asyncio.Event()
         self._slots = asyncio.Semaphore(config.scan.max_concurrent_scans)
         self._ready = False
+        self._started = False  # start() completed: only then is there a run to report as stopped
         self.scans_recorded = 0
         self.systemd = SystemdNotifier.from_env()  # does nothing outside systemd
         self._reload_error: str | None = None  # why the last reload was refused
@@ -99,7 +110,11 @@ class Service:
         """Open the store, start scanning and serving; ready when this returns."""
         # Pinging from the start: migrations may take long, and run in a thread.
         self.systemd.start_watchdog()
-        self._store = await Store.open(self.config.daemon.state_dir, clock=self.clock)
+        state_dir = self.config.daemon.state_dir
+        try:
+            self._store = await Store.open(state_dir, clock=self.clock)
+        except (OSError, StoreError) as exc:
+            raise StartError(f"daemon.state_dir {state_dir}: {_reason(exc)}") from exc
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=NOTIFY_TIMEOUT))
         self.notifications = Notifier(
             self._store,
@@ -122,13 +137,17 @@ class Service:
         )
         app = make_app(self.metrics.registry, self, state=self.state_metrics)
         self._http = HttpServer(app, self.config.http.host, self.config.http.port)
-        await self._http.start()
+        try:
+            await self._http.start()
+        except OSError as exc:  # the port is taken, or the address is not this host's
+            raise StartError(f"http.listen {self.config.http.listen}: {_reason(exc)}") from exc
         self._scheduler.start()
         self._scheduler.sync(self._job_specs(), await self._store.last_scans(), self.clock())
         self._scheduler.add_maintenance(self.prune, interval=3600.0)
         self._scheduler.add_maintenance(self.flush_quiet, interval=QUIET_FLUSH)
         self._scheduler.add_maintenance(self.refresh_status, interval=STATUS_EVERY)
         self._ready = True
+        self._started = True
         self.log.info(
             "started",
             targets=len(self.config.targets),
@@ -181,7 +200,8 @@ class Service:
             await self._store.close()
         if self._session is not None:
             await self._session.close()
-        self.log.info("stopped", scans_recorded=self.scans_recorded)
+        if self._started:  # a failed start is reported once, by its StartError
+            self.log.info("stopped", scans_recorded=self.scans_recorded)
         await self.systemd.stop_watchdog()  # last: a slow shutdown is still a live one
 
     def not_ready(self) -> str | None:
@@ -214,16 +234,33 @@ class Service:
             await self.refresh_status()
 
     async def _reload(self, path: Path) -> bool:
+        # Everything the new config needs is built before any of it is adopted: a failure at
+        # any step leaves the running config, its jobs, channels and limits as they were.
         try:
             new = load_config(path)
+            for channel in new.notify:  # the URLs and secrets it would deliver with, read now
+                channel.resolve_url()
+                channel.resolve_secret()
+            for target in new.targets:
+                new.scan_for(target).scan_options()  # the engine's checks of its tuning
+            slots = (
+                self._slots
+                if new.scan.max_concurrent_scans == self.config.scan.max_concurrent_scans
+                else asyncio.Semaphore(new.scan.max_concurrent_scans)
+            )
+            plan = self._scheduler.plan(
+                self._job_specs(new), await self.store.last_scans(), self.clock()
+            )
         except ConfigError as exc:
-            self._reload_error = "; ".join(exc.errors)
-            self.log.error("reload rejected, keeping the running config", errors=exc.errors)
-            return False
+            return self._reload_rejected(exc.errors)
+        except Exception as exc:  # anything else that cannot be built: say what, keep running
+            return self._reload_rejected([f"{type(exc).__name__}: {exc}"])
         old_names = {t.name for t in self.config.targets}
         self.config = new
+        # A new limit applies to scans that start from now on; running ones keep their slot.
+        self._slots = slots
         self.notifications.reconfigure(new.notify, new.http.public_url)
-        self._scheduler.sync(self._job_specs(), await self.store.last_scans(), self.clock())
+        self._scheduler.apply(plan)
         names = {t.name for t in new.targets}
         self.log.info(
             "reloaded",
@@ -232,7 +269,17 @@ class Service:
             removed=sorted(old_names - names),
         )
         self._reload_error = None
+        self.metrics.reload_successful.set(1)
         return True
+
+    def _reload_rejected(self, errors: list[str]) -> bool:
+        self._reload_error = "; ".join(errors)
+        self.log.error(
+            "reload rejected, keeping the running config", reason=self._reload_error, errors=errors
+        )
+        self.metrics.reload_failures.inc()
+        self.metrics.reload_successful.set(0)
+        return False
 
     async def flush_quiet(self) -> None:
         """Write the times of quiet scans held since the last flush."""
@@ -247,10 +294,11 @@ class Service:
 
     # -- scanning --------------------------------------------------------------------------
 
-    def _job_specs(self) -> list[JobSpec]:
+    def _job_specs(self, config: Config | None = None) -> list[JobSpec]:
+        config = self.config if config is None else config
         specs = []
-        for target in self.config.targets:
-            schedule = target.effective_schedule(self.config.schedule)
+        for target in config.targets:
+            schedule = target.effective_schedule(config.schedule)
             for kind in ScanKind:
                 specs.append(JobSpec(target.name, kind, schedule.interval(kind), schedule.jitter))
         return specs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
@@ -14,7 +15,10 @@ def parse_duration(text: str | float | int) -> float:
     if isinstance(text, bool):
         raise ValueError(f"not a duration: {text!r}")
     if isinstance(text, int | float):
-        seconds = float(text)
+        try:
+            seconds = float(text)
+        except OverflowError:  # a 400-digit TOML integer
+            raise ValueError(f"not a finite duration: {text!r}") from None
     else:
         match = _DURATION.match(text)
         if match is None:
@@ -22,6 +26,9 @@ def parse_duration(text: str | float | int) -> float:
                 f"not a duration: {text!r} (use a number with ms, s, m, h or d, e.g. '30s')"
             )
         seconds = float(match.group(1)) * _SECONDS[match.group(2)]
+    # nan and inf come from TOML (`nan`, `inf`) or from 400 digits that float() rounds to inf.
+    if not math.isfinite(seconds):
+        raise ValueError(f"not a finite duration: {text!r}")
     if seconds < 0:
         raise ValueError(f"duration must not be negative: {text!r}")
     return seconds

@@ -17,8 +17,10 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
 from exposuremon.model import Finding, FindingState, Severity, TargetState
+from exposuremon.notify import Notifier
 from exposuremon.systemd import (
     STATUS_MAX,
     SystemdNotifier,
@@ -404,3 +406,63 @@ def test_daemon_process_under_a_notify_socket(
         daemon.signal(signal.SIGTERM)
         receiver.wait_for("STOPPING=1", 10)
         assert daemon.wait(15) == 0
+
+
+async def test_reload_is_atomic_and_reported(
+    receiver: Receiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reload that fails to load (nan) or to build (a channel's URL file is missing) is
+    rejected as a whole: a log line with the reason, STATUS=, the metrics, and the old config,
+    jobs, channels and scan slots running on; a good one then clears it."""
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
+    monkeypatch.delenv("WATCHDOG_USEC", raising=False)
+    monkeypatch.setenv("HOOK_URL", "http://127.0.0.1:9/hook")
+    channel = '[[notify]]\nname = "ops"\ntype = "webhook"\nurl_env = "HOOK_URL"\n'
+    config = write_config(
+        tmp_path, [{"name": "lo", "address": "127.0.0.1"}], sentinel="1h", extra=channel
+    )
+    good = config.read_text()
+    async with running_service(config) as service:
+        registry = service.metrics.registry
+
+        def metric(name: str) -> float | None:
+            return registry.get_sample_value(f"exposuremon_config_{name}")
+
+        assert (metric("reload_failures_total"), metric("last_reload_successful")) == (0.0, 1.0)
+        jobs = service._scheduler.next_runs()
+        slots = service._slots
+        running = service.config
+        missing = tmp_path / "missing-url"
+        broken = {
+            "nan": good.replace('sentinel = "1h"', "sentinel = nan"),
+            # A valid file (new target name, new slot limit) whose channel cannot be built.
+            "unbuildable": good.replace('"lo"', '"renamed"')
+            .replace("[scan]\n", "[scan]\nmax_concurrent_scans = 3\n")
+            .replace('url_env = "HOOK_URL"', f'url_file = "{missing}"'),
+        }
+        for n, (label, text) in enumerate(broken.items(), start=1):
+            config.write_text(text)
+            receiver.drain()
+            with capture_logs() as logs:
+                assert await service.reload() is False, label
+            [rejected] = [e for e in logs if e["event"].startswith("reload rejected")]
+            needle = "schedule.sentinel" if label == "nan" else str(missing)
+            assert needle in rejected["reason"], (label, rejected)
+            [text_line] = status_messages(receiver.drain())
+            assert text_line.startswith("config reload failed, running on the previous config")
+            assert needle in text_line, (label, text_line)
+            assert metric("reload_failures_total") == n
+            assert metric("last_reload_successful") == 0.0
+            # Nothing of the new config was adopted.
+            assert service.config is running
+            assert service._scheduler.next_runs() == jobs
+            assert service._slots is slots
+            assert isinstance(service.notifications, Notifier)
+            assert service.notifications._channels == {"ops": running.notify[0]}
+
+        config.write_text(good.replace('"lo"', '"renamed"'))
+        assert await service.reload() is True
+        assert "reload failed" not in " ".join(status_messages(receiver.drain()))
+        assert (metric("reload_failures_total"), metric("last_reload_successful")) == (2.0, 1.0)
+        assert [t.name for t in service.config.targets] == ["renamed"]
+        assert any(job.startswith("renamed/") for job in service._scheduler.next_runs())

@@ -26,6 +26,7 @@ from exposuremon.web import findings_page, json_time, status_json
 
 T = TypeVar("T")
 EXIT_CONFIG = 2
+MAX_ID = 2**63 - 1  # SQLite's largest integer id: a bigger one is a typo, not a lookup
 NOTIFY_TEST_TIMEOUT = 15.0  # seconds per channel for `notify-test`
 
 config_option = click.option(
@@ -78,7 +79,7 @@ def _with_store(config: Config, work: Callable[[Store], Awaitable[T]]) -> T:
 def check_config(config_path: Path) -> None:
     """Validate CONFIG: exit 0 when valid (warnings on stderr), 2 with every problem."""
     config = _load(config_path)
-    for warning in check_warnings(config):
+    for warning in check_warnings(config, source=config_path):
         click.echo(f"{config_path}: warning: {warning}", err=True)
     click.echo(f"{config_path}: ok, {len(config.targets)} targets, {len(config.notify)} channels")
 
@@ -88,7 +89,7 @@ def check_config(config_path: Path) -> None:
 def run(config_path: Path) -> None:
     """Run the daemon until SIGTERM/SIGINT; SIGHUP reloads the config."""
     from exposuremon.logs import configure_logging
-    from exposuremon.service import Service
+    from exposuremon.service import Service, StartError
 
     config = _load(config_path)
     configure_logging(config.daemon.log_format, config.daemon.log_level)
@@ -105,7 +106,11 @@ def run(config_path: Path) -> None:
         finally:
             await service.stop()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except StartError as exc:  # port taken, state_dir not creatable: the key to fix, one line
+        click.echo(f"{config_path}: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
 
 
 @click.command("status")
@@ -212,17 +217,29 @@ def parse_until(text: str, now: dt.datetime) -> dt.datetime:
 
 
 @click.command("ack")
-@click.argument("finding_id", type=int)
+@click.argument("finding_id", type=click.IntRange(1, MAX_ID))
 @config_option
-@click.option("--until", "until_text", required=True, help="Expiry: a date/time or a duration.")
-@click.option("--reason", required=True, help="Why this exposure is accepted (kept with it).")
+@click.option(
+    "--until",
+    "until_text",
+    required=True,
+    help="Expiry: a date/time or a duration, at most 365 days ahead.",
+)
+@click.option(
+    "--reason",
+    required=True,
+    help="Why this exposure is accepted (kept with it): plain text, at most 1000 characters.",
+)
 def ack(finding_id: int, config_path: Path, until_text: str, reason: str) -> None:
-    """Acknowledge an open finding until a date: silent while open, reopens loudly."""
+    """Acknowledge an open finding until a date (at most a year ahead): silent while open,
+    reopens loudly."""
     config = _load(config_path)
     now = utcnow()
     until = parse_until(until_text, now)
-    if not reason.strip():
-        raise click.BadParameter("must not be empty", param_hint="'--reason'")
+    try:
+        reason = acks.check_reason(reason)  # the API's rule too
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--reason'") from None
 
     async def work(store: Store) -> str:
         try:

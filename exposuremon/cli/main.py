@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from typing import Any, NoReturn
 
 import click
 
 from exposuremon.scan import (
+    RATE_MAX,
+    RATE_MIN,
+    TIMEOUT_MAX,
+    TIMEOUT_MIN,
     PortSpecError,
     ScanError,
     ScanOptions,
@@ -18,7 +23,7 @@ from exposuremon.scan import (
     scan_blocking,
     unexpected_open,
 )
-from exposuremon.units import parse_duration
+from exposuremon.units import format_duration, parse_duration
 
 EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_SCAN_PORTS = "hot,top1000"
@@ -40,9 +45,12 @@ class PortSpec(click.ParamType):  # type: ignore[type-arg]
 
 
 class Duration(click.ParamType):  # type: ignore[type-arg]
-    """A click parameter holding seconds parsed from `500ms`, `2s` …"""
+    """A click parameter holding seconds parsed from `500ms`, `2s` …, within [low, high]."""
 
     name = "DURATION"
+
+    def __init__(self, low: float, high: float) -> None:
+        self.low, self.high = low, high
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, float):
@@ -51,9 +59,29 @@ class Duration(click.ParamType):  # type: ignore[type-arg]
             seconds = parse_duration(str(value))
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
-        if seconds <= 0:
-            self.fail("must be more than zero", param, ctx)
+        if not self.low <= seconds <= self.high:
+            low, high = format_duration(self.low), format_duration(self.high)
+            self.fail(f"must be between {low} and {high}, got {value!r}", param, ctx)
         return seconds
+
+
+class Number(click.ParamType):  # type: ignore[type-arg]
+    """A finite number within [low, high] (click's FloatRange lets `nan` through)."""
+
+    name = "NUMBER"
+
+    def __init__(self, low: float, high: float) -> None:
+        self.low, self.high = low, high
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number) or not self.low <= number <= self.high:
+            low, high = f"{self.low:.0f}", f"{self.high:.0f}"  # whole bounds: 1000000, not 1e+06
+            self.fail(f"must be between {low} and {high}, got {value!r}", param, ctx)
+        return number
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -82,10 +110,10 @@ def cli() -> None:
 )
 @click.option(
     "--timeout-max",
-    type=Duration(),
+    type=Duration(TIMEOUT_MIN, TIMEOUT_MAX),
     default=f"{DEFAULTS.timeout_max}s",
     show_default=True,
-    help="Longest wait for one probe's answer.",
+    help="Longest wait for one probe's answer (10ms-60s).",
 )
 @click.option(
     "--retries",
@@ -96,9 +124,9 @@ def cli() -> None:
 )
 @click.option(
     "--rate",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Number(RATE_MIN, RATE_MAX),
     default=None,
-    help="Most new connections per second (politeness).",
+    help="Most new connections per second (politeness), 1-1000000.",
 )
 @click.option(
     "--expect-open",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -76,10 +77,49 @@ def _secret_warning(owner: str, env: str | None, file: Path | None) -> str | Non
     return None
 
 
-def check_warnings(config: Config, own_addresses: Iterable[IPAddress] | None = None) -> list[str]:
-    """Problems that do not stop the daemon: inside-view targets, unavailable secrets, exposure."""
+def _world_readable(path: Path) -> bool:
+    try:
+        return bool(os.stat(path).st_mode & stat.S_IROTH)
+    except OSError:
+        return False  # unreadable or missing: reported elsewhere (or the daemon says so)
+
+
+def _exposed_secrets(config: Config, source: Path) -> list[str]:
+    """Secrets readable by every local user: inline URLs in the file, and secret files.
+
+    Group-readable is fine: install.sh installs the config 0640, root and the service's group,
+    because the service reads it through that group. Readable by others is not: a webhook URL
+    lets anyone post as exposuremon (and a secret file is the same secret).
+    """
+    warnings: list[str] = []
+    if _world_readable(source):
+        for i, channel in enumerate(config.notify):
+            if channel.url is not None:
+                warnings.append(
+                    f"notify[{i}].url: the webhook URL is a secret, and {source} is readable by "
+                    f"every user; chmod o-r {source} (install.sh installs it 0640), or move the "
+                    "URL to url_file or url_env"
+                )
+    files = [(f"notify[{i}].url_file", c.url_file) for i, c in enumerate(config.notify)]
+    files += [(f"notify[{i}].secret_file", c.secret_file) for i, c in enumerate(config.notify)]
+    files.append(("http.token_file", config.http.token_file))
+    for key, file in files:
+        if file is not None and _world_readable(file):
+            warnings.append(f"{key}: {file} holds a secret and is readable by every user")
+    return warnings
+
+
+def check_warnings(
+    config: Config,
+    own_addresses: Iterable[IPAddress] | None = None,
+    source: Path | None = None,
+) -> list[str]:
+    """Problems that do not stop the daemon: inside-view targets, unavailable or exposed
+    secrets (`source` is the config file, to check its mode), an exposed listener."""
     own = frozenset(own_addresses) if own_addresses is not None else host_addresses()
     warnings: list[str] = []
+    if source is not None:
+        warnings += _exposed_secrets(config, source)
     for i, target in enumerate(config.targets):
         reason = _address_warning(target, own)
         if reason is not None:

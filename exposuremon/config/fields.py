@@ -27,7 +27,14 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from exposuremon.model import Severity
-from exposuremon.scan import PortSpecError, parse_ports
+from exposuremon.scan import (
+    RATE_MAX,
+    RATE_MIN,
+    TIMEOUT_MAX,
+    TIMEOUT_MIN,
+    PortSpecError,
+    parse_ports,
+)
 from exposuremon.units import parse_duration
 
 TOKEN_ENV = "EXPOSUREMON_API_TOKEN"
@@ -56,27 +63,110 @@ def key_error(key: str, message: str) -> PydanticCustomError:
 # --- field parsers (run before pydantic's own type checks) ------------------------------------
 
 
-def _duration(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise ValueError("expected a duration like '30s', '15m' or '24h'")
-    seconds = parse_duration(value)
-    if seconds <= 0:
-        raise ValueError(f"must be more than zero: {value!r}")
-    return seconds
+def duration_text(seconds: float) -> str:
+    """A duration the way the config writes it: the largest unit that divides it exactly."""
+    # Days only from two on: "24h" reads better than "1d".
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= max(size, 2 * 86400 if unit == "d" else 0) and (seconds / size).is_integer():
+            return f"{int(seconds // size)}{unit}"
+    if seconds >= 1:
+        return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
+    return f"{seconds * 1000:.3f}".rstrip("0").rstrip(".") + "ms"
+
+
+# The longest duration any key accepts: a century is "forever" to a monitor, and longer ones
+# overflow the date arithmetic of the scheduler and of retention (year 9999).
+MAX_DURATION = 36525 * 86400.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DurationParser:
+    """Seconds from a duration, within [low, high]; `why` says what a shorter one would do."""
+
+    low: float
+    high: float = MAX_DURATION
+    why: str = ""
+
+    def __call__(self, value: object) -> float:
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise ValueError("expected a duration like '30s', '15m' or '24h'")
+        seconds = parse_duration(value)  # refuses nan, inf and negative values
+        if seconds < self.low:
+            why = f" ({self.why})" if self.why else ""
+            raise ValueError(f"must be at least {duration_text(self.low)}{why}, got {value!r}")
+        if seconds > self.high:
+            raise ValueError(f"must be at most {duration_text(self.high)}, got {value!r}")
+        return seconds
+
+    def describe(self) -> str:
+        """What the key accepts, for docs/config.md."""
+        if self.high == MAX_DURATION:
+            return f"duration ≥ {duration_text(self.low)}"
+        return f"duration {duration_text(self.low)}-{duration_text(self.high)}"
+
+
+def _finite(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("expected a number")
+    # TOML has nan, inf and integers of any length; NaN passes every comparison, so it must
+    # be refused by name.
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise ValueError(f"must be a finite number, got {value!r}")
+    return number
 
 
 def _positive_number(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError("expected a number")
-    if value <= 0:
+    number = _finite(value)
+    if number <= 0:
         raise ValueError(f"must be more than zero, got {value!r}")
-    return float(value)
+    return number
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NumberParser:
+    """A finite number within [low, high]; `why` says what a smaller one would do."""
+
+    low: float
+    high: float
+    why: str = ""
+
+    def __call__(self, value: object) -> float:
+        number = _finite(value)
+        if number < self.low:
+            why = f" ({self.why})" if self.why else ""
+            raise ValueError(f"must be at least {_plain(self.low)}{why}, got {value!r}")
+        if number > self.high:
+            raise ValueError(f"must be at most {_plain(self.high)}, got {value!r}")
+        return number
+
+    def describe(self) -> str:
+        """What the key accepts, for docs/config.md."""
+        return f"number {_plain(self.low)}-{_plain(self.high)}"
+
+
+def _plain(number: float) -> str:
+    # 1000000, not 1e+06: the way an operator writes it in the file.
+    return f"{number:.0f}" if number.is_integer() else f"{number:g}"
+
+
+# Below a tenth, an ordinary scan with a few open ports would count as a middlebox answering
+# everything, and its real findings would be hidden behind one anomaly event.
+ANOMALY_SHARE_MIN = 0.1
 
 
 def parse_share(value: object) -> float:
     share = _positive_number(value)
     if share > 1:
         raise ValueError(f"must be a share in (0, 1], got {value!r}")
+    if share < ANOMALY_SHARE_MIN:
+        raise ValueError(
+            f"must be at least {ANOMALY_SHARE_MIN:g} (a smaller share takes ordinary scans "
+            f"for a middlebox and hides their findings), got {value!r}"
+        )
     return share
 
 
@@ -87,7 +177,7 @@ def parse_jitter(value: object) -> float:
         except ValueError:
             raise ValueError(f"not a percentage: {value!r}") from None
     elif isinstance(value, int | float) and not isinstance(value, bool):
-        share = float(value)
+        share = _finite(value)
     else:
         raise ValueError("expected a fraction like 0.1 or a percentage like '10%'")
     if not 0 <= share <= 0.5:
@@ -247,19 +337,36 @@ def lower_text(value: object) -> object:
     return value.lower() if isinstance(value, str) else value
 
 
-Duration = Annotated[float, BeforeValidator(_duration)]
 PortSet = Annotated[frozenset[int], PlainValidator(_port_set)]
 Name = Annotated[str, BeforeValidator(_name)]
 EnvName = Annotated[str, BeforeValidator(_env_name)]
 FilePath = Annotated[Path, BeforeValidator(_path)]
 PositiveInt = Annotated[StrictInt, Field(ge=1)]
 PositiveFloat = Annotated[float, BeforeValidator(_positive_number)]
+ScanRate = Annotated[
+    float,
+    BeforeValidator(
+        NumberParser(RATE_MIN, RATE_MAX, "slower scans never finish: a sentinel takes a minute")
+    ),
+]
+ProbeTimeout = Annotated[
+    float,
+    BeforeValidator(
+        DurationParser(
+            TIMEOUT_MIN, TIMEOUT_MAX, "shorter than a scheduling hiccup: every port looks filtered"
+        )
+    ),
+]
 
 DEFAULT_QUICK = _ports_of(("top1000,hot",))
 DEFAULT_FULL = _ports_of(("1-65535",))
 
 
 # --- notification rates ---------------------------------------------------------------------
+
+
+NOTIFY_RATE_MIN = 1 / 3600  # messages per second
+NOTIFY_RATE_MAX = 1000.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -289,7 +396,7 @@ def parse_rate(value: object) -> Rate:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ValueError("expected a rate like 5, '1/s', '5/2s' or '30/1m'")
     if isinstance(value, int | float):
-        count, per = float(value), 1.0
+        count, per = _finite(value), 1.0
     else:
         head, sep, tail = value.partition("/")
         tail = tail.strip()
@@ -300,7 +407,16 @@ def parse_rate(value: object) -> Rate:
             raise ValueError(
                 f"not a rate: {value!r} (use a number per second, or e.g. '5/2s', '30/1m')"
             ) from None
+    if not math.isfinite(count):  # nan and inf: TOML floats, or "nan/s"
+        raise ValueError(f"must be a finite rate, got {value!r}")
     try:
-        return Rate(count, per)
+        rate = Rate(count, per)
     except ValueError:
         raise ValueError(f"rate must be more than zero: {value!r}") from None
+    # Slower than one an hour, a burst of events would wait days in the outbox; more than
+    # 1000 a second no receiver takes, and a huge count would size the pacing window.
+    if rate.per_second < NOTIFY_RATE_MIN:
+        raise ValueError(f"must allow at least one message an hour, got {value!r}")
+    if rate.per_second > NOTIFY_RATE_MAX or rate.count > NOTIFY_RATE_MAX:
+        raise ValueError(f"must be at most {NOTIFY_RATE_MAX:g} messages a second, got {value!r}")
+    return rate

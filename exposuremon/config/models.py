@@ -35,16 +35,16 @@ from exposuremon.config.fields import (
     DEFAULT_QUICK,
     TOKEN_ENV,
     ConfigError,
-    Duration,
+    DurationParser,
     EnvName,
     FilePath,
     IPAddress,
     Name,
     NotifyType,
     PortSet,
-    PositiveFloat,
-    PositiveInt,
+    ProbeTimeout,
     Rate,
+    ScanRate,
     _is_hostname,
     key_error,
     lower_text,
@@ -68,6 +68,36 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# Bounded field types (docs/config.md and config.example.toml state each bound). A scan kind's
+# jobs never overlap (max_instances=1), so an interval shorter than its scan runs them back to
+# back; the floors keep a typo ("1ms") from becoming 200 scans and 400 log lines a second.
+SentinelInterval = Annotated[
+    float, BeforeValidator(DurationParser(1.0, why="more often floods the router and the log"))
+]
+QuickInterval = Annotated[
+    float, BeforeValidator(DurationParser(1.0, why="quick scans would run back to back"))
+]
+FullInterval = Annotated[
+    float,
+    BeforeValidator(DurationParser(60.0, why="a full scan of 65535 ports would run back to back")),
+]
+FingerprintTimeout = Annotated[
+    float, BeforeValidator(DurationParser(0.1, 60.0, why="too short for a TLS handshake"))
+]
+# Pruning runs hourly: a shorter history would drop events before anyone reads them.
+Retention = Annotated[
+    float,
+    BeforeValidator(DurationParser(86400.0, why="shorter drops events before anyone reads them")),
+]
+RetryHorizon = Annotated[
+    float, BeforeValidator(DurationParser(1.0, why="a failed message would get no retry"))
+]
+# Reminders stop after remind_max, so a short period cannot flood (tests remind every 200ms).
+RemindEvery = Annotated[float, BeforeValidator(DurationParser(0.1))]
+Concurrency = Annotated[StrictInt, Field(ge=1, le=65535)]
+ResolveAfter = Annotated[StrictInt, Field(ge=1, le=100)]
+
+
 # --- sections ---------------------------------------------------------------------------------
 
 
@@ -79,7 +109,7 @@ class DaemonConfig(_Model):
     log_level: Annotated[
         Literal["debug", "info", "warning", "error", "critical"], BeforeValidator(lower_text)
     ] = "info"
-    retention: Duration = 90 * 86400.0
+    retention: Retention = 90 * 86400.0
 
 
 def _allowed_host(value: object) -> str:
@@ -127,27 +157,27 @@ class HttpConfig(_Model):
 class ScanOverride(_Model):
     """`[targets.scan]`: per-target overrides of `[scan]`."""
 
-    rate: PositiveFloat | None = None
-    concurrency: PositiveInt | None = None
-    resolve_after: PositiveInt | None = None
+    rate: ScanRate | None = None
+    concurrency: Concurrency | None = None
+    resolve_after: ResolveAfter | None = None
 
 
 class ScanConfig(_Model):
     """`[scan]`: probing, confirmation and detection tuning."""
 
-    concurrency: PositiveInt = 1024
-    rate: PositiveFloat | None = None
-    timeout_min: Duration = 0.1
-    timeout_max: Duration = 1.25
-    timeout_initial: Duration = 0.5
+    concurrency: Concurrency = 1024
+    rate: ScanRate | None = None
+    timeout_min: ProbeTimeout = 0.1
+    timeout_max: ProbeTimeout = 1.25
+    timeout_initial: ProbeTimeout = 0.5
     retries: Annotated[StrictInt, Field(ge=0, le=10)] = 1
-    max_concurrent_scans: PositiveInt = 16
+    max_concurrent_scans: Annotated[StrictInt, Field(ge=1, le=1024)] = 16
     confirm: StrictBool = True
     fingerprint: StrictBool = True
-    fingerprint_timeout: Duration = 3.0
-    resolve_after: PositiveInt = 2
+    fingerprint_timeout: FingerprintTimeout = 3.0
+    resolve_after: ResolveAfter = 2
     anomaly_share: Annotated[float, BeforeValidator(parse_share)] = 0.5
-    anomaly_min_ports: PositiveInt = 50
+    anomaly_min_ports: Annotated[StrictInt, Field(ge=1, le=65535)] = 50
 
     @model_validator(mode="after")
     def _timeouts_ordered(self) -> ScanConfig:
@@ -180,18 +210,18 @@ class ScanConfig(_Model):
 class ScheduleOverride(_Model):
     """`[targets.schedule]`: per-target overrides of `[schedule]`."""
 
-    sentinel: Duration | None = None
-    quick: Duration | None = None
-    full: Duration | None = None
+    sentinel: SentinelInterval | None = None
+    quick: QuickInterval | None = None
+    full: FullInterval | None = None
     jitter: Annotated[float, BeforeValidator(parse_jitter)] | None = None
 
 
 class ScheduleConfig(_Model):
     """`[schedule]`: how often each scan kind runs, and the random jitter applied."""
 
-    sentinel: Duration = 30.0
-    quick: Duration = 15 * 60.0
-    full: Duration = 24 * 3600.0
+    sentinel: SentinelInterval = 30.0
+    quick: QuickInterval = 15 * 60.0
+    full: FullInterval = 24 * 3600.0
     jitter: Annotated[float, BeforeValidator(parse_jitter)] = 0.1
 
     def interval(self, kind: ScanKind) -> float:
@@ -290,9 +320,9 @@ class NotifyConfig(_Model):
     # Delivery (notify/notifier.py): messages per period (default per type), how long a failing
     # message is retried, and reminders of open critical findings (off unless remind_every).
     rate: Annotated[Rate, PlainValidator(parse_rate), PlainSerializer(str)] | None = None
-    retry_horizon: Duration = 24 * 3600.0
-    remind_every: Duration | None = None
-    remind_max: PositiveInt = 3
+    retry_horizon: RetryHorizon = 24 * 3600.0
+    remind_every: RemindEvery | None = None
+    remind_max: Annotated[StrictInt, Field(ge=1, le=100)] = 3
 
     @model_validator(mode="after")
     def _sources(self) -> NotifyConfig:

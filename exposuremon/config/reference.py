@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from exposuremon.config.fields import DEFAULT_QUICK, TOKEN_ENV
+from exposuremon.config.fields import DEFAULT_QUICK, TOKEN_ENV, duration_text
 from exposuremon.config.models import Config
 from exposuremon.scan import HOT_PORTS, format_ports
 
@@ -29,7 +29,6 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.toml"
 
 # What a field's parser accepts, by the parser's name (config_fields.py).
 _PARSER_TYPES = {
-    "_duration": "duration",
     "_port_set": "port spec or list",
     "_path": "path",
     "_name": "name",
@@ -39,7 +38,7 @@ _PARSER_TYPES = {
     "parse_address": "IP address or hostname",
     "parse_public_url": "http(s) URL",
     "parse_secret_url": "http(s) URL (a secret)",
-    "parse_share": "share in (0, 1]",
+    "parse_share": "share 0.1-1",
     "parse_jitter": 'fraction (`0.1`) or percentage (`"10%"`), at most 0.5',
     "parse_severity": '`"info"`, `"warning"` or `"critical"`',
 }
@@ -105,6 +104,9 @@ def type_text(field: FieldInfo) -> str:
     metadata += [m for item in metadata if isinstance(item, FieldInfo) for m in item.metadata]
     for item in metadata:
         func = getattr(item, "func", None)
+        describe = getattr(func, "describe", None)
+        if describe is not None:  # a bounded parser says what it accepts, bounds included
+            return str(describe())
         name = getattr(func, "__name__", "")
         if name in _PARSER_TYPES:
             return _PARSER_TYPES[name]
@@ -130,17 +132,6 @@ def type_text(field: FieldInfo) -> str:
         if name:
             return name.removeprefix("parse_").strip("_").replace("_", " ")
     return getattr(base, "__name__", str(base))
-
-
-def duration_text(seconds: float) -> str:
-    """A duration the way the config writes it: the largest unit that divides it exactly."""
-    # Days only from two on: "24h" reads better than "1d".
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if seconds >= max(size, 2 * 86400 if unit == "d" else 0) and (seconds / size).is_integer():
-            return f"{int(seconds // size)}{unit}"
-    if seconds >= 1:
-        return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
-    return f"{seconds * 1000:.3f}".rstrip("0").rstrip(".") + "ms"
 
 
 def default_text(field: FieldInfo) -> str:

@@ -66,6 +66,19 @@ class Metrics:
             registry=self.registry,
         )
         self.start_time.set_to_current_time()
+        self.reload_failures = Counter(
+            f"{PREFIX}_config_reload_failures",
+            "Config reloads (SIGHUP) rejected: the file was invalid or something it needs could "
+            "not be built; the previous config runs on.",
+            registry=self.registry,
+        )
+        self.reload_successful = Gauge(
+            f"{PREFIX}_config_last_reload_successful",
+            "1 when the last config reload was applied (or none was tried), 0 when it was "
+            "rejected and the previous config runs on.",
+            registry=self.registry,
+        )
+        self.reload_successful.set(1)
         self.build_info = Gauge(
             f"{PREFIX}_build_info",
             "Always 1; the version label says which exposuremon runs.",

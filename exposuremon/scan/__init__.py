@@ -9,10 +9,14 @@ from exposuremon.scan.ports import HOT_PORTS, PortSpecError, format_ports, parse
 from exposuremon.scan.report import result_json, result_table, unexpected_open
 from exposuremon.scan.result import PortState, ScanResult, ScanStats
 from exposuremon.scan.target import ScanError, TargetScan
-from exposuremon.scan.timing import ScanOptions
+from exposuremon.scan.timing import RATE_MAX, RATE_MIN, TIMEOUT_MAX, TIMEOUT_MIN, ScanOptions
 
 __all__ = [
     "HOT_PORTS",
+    "RATE_MAX",
+    "RATE_MIN",
+    "TIMEOUT_MAX",
+    "TIMEOUT_MIN",
     "PortSpecError",
     "PortState",
     "ScanError",

@@ -105,7 +105,8 @@ class PortSpecError(ValueError):
 def _parse_int(token: str, text: str) -> int:
     if not text:
         raise PortSpecError(f"bad port spec token {token!r}: missing port number")
-    if not text.isdigit():
+    # ASCII only: str.isdigit() also accepts "²" (int() then fails) and "٨٠" (int() reads 80).
+    if not (text.isascii() and text.isdigit()):
         raise PortSpecError(f"bad port spec token {token!r}: {text!r} is not a port number")
     port = int(text)
     if not MIN_PORT <= port <= MAX_PORT:

@@ -7,8 +7,18 @@ pieces work together.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 MIN_CWND = 4.0
+
+# What the config and the CLI accept (ScanOptions itself only demands finite values, so that
+# tests can drive the engine with tiny timeouts). Below 1 connect/s even a sentinel scan of ~40
+# ports takes most of a minute, and `--rate 1e-300` would never finish; a million per second
+# is beyond any uplink, so a larger "rate" is a typo, not a limit. A probe timeout under 10 ms
+# is shorter than a scheduling hiccup (every port would look filtered) and over 60 s makes one
+# filtered port hold a scan for minutes.
+RATE_MIN, RATE_MAX = 1.0, 1_000_000.0
+TIMEOUT_MIN, TIMEOUT_MAX = 0.01, 60.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -26,6 +36,9 @@ class ScanOptions:
     shuffle_seed: int | None = None
 
     def __post_init__(self) -> None:
+        numbers = (self.timeout_initial, self.timeout_min, self.timeout_max, self.rate or 1.0)
+        if not all(math.isfinite(n) for n in numbers):  # NaN passes every comparison below
+            raise ValueError("timeouts and rate must be finite numbers")
         if self.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         if self.initial_cwnd < 1:

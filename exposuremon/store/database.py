@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import os
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
@@ -167,8 +168,30 @@ def migrate(path: Path, revision: str = "head") -> None:
         engine.dispose()
 
 
+# Findings say which ports of which routers are open: owner-only, whatever the umask (outside
+# systemd it is usually 022, which would make them world-readable). SQLite gives the -wal and
+# -shm files the mode of the database file, so creating that one 0600 covers all three.
+DIR_MODE, FILE_MODE = 0o700, 0o600
+
+
 def _prepare(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    directory = path.parent
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(mode=DIR_MODE)
+    except FileExistsError:
+        pass  # an existing directory keeps the mode its owner gave it (e.g. StateDirectoryMode=)
+    else:
+        os.chmod(directory, DIR_MODE)  # mkdir's mode is masked by the umask
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+    except FileExistsError:
+        pass
+    else:
+        try:
+            os.fchmod(fd, FILE_MODE)  # os.open's mode is masked by the umask too
+        finally:
+            os.close(fd)
     migrate(path)
 
 

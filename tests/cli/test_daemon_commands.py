@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -34,6 +35,7 @@ from exposuremon.model import (
     TargetState,
 )
 from exposuremon.store.database import MAX_PAGE, Store, db_path
+from tests.support.daemon import write_config
 from tests.support.records import scan_record_of
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.toml"
@@ -240,6 +242,66 @@ def test_check_config_example_is_valid_with_a_loopback_warning(tmp_path: Path) -
     assert "targets[0].address" in warnings[0]
     assert "127.0.0.1" in warnings[0]
     assert not (tmp_path / "state").exists()  # checking a config writes nothing
+
+
+INLINE_URL = (
+    '[[targets]]\nname = "office"\naddress = "198.51.100.7"\n'
+    '[[notify]]\nname = "ops"\ntype = "slack"\nurl = "https://hooks.example/T0/B0/SECRET"\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("mode", "warned"), [(0o644, True), (0o604, True), (0o640, False), (0o600, False)]
+)
+def test_check_config_warns_about_an_inline_url_others_can_read(
+    tmp_path: Path, mode: int, warned: bool
+) -> None:
+    """An inline webhook URL in a world-readable config is a warning naming notify[0].url;
+    group-readable (0640, as install.sh installs it) is fine; the URL itself is never shown."""
+    config = tmp_path / "config.toml"
+    config.write_text(INLINE_URL, encoding="utf-8")
+    os.chmod(config, mode)
+    proc = run_cli("check-config", "-c", str(config))
+    assert proc.returncode == 0, proc.stderr
+    exposed = [line for line in proc.stderr.splitlines() if "notify[0].url:" in line]
+    assert bool(exposed) is warned, proc.stderr
+    assert "SECRET" not in proc.stderr + proc.stdout
+
+
+def test_check_config_warns_about_world_readable_secret_files(tmp_path: Path) -> None:
+    """A url_file or token_file readable by every user is a warning naming its key."""
+    url_file, token_file = tmp_path / "url", tmp_path / "token"
+    for path in (url_file, token_file):
+        path.write_text("https://hooks.example/T0/B0/SECRET\n", encoding="utf-8")
+        os.chmod(path, 0o644)
+    config = tmp_path / "config.toml"
+    config.write_text(
+        INLINE_URL.replace('url = "https://hooks.example/T0/B0/SECRET"', f'url_file = "{url_file}"')
+        + f'[http]\ntoken_file = "{token_file}"\n',
+        encoding="utf-8",
+    )
+    os.chmod(config, 0o600)
+    proc = run_cli("check-config", "-c", str(config))
+    assert proc.returncode == 0, proc.stderr
+    assert "notify[0].url_file: " in proc.stderr
+    assert "http.token_file: " in proc.stderr
+    assert "SECRET" not in proc.stderr
+
+
+def test_check_config_refuses_non_finite_numbers(tmp_path: Path) -> None:
+    """The issue's config (sentinel = nan, quick = inf, rate = nan, anomaly_share = nan) is
+    refused with exit 2 and one line per key, instead of "ok" and a crash in `run`."""
+    config = tmp_path / "config.toml"
+    config.write_text(
+        "[schedule]\nsentinel = nan\nquick = inf\n[scan]\nrate = nan\nanomaly_share = nan\n"
+        + INLINE_URL.split("[[notify]]")[0],
+        encoding="utf-8",
+    )
+    for command in ("check-config", "run"):
+        proc = run_cli(command, "-c", str(config))
+        assert proc.returncode == 2, proc.stderr
+        keys = sorted(line.split(": ")[1] for line in proc.stderr.strip().splitlines())
+        assert keys == ["scan.anomaly_share", "scan.rate", "schedule.quick", "schedule.sentinel"]
 
 
 def test_check_config_reports_every_error_on_its_own_line(tmp_path: Path) -> None:
@@ -464,17 +526,19 @@ def test_ack_with_a_duration(bed: Bed) -> None:
 
 
 def test_ack_with_an_iso_date(bed: Bed) -> None:
-    """ack --until 2099-01-01: a date without a time or zone means midnight UTC."""
+    """ack --until YYYY-MM-DD: a date without a time or zone means midnight UTC."""
     finding_id = bed.ids["branch22"]
+    # 100 days ahead: within the one-year cap on acks whenever the test runs.
+    day = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=100)
     proc = run_cli(
-        "ack", str(finding_id), "-c", str(bed.config), "--until", "2099-01-01", "--reason", "lab"
+        "ack", str(finding_id), "-c", str(bed.config), "--until", day.isoformat(), "--reason", "lab"
     )
     assert proc.returncode == 0, proc.stderr
-    assert "2099-01-01T00:00:00Z" in proc.stdout
+    assert f"{day.isoformat()}T00:00:00Z" in proc.stdout
     finding, _ = stored_finding(bed.state_dir, finding_id)
     assert finding is not None
     assert finding.state is FindingState.ACKED
-    assert finding.ack_until == dt.datetime(2099, 1, 1, tzinfo=dt.UTC)
+    assert finding.ack_until == dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
     assert finding.ack_reason == "lab"
 
 
@@ -486,8 +550,24 @@ def test_ack_with_an_iso_date(bed: Bed) -> None:
         ("office80", "2001-01-01", "maintenance", "'2001-01-01' is not in the future"),
         ("office80", "0s", "maintenance", "'0s' is not in the future"),
         ("office80", "7d", "   ", "--reason"),
+        ("office80", "7d", "\x1b[2Jgone\x07", "--reason"),
+        ("office80", "7d", "x" * 5000, "longer than 1000 characters"),
+        ("office80", "7d", "ok \u202eevil", "U+202E"),
+        ("office80", "9999-12-31", "maintenance", "at most 365 days"),
+        ("office80", "366d", "maintenance", "at most 365 days"),
     ],
-    ids=["unknown-id", "resolved", "past-date", "zero-duration", "empty-reason"],
+    ids=[
+        "unknown-id",
+        "resolved",
+        "past-date",
+        "zero-duration",
+        "empty-reason",
+        "escape-and-bel",
+        "5000-characters",
+        "bidi-override",
+        "year-9999",
+        "366-days",
+    ],
 )
 def test_ack_refusals(bed: Bed, label: str | None, until: str, reason: str, needle: str) -> None:
     """A refused ack exits 2 with one line saying why, and changes nothing in the store."""
@@ -513,3 +593,30 @@ def test_read_commands_never_create_the_database(tmp_path: Path) -> None:
             "has not run with this state_dir"
         ]
     assert not (tmp_path / "state").exists()
+
+
+# ------------------------------------------------------------------------------------ run
+
+
+def test_run_with_the_listen_port_taken_is_one_line(tmp_path: Path) -> None:
+    """`run` whose listen port is in use: exit 2, one line naming http.listen, no traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(tmp_path, [{"name": "lo", "address": "127.0.0.1"}], sentinel="1h")
+        config.write_text(config.read_text().replace("127.0.0.1:0", f"127.0.0.1:{port}"))
+        line = one_error_line(run_cli("run", "-c", str(config)))
+    assert f"http.listen 127.0.0.1:{port}" in line
+    assert "in use" in line
+
+
+def test_run_with_an_uncreatable_state_dir_is_one_line(tmp_path: Path) -> None:
+    """`run` whose state_dir cannot be made (a file is in the way): exit 2, one line, no trace."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a directory\n")
+    config = write_config(tmp_path, [{"name": "lo", "address": "127.0.0.1"}], sentinel="1h")
+    state = tmp_path / "state"
+    config.write_text(config.read_text().replace(str(state), str(blocker / "state")))
+    line = one_error_line(run_cli("run", "-c", str(config)))
+    assert f"daemon.state_dir {blocker / 'state'}" in line

@@ -205,7 +205,10 @@ def test_defaults() -> None:
             "schedule.sentinel: not a duration: 'soon' (use a number with ms, s, m, h or d, "
             "e.g. '30s')",
         ),
-        ('[schedule]\nquick = "0s"\n' + TARGET, "schedule.quick: must be more than zero: '0s'"),
+        (
+            '[schedule]\nquick = "0s"\n' + TARGET,
+            "schedule.quick: must be at least 1s (quick scans would run back to back), got '0s'",
+        ),
         (
             '[schedule]\njitter = "60%"\n' + TARGET,
             "schedule.jitter: must be between 0 and 0.5 (50%), got '60%'",
@@ -236,7 +239,11 @@ def test_defaults() -> None:
         ),
         ('[scan]\nconcurrency = "1024"\n' + TARGET, "scan.concurrency: expected an integer"),
         ("[scan]\nconfirm = 1\n" + TARGET, "scan.confirm: expected true or false"),
-        ("[scan]\nrate = 0\n" + TARGET, "scan.rate: must be more than zero, got 0"),
+        (
+            "[scan]\nrate = 0\n" + TARGET,
+            "scan.rate: must be at least 1 (slower scans never finish: a sentinel takes a minute), "
+            "got 0",
+        ),
         (
             "[scan]\nanomaly_share = 1.5\n" + TARGET,
             "scan.anomaly_share: must be a share in (0, 1], got 1.5",

@@ -10,10 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
+from exposuremon.config.fields import duration_text
 from exposuremon.config.models import Config
 from exposuremon.config.reference import (
     EXAMPLE,
-    duration_text,
     example_descriptions,
     render,
     undocumented,

@@ -41,7 +41,7 @@ def test_parse_rate(value: object, rate: Rate) -> None:
         (0, "rate must be more than zero: 0"),
         ("0/s", "rate must be more than zero: '0/s'"),
         ("1/0s", "rate must be more than zero: '1/0s'"),
-        ("inf", "rate must be more than zero: 'inf'"),
+        ("inf", "must be a finite rate, got 'inf'"),
         (True, "expected a rate"),
         ([5], "expected a rate"),
     ],

@@ -118,3 +118,34 @@ def test_probe_order_is_a_permutation_with_hints_first(
     rest = order[len(hinted) + len(most) :]
     common = [p in TOP1000_PORTS for p in rest]
     assert common == sorted(common, reverse=True)
+
+
+@pytest.mark.parametrize("spec", ["²", "٨٠", "80-٨٩", "８０", "1²", "⁸⁰"])
+def test_only_ascii_digits_are_ports(spec: str) -> None:
+    """Superscripts, Arabic-Indic and full-width digits are refused as port numbers."""
+    with pytest.raises(PortSpecError) as err:
+        parse_ports(spec)
+    assert "is not a port number" in str(err.value)
+
+
+@given(st.text(max_size=20))
+def test_any_text_parses_or_raises_port_spec_error(spec: str) -> None:
+    """Any string either parses (and is then plain ASCII) or raises PortSpecError, nothing else."""
+    try:
+        ports = parse_ports(spec)
+    except PortSpecError:
+        return
+    assert spec.isascii()
+    assert all(1 <= p <= 65535 for p in ports)
+
+
+@given(st.text(alphabet=st.characters(categories=["Nd", "No"]), min_size=1, max_size=5))
+def test_unicode_digits_are_refused_unless_ascii(digits: str) -> None:
+    """A run of Unicode digits is a port only when every digit is ASCII 0-9."""
+    try:
+        ports = parse_ports(digits)
+    except PortSpecError:
+        assert not digits.isascii() or not 1 <= int(digits) <= 65535
+        return
+    assert digits.isascii()
+    assert ports == (int(digits),)

@@ -207,8 +207,27 @@ def test_ack_body_accepted() -> None:
         NOW + dt.timedelta(hours=24),
         "vendor",
     )
-    until, _ = api.parse_ack_body(b'{"until": "2099-01-01T18:00:00+02:00", "reason": "x"}', NOW)
-    assert until == dt.datetime(2099, 1, 1, 16, tzinfo=dt.UTC)
+    until, _ = api.parse_ack_body(b'{"until": "2027-01-01T18:00:00+02:00", "reason": "x"}', NOW)
+    assert until == dt.datetime(2027, 1, 1, 16, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(
+    ("until", "reason", "field"),
+    [
+        ("24h", "a\x1b[31mred", "reason"),
+        ("24h", "bell\x07", "reason"),
+        ("24h", "x" * 1001, "reason"),
+        ("24h", "abc\u202edcba", "reason"),
+        ("24h", "zero\u200bwidth", "reason"),
+        ("24h", "line\u2028break", "reason"),
+        ("366d", "x", "until"),
+        ("2099-01-01", "x", "until"),
+    ],
+)
+def test_ack_body_uses_the_shared_rules(until: str, reason: str, field: str) -> None:
+    """Escapes, BEL, format characters (U+202E), 1001 characters and a year-plus expiry: 400."""
+    body = json.dumps({"until": until, "reason": reason}).encode()
+    assert field_of(api.parse_ack_body, body, NOW) == field
 
 
 @pytest.mark.parametrize(
