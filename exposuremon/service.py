@@ -25,7 +25,15 @@ from exposuremon import acks, detect
 from exposuremon.config import Config, ConfigError, TargetConfig, load_config
 from exposuremon.logs import get_logger
 from exposuremon.metrics import Metrics, StateCollector
-from exposuremon.model import Finding, Fingerprint, Observation, Observed, ScanKind, TargetState
+from exposuremon.model import (
+    EvidenceTimes,
+    Finding,
+    Fingerprint,
+    Observation,
+    Observed,
+    ScanKind,
+    TargetState,
+)
 from exposuremon.notify.outbox import Notifier, NullNotifier, router
 from exposuremon.scan.engine import Scanner
 from exposuremon.scan.fingerprint import fingerprint_many
@@ -69,6 +77,18 @@ def observation(
         for port, state in result.items()
         if state is not PortState.UNKNOWN
     }
+    # Evidence carries its own time (issue 13): when each probe was sent, not when the scan
+    # (or its confirmation and fingerprints) finished.
+    evidence = result.evidence
+    times: dict[str, Any] = {}
+    if evidence is not None:
+        times = {
+            "seen_at": EvidenceTimes(result.started, evidence.sent),
+            "answered_at": None
+            if evidence.answered is None
+            else result.started + dt.timedelta(seconds=evidence.answered),
+            "filtered_live": evidence.filtered_live,
+        }
     return Observation(
         target=target,
         kind=kind,
@@ -80,6 +100,8 @@ def observation(
         confirmed_open=frozenset(confirmed),
         fingerprints=fingerprints,
         responded=result.responded,
+        dropped=result.stats.loss_events > 0,
+        **times,
     )
 
 
