@@ -14,6 +14,9 @@ Pure: no I/O and no clock reads (time is an argument). Rules of DESIGN.md "Detec
   same order as the finish times. The state keeps the newest of each (`PortRecord.observed_at`,
   `TargetState.answered_at`, `TargetState.silent_until`) and nothing older than what is kept
   may revive, down, open or close anything; the same result applied twice changes nothing.
+- Fingerprints are taken after the scan: one that comes with evidence older than the port's
+  record still counts if the port was open on both (a quick scan overtaken by sentinel scans
+  while it fingerprinted must still show a new certificate after a reboot).
 - Late results: one that finished before the newest applied (`last_observed`) changes nothing
   target-wide besides liveness (address, anomaly, expected-port refusal).
 - Liveness: the target answered if `obs.responded` or any scanned port is open or closed (RST).
@@ -345,7 +348,11 @@ class _Run:
         now, policy = self.obs.finished, self.policy  # records carry the observation's time
         seen = self.obs.seen_at.get(port, self.obs.started)  # when this evidence was observed
         if rec is not None and seen <= (rec.observed_at or rec.last_seen):
-            return  # newer evidence applied already (a scan that overlapped), or a replay
+            # Newer evidence applied already (a scan that overlapped), or a replay. Its
+            # fingerprints were taken after the scan, though: on a port still open they are
+            # news (the quick scan after a reboot that sentinel scans overtook).
+            self._late_fingerprint(rec, new)
+            return
         if new is Observed.FILTERED and not self._silence_counts(port):
             return  # a timeout on a target that drops or went silent: no evidence at all
         expected, quiet = port in policy.expected_open, port in policy.ignore
@@ -391,6 +398,16 @@ class _Run:
                 self._emit(EventType.PORT_CLOSED, f"port {_p(port)} {new.value}", port, details)
         self.ports[port] = dataclasses.replace(rec, **changes)
         self.applied.add(port)
+
+    def _late_fingerprint(self, rec: PortRecord, new: Observed) -> None:
+        fp = self.obs.fingerprints.get(rec.port)
+        if new is not Observed.OPEN or rec.state is not Observed.OPEN or fp is None:
+            return
+        if fp.is_empty() or fp == rec.fingerprint:
+            return
+        if rec.fingerprint is not None and rec.port not in self.policy.ignore:
+            self._fingerprint_change(rec, fp)
+        self.ports[rec.port] = dataclasses.replace(rec, fingerprint=fp)
 
     def _silence_counts(self, port: int) -> bool:
         """Whether `port` filtered is evidence that it closed (see the module docstring)."""
