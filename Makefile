@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 CONFIG ?= config.example.toml
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test check lint typecheck bench venv sysdeps clean install uninstall docs
+.PHONY: run test check lint typecheck bench stress venv sysdeps clean install uninstall docs
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ bench: $(STAMP) sysdeps
 	$(BIN)/python -m bench.scan_bench
 	$(BIN)/python -m bench.daemon_bench
 	$(BIN)/python -m bench.metrics_bench
+
+## Issue 13: the outage, incident and loss tests 20 times in a row, one busy loop per core.
+stress: $(STAMP) sysdeps
+	$(BIN)/python -m bench.stress --runs 20
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -3,24 +3,49 @@
 Pure: no I/O and no clock reads (time is an argument). Rules of docs/architecture.md "Detection" and
 "Scan engine", with the details decided here:
 
-- Order: results can arrive out of order (a full scan still fingerprinting while a sentinel
-  scan completes). Port records carry the time of the observation (`obs.finished`) they come
-  from, and a port is only updated by an observation newer than its record, so the same result
-  applied twice changes nothing. A late one (not newer than `last_observed`, the newest applied)
-  changes nothing target-wide (liveness, address, anomaly, expected-port refusal) and updates
-  ports only while the target is up.
+- Evidence carries its own time. A scan that overlaps a change (a quick scan that saw answers
+  before a power-off and finished after a sentinel scan saw the silence) holds the past, not
+  the present; ordering by when scans finished read its early answers as news and raised a
+  false `target_up` and `reboot_suspected`. So every piece of evidence is judged by when it
+  was observed: a port by `obs.seen_at[port]` (when its deciding probe was sent), an answer
+  by `obs.answered_at` (when the newest answered probe was sent), a silence by the silent
+  scan's window `[obs.started, obs.finished]`. Without engine times the oldest time a scan
+  can vouch for, `obs.started`, stands in: strict, and for scans that do not overlap the
+  same order as the finish times. The state keeps the newest of each (`PortRecord.observed_at`,
+  `TargetState.answered_at`, `TargetState.silent_until`) and nothing older than what is kept
+  may revive, down, open or close anything; the same result applied twice changes nothing.
+- Fingerprints are taken after the scan: one that comes with evidence older than the port's
+  record still counts if the port was open on both (a quick scan overtaken by sentinel scans
+  while it fingerprinted must still show a new certificate after a reboot).
+- Late results: one that finished before the newest applied (`last_observed`) changes nothing
+  target-wide besides liveness (address, anomaly, expected-port refusal).
 - Liveness: the target answered if `obs.responded` or any scanned port is open or closed (RST).
-  A silent scan shows a target down only if it was complete or probed a reference port
-  (expected, or open before): UP becomes DOWN (`target_down`), UNKNOWN stays UNKNOWN (silence
-  proves nothing). Silent scans never touch ports: no port events, no streak, no resolve.
-  DOWN -> answering: `target_up` and a suspected reboot; UNKNOWN -> UP (first contact) is quiet.
+  An answer ends a silence only if it is newer than `silent_until`: DOWN -> answering gives
+  `target_up` and a suspected reboot; UNKNOWN -> UP (first contact) is quiet; an older answer
+  changes no status and, unless the target is up, no port. A silent scan is evidence only if
+  it was complete or probed a reference port (expected, or open before); it then extends
+  `silent_until`, and downs an UP target (`target_down`) only if it began after the newest
+  answer applied; UNKNOWN stays UNKNOWN (silence proves nothing). Silent scans never touch
+  ports: no port events, no streak, no resolve.
+- Evidence that a port closed (issue 12): an RST (`closed`) is strong evidence. `filtered` is
+  evidence only when the target was demonstrably answering the same scan: another port of
+  that scan answered, the engine saw the target answer while this port stayed silent
+  (`obs.filtered_live`, when given: a scan that ran into an outage does not vouch for the
+  ports it probed after the target went silent), and the engine saw no drops (`obs.dropped`:
+  a retry answered where the first attempt got nothing, or a timing ping to an answering port
+  went unanswered; ports that exhausted their retries on such a target the engine reports
+  unknown, leaving them out of the observation). It is judged on the observation alone, so a
+  replay decides the same. A timeout on a target that
+  drops is no evidence at all: the port's record, streak and findings are left as they were,
+  as for a port the scan did not finish. Findings resolve only on evidence that the port
+  closed, so no drop pattern that leaves a port open can resolve, or then reopen, its finding.
 - Ports: only ports in `obs.states` are applied (an incomplete scan holds just those it
   finished; absent ports are unknown, never closed). Records are kept for ports seen open and
   for expected ports, not for closed ports never seen open (a full scan would add 65k rows).
-  `closed_streak` counts consecutive closed/filtered observations on an answering target; open
-  resets it. `times_reopened` counts opens after an earlier close. `port_opened` /
-  `port_closed`; an expected port gets `expected_port_closed` instead, only on the transition
-  from open or from never seen. Ignored ports are tracked without events or findings.
+  `closed_streak` counts consecutive observations that are evidence of a close (above) on an
+  answering target; open resets it. `times_reopened` counts opens after an earlier close.
+  `port_opened` / `port_closed`; an expected port gets `expected_port_closed` instead, only on
+  the transition from open or from never seen. Ignored ports are tracked without events or findings.
 - Findings: an open, confirmed port, neither expected nor ignored, without an active finding
   opens one. Confirmed: in `obs.confirmed_open` (the immediate re-probe), or open on this and
   on the previous observation of the port (two scans agree as well as a re-probe). A port with
@@ -207,6 +232,7 @@ class _Run:
         self.expected_refusing = prev.expected_refusing
         self.anomaly_since = prev.anomaly_since
         self.late = prev.last_observed is not None and obs.finished <= prev.last_observed
+        self.answered_at, self.silent_until = prev.answered_at, prev.silent_until
         self.applied: set[int] = set()  # ports this observation updated
         self.reboot_reasons: dict[str, str] = {}
         self.fp_ports: list[int] = []
@@ -215,19 +241,17 @@ class _Run:
     def run(self) -> Evaluation:
         prev, obs = self.prev, self.obs
         answered = obs.responded or any(s is not Observed.FILTERED for s in obs.states.values())
-        if self.late:
-            if not answered or prev.status is not TargetStatus.UP:
-                return self._finish()
-        else:
-            if prev.address is not None and obs.address != prev.address:
-                text = f"{prev.address} -> {obs.address}"
-                details = {"previous": prev.address, "address": obs.address}
-                self._emit(EventType.ADDRESS_CHANGED, f"address changed: {text}", details=details)
-                self._note(EventType.ADDRESS_CHANGED, text)
-            if not answered:
-                self._silent()
-                return self._finish()
-            self._answered()
+        if not self.late and prev.address is not None and obs.address != prev.address:
+            text = f"{prev.address} -> {obs.address}"
+            details = {"previous": prev.address, "address": obs.address}
+            self._emit(EventType.ADDRESS_CHANGED, f"address changed: {text}", details=details)
+            self._note(EventType.ADDRESS_CHANGED, text)
+        if not answered:
+            self._silent()
+            return self._finish()
+        self._answered()
+        if self.status is not TargetStatus.UP:
+            return self._finish()  # an answer older than the silence: the past, not now
         if self._anomalous():
             self._reboot()
             return self._finish()
@@ -247,8 +271,18 @@ class _Run:
         return self._finish()
 
     def _answered(self) -> None:
-        """The target gave a TCP answer: UP, and back from DOWN is a suspected reboot."""
-        prev = self.prev
+        """The target gave a TCP answer: UP, and back from DOWN is a suspected reboot.
+
+        Only an answer newer than the newest silence applied ends that silence.
+        """
+        prev, obs = self.prev, self.obs
+        at = obs.answered_at or obs.started
+        self.answered_at = at if prev.answered_at is None else max(at, prev.answered_at)
+        silent_until = prev.silent_until
+        if silent_until is None and prev.status is TargetStatus.DOWN:
+            silent_until = prev.status_since  # a state stored before evidence times
+        if silent_until is not None and at <= silent_until:
+            return
         if prev.status is TargetStatus.DOWN:
             since = prev.status_since
             text = f"down since {_short(since, self.now)}" if since else "was down"
@@ -266,7 +300,18 @@ class _Run:
             p for p, r in self.prev.ports.items() if r.state is Observed.OPEN
         }
         probed = bool(states) and (self.obs.complete or not reference.isdisjoint(states))
-        if probed and self.prev.status is TargetStatus.UP:
+        if not probed:
+            return
+        prev_silent = self.prev.silent_until
+        self.silent_until = (
+            self.obs.finished if prev_silent is None else max(prev_silent, self.obs.finished)
+        )
+        # The newest answer applied, or for a state stored before evidence times, the newest
+        # scan (any answer it held was no later).
+        answered = self.prev.answered_at or self.prev.last_observed
+        if answered is not None and self.obs.started <= answered:
+            return  # silence that began before an answer applied is not news of an outage
+        if self.prev.status is TargetStatus.UP:
             self.status, self.status_since = TargetStatus.DOWN, self.now
             since = self.prev.status_since
             details = {"up_since": _iso(since) if since else None, "ports_probed": len(states)}
@@ -301,8 +346,15 @@ class _Run:
         """Update one port's record from the scan, with its port-level events."""
         rec = self.ports.get(port)
         now, policy = self.obs.finished, self.policy  # records carry the observation's time
-        if rec is not None and rec.last_seen >= now:
-            return  # seen since (a newer scan applied first) or this very result again
+        seen = self.obs.seen_at.get(port, self.obs.started)  # when this evidence was observed
+        if rec is not None and seen <= (rec.observed_at or rec.last_seen):
+            # Newer evidence applied already (a scan that overlapped), or a replay. Its
+            # fingerprints were taken after the scan, though: on a port still open they are
+            # news (the quick scan after a reboot that sentinel scans overtook).
+            self._late_fingerprint(rec, new)
+            return
+        if new is Observed.FILTERED and not self._silence_counts(port):
+            return  # a timeout on a target that drops or went silent: no evidence at all
         expected, quiet = port in policy.expected_open, port in policy.ignore
         is_open = new is Observed.OPEN
         before: Observed | None = None
@@ -312,7 +364,11 @@ class _Run:
             rec = PortRecord(port=port, state=new, first_seen=now, last_seen=now, last_change=now)
         else:
             before = rec.state
-        changes: dict[str, Any] = {"state": new, "last_seen": now}
+        changes: dict[str, Any] = {
+            "state": new,
+            "last_seen": max(now, rec.last_seen),
+            "observed_at": seen,
+        }
         if before is not None and before is not new:
             changes["last_change"] = now
         if is_open:
@@ -342,6 +398,26 @@ class _Run:
                 self._emit(EventType.PORT_CLOSED, f"port {_p(port)} {new.value}", port, details)
         self.ports[port] = dataclasses.replace(rec, **changes)
         self.applied.add(port)
+
+    def _late_fingerprint(self, rec: PortRecord, new: Observed) -> None:
+        fp = self.obs.fingerprints.get(rec.port)
+        if new is not Observed.OPEN or rec.state is not Observed.OPEN or fp is None:
+            return
+        if fp.is_empty() or fp == rec.fingerprint:
+            return
+        if rec.fingerprint is not None and rec.port not in self.policy.ignore:
+            self._fingerprint_change(rec, fp)
+        self.ports[rec.port] = dataclasses.replace(rec, fingerprint=fp)
+
+    def _silence_counts(self, port: int) -> bool:
+        """Whether `port` filtered is evidence that it closed (see the module docstring)."""
+        obs = self.obs
+        if obs.dropped:
+            return False
+        if obs.filtered_live is not None and port not in obs.filtered_live:
+            return False
+        # Judged on the observation alone, so that a replay decides the same.
+        return any(s is not Observed.FILTERED for p, s in obs.states.items() if p != port)
 
     def _fingerprint_change(self, rec: PortRecord, new: Fingerprint) -> None:
         port, old, last_reboot = rec.port, rec.fingerprint or Fingerprint(), self.prev.last_reboot
@@ -520,6 +596,8 @@ class _Run:
             reopened_total=prev.reopened_total + reopened,
             reboots_total=prev.reboots_total + reboot,
             last_observed=max(obs.finished, prev.last_observed or obs.finished),
+            answered_at=self.answered_at,
+            silent_until=self.silent_until,
             anomaly_since=self.anomaly_since,
             recent=tuple(self.recent[-MAX_RECENT:]),
         )
@@ -573,9 +651,14 @@ def _timeless(state: TargetState) -> TargetState:
         state,
         last_scan={},
         last_observed=None,
+        answered_at=None,
+        silent_until=None,
         ports={
             port: dataclasses.replace(
-                rec, last_seen=_EPOCH, last_open=None if rec.last_open is None else _EPOCH
+                rec,
+                last_seen=_EPOCH,
+                last_open=None if rec.last_open is None else _EPOCH,
+                observed_at=None,
             )
             for port, rec in state.ports.items()
         },

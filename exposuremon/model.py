@@ -10,7 +10,7 @@ import dataclasses
 import datetime as dt
 import enum
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 _DIGITS = re.compile(r"\d+")
@@ -132,9 +132,36 @@ class Fingerprint:
         return "; ".join(parts)
 
 
+class EvidenceTimes(Mapping[int, dt.datetime]):
+    """When each port's evidence was observed: `base` plus seconds per port, made on lookup.
+
+    A full scan finishes 65535 ports; this keeps one float per port instead of a datetime.
+    """
+
+    __slots__ = ("_base", "_offsets")
+
+    def __init__(self, base: dt.datetime, offsets: Mapping[int, float]) -> None:
+        self._base = base
+        self._offsets = offsets
+
+    def __getitem__(self, port: int) -> dt.datetime:
+        return self._base + dt.timedelta(seconds=self._offsets[port])
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._offsets)
+
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Observation:
-    """What one scan of one target saw, as detection consumes it."""
+    """What one scan of one target saw, as detection consumes it.
+
+    Evidence carries its own time: a long scan that overlaps an outage saw its answers when
+    it sent those probes, not when it finished. Where the engine gave no times, detection
+    assumes the oldest time the scan can vouch for (`started`).
+    """
 
     target: str
     kind: ScanKind
@@ -146,6 +173,17 @@ class Observation:
     confirmed_open: frozenset[int]  # open on the scan AND on the immediate re-probe
     fingerprints: Mapping[int, Fingerprint] = dataclasses.field(default_factory=dict)
     responded: bool = False  # any TCP answer (SYN-ACK or RST) from the target
+    # When the probe that decided each port was sent (absent: `started`).
+    seen_at: Mapping[int, dt.datetime] = dataclasses.field(default_factory=dict)
+    # When the newest probe the target answered was sent (None: `started`, if it answered).
+    answered_at: dt.datetime | None = None
+    # Filtered ports during whose silence the target answered other probes of this scan;
+    # None: not known (then a scan that answered vouches for all its filtered ports).
+    filtered_live: frozenset[int] | None = None
+    # The target dropped probes that should have answered (a retry answered where the first
+    # attempt got nothing, a timing ping to an answering port went unanswered): its silence
+    # on other ports proves nothing.
+    dropped: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -164,6 +202,9 @@ class PortRecord:
     last_open: dt.datetime | None = None  # last time seen open
     closed_streak: int = 0  # consecutive closed/filtered observations while the target was up
     fingerprint: Fingerprint | None = None
+    # When the evidence behind `state` was observed (the probe's send time); None: `last_seen`
+    # (records stored before evidence times). Only newer evidence may change the port.
+    observed_at: dt.datetime | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -238,4 +279,9 @@ class TargetState:
     # a newer scan) and only updates ports no newer scan has seen.
     last_observed: dt.datetime | None = None
     anomaly_since: dt.datetime | None = None  # scans look like a middlebox answers every port
+    # Liveness evidence: when the newest answer applied was sent, and until when the newest
+    # silent scan applied was silent. Up needs an answer newer than the silence; down needs
+    # a silence that began after the newest answer.
+    answered_at: dt.datetime | None = None
+    silent_until: dt.datetime | None = None
     recent: tuple[Notable, ...] = ()  # newest last, bounded by detection

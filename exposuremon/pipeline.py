@@ -27,13 +27,20 @@ import contextlib
 import dataclasses
 import datetime as dt
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 from exposuremon import detect
 from exposuremon.config import Config, TargetConfig
 from exposuremon.logs import get_logger
 from exposuremon.metrics import Metrics
-from exposuremon.model import Fingerprint, Observation, Observed, ScanKind, TargetState
+from exposuremon.model import (
+    EvidenceTimes,
+    Fingerprint,
+    Observation,
+    Observed,
+    ScanKind,
+    TargetState,
+)
 from exposuremon.notify import channels_for_events
 from exposuremon.scan import (
     PortState,
@@ -74,6 +81,18 @@ def observation(
         for port, state in result.items()
         if state is not PortState.UNKNOWN
     }
+    # Evidence carries its own time: when each probe was sent, not when the scan (or its
+    # confirmation and fingerprints) finished; see detect.py, "Evidence and its time".
+    evidence = result.evidence
+    times: dict[str, Any] = {}
+    if evidence is not None:
+        times = {
+            "seen_at": EvidenceTimes(result.started, evidence.sent),
+            "answered_at": None
+            if evidence.answered is None
+            else result.started + dt.timedelta(seconds=evidence.answered),
+            "filtered_live": evidence.filtered_live,
+        }
     return Observation(
         target=target,
         kind=kind,
@@ -85,6 +104,8 @@ def observation(
         confirmed_open=frozenset(confirmed),
         fingerprints=fingerprints,
         responded=result.responded,
+        dropped=result.stats.loss_events > 0,
+        **times,
     )
 
 

@@ -692,14 +692,27 @@ def check_invariants(
     for port, rec in prev.ports.items():
         if port not in obs.states or not obs.responded:
             assert state.ports[port] == rec
-    # A late result (older than one applied before) says nothing about the target as a whole,
-    # and no port's record ever goes back in time.
+    # A late result (older than one applied before) says nothing about the target as a whole
+    # but its liveness, which goes by evidence times: up only on an answer newer than the
+    # silence it ends, down only on a silence that began after the newest answer.
     if prev.last_observed is not None and obs.finished <= prev.last_observed:
-        target_level = {E.ADDRESS_CHANGED, E.TARGET_DOWN, E.TARGET_UP, E.ANOMALY_ALL_OPEN}
-        assert not target_level & set(types(out))
-        assert (state.status, state.address) == (prev.status, prev.address)
+        assert not {E.ADDRESS_CHANGED, E.ANOMALY_ALL_OPEN} & set(types(out))
+        assert state.address == prev.address
+    if E.TARGET_UP in types(out):
+        assert prev.silent_until is not None
+        assert (obs.answered_at or obs.started) > prev.silent_until
+    if E.TARGET_DOWN in types(out):
+        assert prev.answered_at is not None
+        assert obs.started > prev.answered_at
+    # No port's record ever goes back in time, nor takes evidence older than it holds.
     for port, rec in prev.ports.items():
         assert state.ports[port].last_seen >= rec.last_seen
+        after = state.ports[port]
+        if dataclasses.replace(after, fingerprint=None) != dataclasses.replace(
+            rec, fingerprint=None
+        ):
+            assert after.observed_at is not None
+            assert rec.observed_at is None or after.observed_at > rec.observed_at
     # Findings are keyed by their port and live in the right map.
     for port, finding in state.findings.items():
         assert finding.port == port

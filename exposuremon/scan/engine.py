@@ -242,12 +242,20 @@ class Scanner:
             self.loop.remove_reader(self._epoll.fileno())
             self._reading = False
 
-    def _on_ready(self) -> None:
+    def _drain(self) -> None:
+        """Take every finished connect now (before a scan judges its timeouts)."""
+        for _ in range(1 + self.max_sockets // _BATCH):  # at most every socket in flight
+            if self._on_ready() < _BATCH:
+                return
+
+    def _on_ready(self) -> int:
+        """Handle one batch of finished connects; return how many epoll reported."""
         probes = self._probes
         now = _monotonic()
         touched: set[TargetScan] = set()
         finished = 0
-        for fd, _ev in self._epoll.poll(0, _BATCH):
+        events = self._epoll.poll(0, _BATCH)
+        for fd, _ev in events:
             probe = probes.pop(fd, None)
             if probe is None:
                 continue
@@ -265,3 +273,4 @@ class Scanner:
             self._release(finished)
         for scan in touched:
             scan.fill()
+        return len(events)

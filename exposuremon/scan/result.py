@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 
 class PortState(enum.IntEnum):
@@ -38,6 +38,21 @@ class ScanStats:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Evidence:
+    """When the scan saw what it saw, in seconds after `ScanResult.started` (issue 13).
+
+    `sent`: per finished port, when the probe that decided it was sent (an answered attempt;
+    for a filtered port its first attempt). `answered`: when the newest probe the target
+    answered was sent. `filtered_live`: filtered ports during whose silence the target
+    answered other probes of this scan.
+    """
+
+    sent: Mapping[int, float] = dataclasses.field(default_factory=dict)
+    answered: float | None = None
+    filtered_live: frozenset[int] = frozenset()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class ScanResult:
     """The states of the ports a scan finished; unfinished ports are UNKNOWN, never CLOSED."""
 
@@ -50,6 +65,7 @@ class ScanResult:
     # One byte per port number (index = port), holding a PortState: 64 KiB for any scan size.
     table: bytes
     stats: ScanStats = dataclasses.field(default_factory=ScanStats)
+    evidence: Evidence | None = None  # None: a result made without evidence times
 
     def state(self, port: int) -> PortState:
         """State of one port (UNKNOWN when it was not scanned or not finished)."""

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from exposuremon.scan.ports import probe_order
-from exposuremon.scan.result import PortState, ScanResult, ScanStats
+from exposuremon.scan.result import Evidence, PortState, ScanResult, ScanStats
 from exposuremon.scan.timing import CongestionWindow, RttEstimator, ScanOptions
 from exposuremon.units import utcnow
 
@@ -103,6 +103,14 @@ class TargetScan:
         self.probes_sent = self.answered = self.timeouts = 0
         self.retries = self.loss_events = self.resource_waits = 0
         self.started = utcnow()
+        # Evidence times (monotonic; reported as seconds after `started`): when the probe that
+        # decided each port was sent, and for each port's first attempt the answers counted
+        # so far, so that a silence is known to have overlapped answers from the target.
+        self._t0 = _monotonic()
+        self._sent: dict[int, float] = {}
+        self._first: dict[int, tuple[float, int]] = {}
+        self._answer_sent: float | None = None  # newest answered probe's send time
+        self._live: set[int] = set()  # filtered ports during whose silence the target answered
         self._future: asyncio.Future[ScanResult] = self._loop.create_future()
         self._queued = False
         self._stopped = False
@@ -230,6 +238,8 @@ class TargetScan:
         err = sock.connect_ex((self.address, port))
         now = _monotonic()
         self.probes_sent += 1
+        if attempt == 1 and not ping:
+            self._first[port] = (now, self.answered)
         if err == _EINPROGRESS:
             fd = sock.fileno()
             seq = scanner._seq = scanner._seq + 1
@@ -305,6 +315,10 @@ class TargetScan:
         if state != _FILTERED:
             self.answered += 1
             self._last_answer = now
+            if self._answer_sent is None or sent > self._answer_sent:
+                self._answer_sent = sent
+            if not ping:
+                self._sent[port] = sent
             if self._ref_port is None or port == self._ref_port:
                 self._ref_port, self._ref_verified = port, True
             self._rtt.sample(now - sent)
@@ -313,6 +327,8 @@ class TargetScan:
         if ping:
             self._ping_inflight = False
         else:
+            if state == _FILTERED:
+                self._silenced(port)
             self._table[port] = state
             self.done += 1
         self._window.on_done()
@@ -325,7 +341,17 @@ class TargetScan:
         self._max_attempts = 1 + self.options.retries + self.options.retries_on_loss
         self._window.on_loss(lost_sent, now)
 
+    def _silenced(self, port: int) -> None:
+        """A port ends filtered: dated by its first attempt, live if answers came meanwhile."""
+        first = self._first.get(port)
+        if first is not None:
+            self._sent[port] = first[0]
+            if self.answered > first[1]:
+                self._live.add(port)
+
     def _record(self, port: int, state: int) -> None:
+        if state == _FILTERED:
+            self._silenced(port)
         self._table[port] = state
         self.done += 1
         if self.done == self.total:
@@ -361,6 +387,12 @@ class TargetScan:
         scanner = self._scanner
         probes = scanner._probes
         now = _monotonic()
+        # A timeout is judged against when the loop could last look: take every answer that
+        # is waiting before expiring anything. A starved loop (busy CPUs, a long callback, a
+        # timer run before the I/O poll) must not turn probes answered in time into silence.
+        scanner._drain()
+        if self._stopped:
+            return
         queue = self._deadlines
         expired = 0
         while queue and queue[0][0] <= now:
@@ -410,6 +442,7 @@ class TargetScan:
                 handle.cancel()
         self._timer = self._rate_timer = None
         self._scanner._forget(self)
+        t0 = self._t0
         result = ScanResult(
             target=self.target,
             address=self.address,
@@ -418,6 +451,11 @@ class TargetScan:
             finished=utcnow(),
             complete=complete,
             table=bytes(self._table),
+            evidence=Evidence(
+                sent={port: at - t0 for port, at in self._sent.items()},
+                answered=None if self._answer_sent is None else self._answer_sent - t0,
+                filtered_live=frozenset(self._live),
+            ),
             stats=ScanStats(
                 probes_sent=self.probes_sent,
                 answered=self.answered,

@@ -74,7 +74,12 @@ async def touch_times(conn: AsyncConnection, state: TargetState) -> None:
     await conn.execute(
         sa.update(t)
         .where(t.c.name == state.name, newer)
-        .values(last_scan=row["last_scan"], last_observed=observed)
+        .values(
+            last_scan=row["last_scan"],
+            last_observed=observed,
+            answered_at=row["answered_at"],
+            silent_until=row["silent_until"],
+        )
     )
     times = []
     for port, rec in state.ports.items():
@@ -85,6 +90,7 @@ async def touch_times(conn: AsyncConnection, state: TargetState) -> None:
                 "k_port": port,
                 "v_seen": prow["last_seen"],
                 "v_open": prow["last_open"],
+                "v_observed": prow["observed_at"],
             }
         )
     if times:
@@ -95,7 +101,11 @@ async def touch_times(conn: AsyncConnection, state: TargetState) -> None:
                 p.c.port == sa.bindparam("k_port"),
                 p.c.last_seen < sa.bindparam("v_seen"),
             )
-            .values(last_seen=sa.bindparam("v_seen"), last_open=sa.bindparam("v_open"))
+            .values(
+                last_seen=sa.bindparam("v_seen"),
+                last_open=sa.bindparam("v_open"),
+                observed_at=sa.bindparam("v_observed"),
+            )
         )
         await conn.execute(stmt, times)
 

@@ -61,6 +61,8 @@ targets = sa.Table(
     sa.Column("reboots_total", sa.Integer, nullable=False),
     sa.Column("last_observed", _Time),
     sa.Column("anomaly_since", _Time),
+    sa.Column("answered_at", _Time),  # liveness evidence (migration 0004)
+    sa.Column("silent_until", _Time),
     sa.Column("recent", sa.JSON(none_as_null=True), nullable=False),  # [{type, at, detail}]
     # {port: finding id}: the resolved findings detection keeps for reopen detection (not
     # every resolved finding: one resolved because the port became expected is not kept).
@@ -104,6 +106,7 @@ port_state = sa.Table(
     sa.Column("last_open", _Time),
     sa.Column("closed_streak", sa.Integer, nullable=False),
     sa.Column("fingerprint", sa.JSON(none_as_null=True)),
+    sa.Column("observed_at", _Time),  # when the evidence behind `state` was seen (0004)
 )
 
 findings = sa.Table(
@@ -295,6 +298,8 @@ def target_row(state: TargetState) -> dict[str, Any]:
         "reboots_total": state.reboots_total,
         "last_observed": opt_micros(state.last_observed, f"{name}.last_observed"),
         "anomaly_since": opt_micros(state.anomaly_since, f"{name}.anomaly_since"),
+        "answered_at": opt_micros(state.answered_at, f"{name}.answered_at"),
+        "silent_until": opt_micros(state.silent_until, f"{name}.silent_until"),
         "recent": [
             {
                 "type": EventType(n.type).value,
@@ -334,6 +339,8 @@ def target_from_row(
         reboots_total=row["reboots_total"],
         last_observed=opt_datetime(row["last_observed"]),
         anomaly_since=opt_datetime(row["anomaly_since"]),
+        answered_at=opt_datetime(row["answered_at"]),
+        silent_until=opt_datetime(row["silent_until"]),
         recent=tuple(
             Notable(type=EventType(n["type"]), at=from_micros(n["at"]), detail=n["detail"])
             for n in row["recent"]
@@ -358,6 +365,7 @@ def port_row(target: str, rec: PortRecord) -> dict[str, Any]:
         "last_open": opt_micros(rec.last_open, f"{where}.last_open"),
         "closed_streak": rec.closed_streak,
         "fingerprint": fingerprint_to_json(rec.fingerprint, f"{where}.fingerprint"),
+        "observed_at": opt_micros(rec.observed_at, f"{where}.observed_at"),
     }
 
 
@@ -376,6 +384,7 @@ def port_from_row(row: Row) -> PortRecord:
         last_open=opt_datetime(row["last_open"]),
         closed_streak=row["closed_streak"],
         fingerprint=fingerprint_from_json(row["fingerprint"]),
+        observed_at=opt_datetime(row["observed_at"]),
     )
 
 

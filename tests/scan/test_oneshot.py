@@ -17,7 +17,7 @@ import pytest
 
 from exposuremon.scan import PortState, ScanOptions, ScanResult, ScanStats
 from exposuremon.scan.oneshot import _merge, _tuned, auto_workers, scan_blocking, share_options
-from tests.support.loopback import Listeners, listening_ports
+from tests.support.loopback import Listeners, exact_against_listeners, listening_ports
 
 
 @pytest.fixture
@@ -31,6 +31,7 @@ def listeners() -> Iterator[Listeners]:
 def test_two_workers_give_the_exact_full_result(listeners: Listeners) -> None:
     """A full scan split over two processes merges into the exact, complete result."""
     mine = {listeners.open() for _ in range(4)}
+    before = listening_ports()
     seen: list[tuple[int, int]] = []
     result = scan_blocking(
         "127.0.0.1",
@@ -39,11 +40,11 @@ def test_two_workers_give_the_exact_full_result(listeners: Listeners) -> None:
         workers=2,
         progress=lambda done, total: seen.append((done, total)),
     )
-    truth = listening_ports()
-    assert mine <= truth
+    after = listening_ports()
+    assert mine <= before & after
     assert result.complete
-    assert set(result.open) == truth
-    assert result.counts["closed"] == 65535 - len(truth)
+    assert exact_against_listeners(set(result.open), before, after) == []
+    assert result.counts["closed"] == 65535 - len(result.open)
     assert result.counts["unknown"] == 0
     assert result.stats.probes_sent >= 65535
     assert all(total == 65535 and 0 <= done <= total for done, total in seen)

@@ -50,7 +50,7 @@ from tests.support.records import scan_record_of
 T0 = dt.datetime(2026, 11, 20, 9, 12, 3, 123456, tzinfo=dt.UTC)
 CLOCK = dt.datetime(2026, 11, 26, 3, 14, 7, 654321, tzinfo=dt.UTC)
 TABLES = ("targets", "scans", "port_state", "findings", "events", "outbox")
-HEAD = "0003"
+HEAD = "0004"
 
 
 def at(minutes: float) -> dt.datetime:
@@ -157,6 +157,7 @@ def rich_state(name: str = "surgery-router") -> TargetState:
             last_open=at(60),
             closed_streak=0,
             fingerprint=tls,
+            observed_at=at(59.5),
         ),
         80: PortRecord(
             port=80,
@@ -216,6 +217,8 @@ def rich_state(name: str = "surgery-router") -> TargetState:
         reboots_total=1,
         last_observed=at(60),
         anomaly_since=at(59),
+        answered_at=at(59.7),
+        silent_until=at(41),
         recent=(
             Notable(EventType.TARGET_DOWN, at(40), ""),
             Notable(EventType.REBOOT_SUSPECTED, at(44), "down then up"),
@@ -392,6 +395,7 @@ def target_states(draw: st.DrawFn, name: str) -> TargetState:
             last_open=draw(opt_times),
             closed_streak=draw(counters),
             fingerprint=draw(fingerprints),
+            observed_at=draw(opt_times),
         )
         for p in ports
     }
@@ -431,6 +435,8 @@ def target_states(draw: st.DrawFn, name: str) -> TargetState:
         reboots_total=draw(counters),
         last_observed=draw(opt_times),
         anomaly_since=draw(opt_times),
+        answered_at=draw(opt_times),
+        silent_until=draw(opt_times),
         recent=tuple(
             draw(st.lists(st.builds(Notable, st.sampled_from(EventType), utc_times, texts)))
         ),
@@ -1112,4 +1118,5 @@ def test_migrations_ship_with_the_package() -> None:
         "0001_initial.py",
         "0002_outbox_dedup_key.py",
         "0003_outbox_reminders.py",
+        "0004_evidence_times.py",
     ]

@@ -33,6 +33,21 @@ def listening_ports(address: str = "127.0.0.1") -> set[int]:
     return ports
 
 
+def exact_against_listeners(found: set[int], before: set[int], after: set[int]) -> list[str]:
+    """How a full loopback scan differs from the kernel's listeners read before and after it.
+
+    Other processes on the machine open and close listeners while a scan runs; a port that
+    listened the whole time must be found, one that never listened must not, and one that
+    changed during the scan may go either way. Empty when the scan is exact.
+    """
+    problems = []
+    if missed := (before & after) - found:
+        problems.append(f"listening throughout, not found: {sorted(missed)}")
+    if invented := found - (before | after):
+        problems.append(f"found open, never listening: {sorted(invented)}")
+    return problems
+
+
 class Listeners:
     """Listening sockets on loopback, closed at teardown."""
 
