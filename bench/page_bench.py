@@ -87,7 +87,8 @@ async def run(count: int, rounds: int) -> dict[str, Any]:
         big = await build(Path(tmp), count)
         fill_s = time.perf_counter() - start
         store = await Store.open(Path(tmp) / "state")
-        server = HttpServer(make_app(CollectorRegistry(), ReadOnly(store, big.config)), "127.0.0.1", 0)
+        app = make_app(CollectorRegistry(), ReadOnly(store, big.config))
+        server = HttpServer(app, "127.0.0.1", 0)
         await server.start()
         assert server.bound is not None
         base = "http://{}:{}".format(*server.bound)

@@ -28,8 +28,8 @@ from exposuremon.model import (
     TargetState,
     TargetStatus,
 )
-from exposuremon.store.database import Store, db_path, sqlite_engine
 from exposuremon.store import schema
+from exposuremon.store.database import Store, db_path, sqlite_engine
 
 NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
 EVENTS = 200  # timeline rows: the page shows the newest 50

@@ -153,7 +153,8 @@ def story() -> page.PageModel:
         target("branch", "127.0.0.62", "22,443"),
         target("lab", "127.0.0.63"),
     ]
-    return page.build(targets, {"surgery": surgery, "branch": branch}, events, NOW)
+    states = {"surgery": surgery, "branch": branch}
+    return page.build(targets, page.overview_of(states), states, events, NOW)
 
 
 # ------------------------------------------------------------------------------- view model
@@ -178,21 +179,28 @@ def test_counts_and_title() -> None:
     model = story()
     assert model.counts == {
         "targets": 3,
+        "attention": 2,
         "critical": 2,
         "warning": 1,
         "info": 0,
         "reopened": 1,
         "acked": 1,
         "down": 0,
+        "up": 2,
+        "unknown": 0,
+        "never": 1,
     }
     assert model.title == "exposuremon: 2 critical, 1 warning"
-    empty = page.build([target("lab", "127.0.0.63")], {}, [], NOW)
+    empty = page.build([target("lab", "127.0.0.63")], page.overview_of({}), {}, [], NOW)
     assert empty.title == "exposuremon: all clear"
 
 
 def test_ports_marked_expected_unexpected_and_missing() -> None:
     """Open ports say expected or not; an expected port that is not open is listed as such."""
-    surgery, branch, lab = story().targets
+    model = story()
+    surgery, branch = model.attention
+    (lab,) = model.rows
+    assert model.attention_reasons == {"surgery": "reopened", "branch": "expected port not open"}
     assert [(p.port, p.expected, p.open) for p in surgery.ports] == [
         (80, False, True),
         (443, True, True),
