@@ -320,12 +320,16 @@ def event_view(event: Event, now: dt.datetime, shown: Collection[str] = ()) -> E
 # attention (someone accepted them), nor does `unknown` or never scanned: every target is
 # that for its first minutes, and silence proves nothing (they are counted and searchable).
 TIERS = ("reopened", "critical", "down", "warning", "expected port not open", "info")
+NO_FINDINGS = FindingCounts()
+Reason = tuple[int, str] | None
 
 
 def attention_reason(target: TargetConfig, overview: TargetOverview) -> tuple[int, str] | None:
     """(tier, reason) when the target needs attention (tier indexes TIERS), else None."""
     name = target.name
-    counts = overview.findings.get(name, FindingCounts())
+    counts = overview.findings.get(name, NO_FINDINGS)
+    if counts is NO_FINDINGS and name not in overview.status and name not in overview.not_open:
+        return None  # the common case at scale: up (or never scanned), every port open, clean
     status = overview.status.get(name, TargetStatus.UP) if name in overview.stored else None
     if counts.reopened:
         return 0, TIERS[0]
@@ -350,16 +354,15 @@ def matches(target: TargetConfig, q: str) -> bool:
 
 
 def split(
-    targets: Sequence[TargetConfig], overview: TargetOverview, q: str = ""
+    targets: Sequence[TargetConfig], reasons: Sequence[Reason], q: str = ""
 ) -> tuple[list[tuple[TargetConfig, str]], list[TargetConfig]]:
     """The targets matching `q`: those needing attention (most urgent first, then config
-    order, with their reason) and the rest (config order)."""
+    order, with their reason) and the rest (config order). `reasons[i]` is targets[i]'s."""
     urgent: list[tuple[int, int, TargetConfig, str]] = []
     rest: list[TargetConfig] = []
-    for index, target in enumerate(targets):
+    for index, (target, reason) in enumerate(zip(targets, reasons, strict=True)):
         if q and not matches(target, q):
             continue
-        reason = attention_reason(target, overview)
         if reason is None:
             rest.append(target)
         else:
@@ -441,12 +444,13 @@ def overview_of(states: Mapping[str, TargetState]) -> TargetOverview:
     )
 
 
-def counts_of(targets: Sequence[TargetConfig], overview: TargetOverview) -> dict[str, int]:
+def counts_of(
+    targets: Sequence[TargetConfig], overview: TargetOverview, reasons: Sequence[Reason]
+) -> dict[str, int]:
     """The summary tiles: targets by status, findings by severity, how many need attention."""
     counts = dict.fromkeys(
         ("critical", "warning", "info", "reopened", "acked", "down", "up", "unknown", "never"), 0
     )
-    attention = 0
     for target in targets:
         name = target.name
         if name not in overview.stored:
@@ -459,18 +463,33 @@ def counts_of(targets: Sequence[TargetConfig], overview: TargetOverview) -> dict
                 counts[severity.label] += n
             counts["reopened"] += found.reopened
             counts["acked"] += found.acked
-        attention += attention_reason(target, overview) is not None
+    attention = sum(1 for r in reasons if r is not None)
     return {"targets": len(targets), "attention": attention, **counts}
 
 
-def pick(
-    targets: Sequence[TargetConfig], overview: TargetOverview, query: PageQuery
-) -> tuple[list[tuple[TargetConfig, str]], list[TargetConfig], Pager, Pager]:
+@dataclasses.dataclass(frozen=True, slots=True)
+class Selection:
+    """What one page shows: its attention cards (with reasons) and rows, and the pagers."""
+
+    reasons: Sequence[Reason]  # of every configured target, in config order
+    urgent: Sequence[tuple[TargetConfig, str]]
+    rest: Sequence[TargetConfig]
+    attention_pager: Pager
+    rows_pager: Pager
+
+    def names(self) -> list[str]:
+        """The targets shown, whose full states the page needs."""
+        return [t.name for t, _ in self.urgent] + [t.name for t in self.rest]
+
+
+def pick(targets: Sequence[TargetConfig], overview: TargetOverview, query: PageQuery) -> Selection:
     """The attention cards and the rows this page shows, with their pagers (without links)."""
-    urgent, rest = split(targets, overview, query.q)
+    reasons = [attention_reason(t, overview) for t in targets]
+    urgent, rest = split(targets, reasons, query.q)
     a_pager = paginate(len(urgent), ATTENTION_PAGE, query.attention)
     r_pager = paginate(len(rest), HEALTHY_PAGE, query.page)
-    return (
+    return Selection(
+        reasons,
         urgent[a_pager.start : a_pager.stop],
         rest[r_pager.start : r_pager.stop],
         a_pager,
@@ -505,14 +524,18 @@ def build(
     events: Sequence[Event],
     now: dt.datetime,
     query: PageQuery = PageQuery(),
+    selection: Selection | None = None,
 ) -> PageModel:
-    """The page's view model. `states` needs to hold only the shown targets' states."""
-    urgent, rest, a_pager, r_pager = pick(targets, overview, query)
+    """The page's view model. `states` needs to hold only the shown targets' states;
+    `selection` is `pick`'s answer for the same arguments (computed when not given)."""
+    chosen = selection or pick(targets, overview, query)
+    urgent, rest = chosen.urgent, chosen.rest
+    a_pager, r_pager = chosen.attention_pager, chosen.rows_pager
     cards = tuple(target_view(t, states.get(t.name), now) for t, _ in urgent)
     rows = tuple(row_view(t, states.get(t.name), now) for t in rest)
     active = [f for t, _ in urgent if t.name in states for f in states[t.name].findings.values()]
     active.sort(key=finding_order)
-    counts = counts_of(targets, overview)
+    counts = counts_of(targets, overview, chosen.reasons)
     parts = [f"{counts[k]} {k}" for k in ("critical", "warning", "info") if counts[k]]
     if counts["down"]:
         parts.append(f"{counts['down']} down")
@@ -573,7 +596,7 @@ async def render_status(
     """
     now = now or utcnow()
     overview = await store.target_overview()
-    urgent, rest, _, _ = pick(config.targets, overview, query)
-    states = await store.states_of([t.name for t, _ in urgent] + [t.name for t in rest])
+    selection = pick(config.targets, overview, query)
+    states = await store.states_of(selection.names())
     events, _ = await store.events(limit=TIMELINE)
-    return render(build(config.targets, overview, states, events, now, query))
+    return render(build(config.targets, overview, states, events, now, query, selection))
