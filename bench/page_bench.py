@@ -38,6 +38,13 @@ from tests.support.bigstore import build
 PAGE_BYTES_GOAL = 200_000
 PAGE_MS_GOAL = 150.0
 API_PAGE_MS_GOAL = 50.0
+# The same bench on this machine before paging (commit 10fdd57): the page held every target's
+# card, and /api/v1/targets refused `limit`.
+BEFORE = {
+    "page": {"bytes": 7_096_944, "median_ms": 3475.6},
+    "api_all": {"bytes": 4_260_693, "median_ms": 1693.0},
+    "api_page": "400: 'limit': unknown parameter",
+}
 
 
 @dataclasses.dataclass
@@ -116,7 +123,6 @@ async def run(count: int, rounds: int) -> dict[str, Any]:
     for fig in figures.values():
         fig.pop("body", None)
     page, api = figures["page"], figures["api_page"]
-    api.setdefault("median_ms", float("inf"))
     return {
         "machine": machine(),
         "targets": count,
@@ -124,14 +130,15 @@ async def run(count: int, rounds: int) -> dict[str, Any]:
         "fill_s": round(fill_s, 1),
         "rounds": rounds,
         "requests": figures,
+        "before": BEFORE,
         "goals": {
             "page_bytes": {"goal": PAGE_BYTES_GOAL, "value": page["bytes"]},
             "page_ms": {"goal": PAGE_MS_GOAL, "value": page["median_ms"]},
-            "api_page_ms": {"goal": API_PAGE_MS_GOAL, "value": api["median_ms"]},
+            "api_page_ms": {"goal": API_PAGE_MS_GOAL, "value": api.get("median_ms")},
         },
         "goals_met": page["bytes"] <= PAGE_BYTES_GOAL
         and page["median_ms"] <= PAGE_MS_GOAL
-        and api["median_ms"] <= API_PAGE_MS_GOAL,
+        and api.get("median_ms", API_PAGE_MS_GOAL + 1) <= API_PAGE_MS_GOAL,
     }
 
 
