@@ -60,10 +60,10 @@ def kind_of(i: int) -> str:
     return {0: "down", 1: "finding"}.get(i % 20, "healthy")
 
 
-def config_text(count: int, state_dir: Path) -> str:
-    """The config of `count` targets, each expecting 443."""
+def config_text(count: int, state_dir: Path, first: int = 0) -> str:
+    """The config of targets `first` to `count - 1`, each expecting 443."""
     lines = [f'[daemon]\nstate_dir = "{state_dir}"\n[http]\nlisten = "127.0.0.1:0"']
-    for i in range(count):
+    for i in range(first, count):
         lines.append(
             f'[[targets]]\nname = "{name_of(i)}"\naddress = "{address_of(i)}"\n'
             'expected_open = "443"'
