@@ -16,18 +16,21 @@ from exposuremon.store.database import (
     db_path,
 )
 from exposuremon.store.outbox import Delivery, Outgoing, ReminderRule
-from exposuremon.store.queries import TargetGauges
+from exposuremon.store.queries import FindingCounts, TargetGauges, TargetOverview, TargetPage
 
 __all__ = [
     "DEFAULT_RETENTION",
     "MAX_PAGE",
     "Applied",
     "Delivery",
+    "FindingCounts",
     "Outgoing",
     "ReminderRule",
     "ScanRecord",
     "Store",
     "StoreError",
     "TargetGauges",
+    "TargetOverview",
+    "TargetPage",
     "db_path",
 ]

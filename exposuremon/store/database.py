@@ -14,7 +14,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import os
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
@@ -34,6 +34,7 @@ from exposuremon.model import (
     FindingState,
     ScanKind,
     TargetState,
+    TargetStatus,
 )
 from exposuremon.store import outbox, queries, schema
 from exposuremon.units import utcnow
@@ -279,6 +280,40 @@ class Store:
         """The stored state of every target ever scanned (removed ones keep their history)."""
         async with self._read("load states") as conn:
             return await queries.load_states(conn, None)
+
+    async def states_of(self, names: Collection[str]) -> dict[str, TargetState]:
+        """The stored states of `names` (the never scanned ones are left out), in one snapshot."""
+        async with self._read(f"load states of {len(names)} targets") as conn:
+            return await queries.load_states_of(conn, names)
+
+    async def target_overview(self) -> queries.TargetOverview:
+        """Every stored target's status, not-open port records and findings, read lightly."""
+        async with self._read("overview of targets") as conn:
+            return await queries.target_overview(conn)
+
+    async def target_page(
+        self,
+        names: Collection[str],
+        *,
+        statuses: Collection[TargetStatus] | None = None,
+        unscanned: bool = True,
+        has_findings: bool | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> queries.TargetPage:
+        """One page of the targets `names` (the configured ones), in name order.
+
+        Filters run in SQL on the stored rows: `statuses` (None: any), `has_findings` (an
+        active finding, open or acked; None: either). `unscanned` includes the names without
+        a stored row (never scanned: no status, no findings). The page starts after the name
+        `after` (the previous page's `next`); only its targets' full states are loaded.
+        """
+        if not 1 <= limit <= MAX_PAGE:
+            raise ValueError(f"limit: {limit} out of range (1-{MAX_PAGE})")
+        async with self._read("list targets") as conn:
+            return await queries.target_page(
+                conn, names, statuses, unscanned, has_findings, after, limit
+            )
 
     async def apply(
         self,

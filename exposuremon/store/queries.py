@@ -7,14 +7,23 @@ is correct because the store has one writer.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from exposuremon.model import Event, Finding, FindingState, PortRecord, TargetState
+from exposuremon.model import (
+    Event,
+    Finding,
+    FindingState,
+    PortRecord,
+    Severity,
+    TargetState,
+    TargetStatus,
+)
 from exposuremon.store import schema
 
 _CHUNK = 500  # bound on IN-list sizes (SQLite caps bound parameters per statement)
@@ -271,12 +280,27 @@ async def insert_outbox(
 
 async def load_states(conn: AsyncConnection, name: str | None) -> dict[str, TargetState]:
     """Every target's state, or only `name`'s (call inside one transaction: one snapshot)."""
+    return await _load_states(conn, None if name is None else [name])
+
+
+async def load_states_of(conn: AsyncConnection, names: Collection[str]) -> dict[str, TargetState]:
+    """The states of `names` that are stored (call inside one transaction: one snapshot)."""
+    states: dict[str, TargetState] = {}
+    for chunk in chunks(sorted(set(names))):
+        states.update(await _load_states(conn, chunk))
+    return states
+
+
+async def _load_states(
+    conn: AsyncConnection, names: Sequence[str] | None
+) -> dict[str, TargetState]:
+    """The states of `names` (at most one chunk of them), or of every target for None."""
 
     def only(table: sa.Table) -> sa.ColumnElement[bool]:
-        return sa.true() if name is None else table.c.target == name
+        return sa.true() if names is None else table.c.target.in_(names)
 
     t, p, f = schema.targets, schema.port_state, schema.findings
-    query = sa.select(t).where(sa.true() if name is None else t.c.name == name)
+    query = sa.select(t).where(sa.true() if names is None else t.c.name.in_(names))
     rows = {r.name: r._mapping for r in await conn.execute(query)}
     if not rows:
         return {}
@@ -368,3 +392,137 @@ async def gauge_snapshot(conn: AsyncConnection) -> tuple[dict[str, TargetGauges]
 def _pair(text: str) -> tuple[str, str]:
     port, _, severity = text.partition(":")
     return port, severity
+
+
+# -------------------------------------------------------------- target listings (page, API)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FindingCounts:
+    """A target's active findings: the open ones by severity and reopened, and the acked."""
+
+    open: Mapping[Severity, int] = dataclasses.field(default_factory=dict)
+    reopened: int = 0  # open ones that are reopened
+    acked: int = 0
+
+    @property
+    def open_total(self) -> int:
+        """Open (unacknowledged) findings of any severity."""
+        return sum(self.open.values())
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TargetOverview:
+    """What the status page needs to sort and count every target, without loading states.
+
+    Built from small reads only: in a fleet of 10,000 most targets are up with every port
+    record open and no finding, so only the exceptions are read row by row. A stored target
+    not in `status` is up; one not in `stored` was never scanned.
+    """
+
+    stored: frozenset[str]
+    status: Mapping[str, TargetStatus]  # the stored targets that are not up
+    not_open: Mapping[str, frozenset[int]]  # ports with a record that is closed or filtered
+    findings: Mapping[str, FindingCounts]  # targets with active findings
+
+
+async def target_overview(conn: AsyncConnection) -> TargetOverview:
+    """The overview of every stored target (call inside one transaction: one snapshot)."""
+    t, p, f = schema.targets, schema.port_state, schema.findings
+    # The names alone come from the primary key's index: no row of the wide table is read.
+    stored = frozenset((await conn.execute(sa.select(t.c.name))).scalars())
+    up = TargetStatus.UP.value
+    status = {
+        name: TargetStatus(value)
+        for name, value in await conn.execute(
+            sa.select(t.c.name, t.c.status).where(t.c.status != up)
+        )
+    }
+    not_open: dict[str, set[int]] = {}
+    for target, port in await conn.execute(
+        sa.select(p.c.target, p.c.port).where(p.c.state != "open")
+    ):
+        not_open.setdefault(target, set()).add(port)
+    query = sa.select(f.c.target, f.c.severity, f.c.state, f.c.reopen_count).where(
+        f.c.state.in_(schema.ACTIVE_STATES)
+    )
+    tally: dict[str, tuple[dict[Severity, int], list[int]]] = {}
+    for target, severity, state, reopen_count in await conn.execute(query):
+        by_severity, other = tally.setdefault(target, ({}, [0, 0]))
+        if state == FindingState.ACKED.value:
+            other[1] += 1
+            continue
+        level = Severity.parse(severity)
+        by_severity[level] = by_severity.get(level, 0) + 1
+        other[0] += reopen_count > 0
+    return TargetOverview(
+        stored=stored,
+        status=status,
+        not_open={name: frozenset(ports) for name, ports in not_open.items()},
+        findings={
+            name: FindingCounts(by_severity, reopened, acked)
+            for name, (by_severity, (reopened, acked)) in tally.items()
+        },
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TargetPage:
+    """One page of a target listing in name order: the names, the stored states among them
+    (a name without a state was never scanned) and the cursor of the next page."""
+
+    names: tuple[str, ...]
+    states: Mapping[str, TargetState]
+    next: str | None
+
+
+def page_after(
+    ordered: Sequence[str], after: str | None, limit: int
+) -> tuple[list[str], str | None]:
+    """Up to `limit` names of the sorted `ordered` that come after `after`, and the next cursor.
+
+    Keyset paging on the name: a page follows its cursor even when the cursor's own target has
+    been removed meanwhile, and no target is skipped or repeated while others are added.
+    """
+    start = 0 if after is None else bisect.bisect_right(ordered, after)
+    page = list(ordered[start : start + limit])
+    more = start + limit < len(ordered)
+    return page, (page[-1] if more and page else None)
+
+
+async def target_page(
+    conn: AsyncConnection,
+    names: Collection[str],
+    statuses: Collection[TargetStatus] | None,
+    unscanned: bool,
+    has_findings: bool | None,
+    after: str | None,
+    limit: int,
+) -> TargetPage:
+    """A page of `names` (in name order) filtered in SQL; see `Store.target_page`."""
+    t, f = schema.targets, schema.findings
+    wanted = set(names)
+    if statuses is None and has_findings is None and unscanned:
+        # Every wanted name qualifies: page over them and read only the page's rows (the
+        # usual case, `?limit=100`, reads no other target at all).
+        page, next_cursor = page_after(sorted(wanted), after, limit)
+        states = await load_states_of(conn, page)
+        return TargetPage(tuple(page), states, next_cursor)
+    stored = frozenset((await conn.execute(sa.select(t.c.name))).scalars())
+    if statuses is None and has_findings is None:
+        chosen = wanted & stored
+    else:
+        query = sa.select(t.c.name)
+        if statuses is not None:
+            query = query.where(t.c.status.in_([TargetStatus(s).value for s in statuses]))
+        if has_findings is not None:
+            # An uncorrelated subquery: SQLite builds its list once, not once per target.
+            with_findings = sa.select(f.c.target).where(f.c.state.in_(schema.ACTIVE_STATES))
+            has = t.c.name.in_(with_findings)
+            query = query.where(has if has_findings else ~has)
+        chosen = wanted & set((await conn.execute(query)).scalars())
+    if unscanned and not has_findings:  # never scanned: no status and no findings
+        chosen |= wanted - stored
+    page, next_cursor = page_after(sorted(chosen), after, limit)
+    states = await load_states_of(conn, [n for n in page if n in stored])
+    return TargetPage(tuple(page), states, next_cursor)

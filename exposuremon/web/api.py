@@ -28,16 +28,19 @@ from exposuremon.model import (
     FindingState,
     ScanKind,
     TargetState,
+    TargetStatus,
 )
 from exposuremon.store import MAX_PAGE, Store, StoreError
 from exposuremon.units import parse_duration, utcnow
 from exposuremon.web.views import (
+    NEVER_SCANNED,
     deliveries_page,
     events_page,
     finding_json,
     findings_page,
     status_json,
     target_status_json,
+    targets_page,
 )
 
 PREFIX = "/api/v1"
@@ -51,6 +54,8 @@ FINDING_STATES = ("open", "acked", "resolved", "all")
 FINDINGS_PARAMS = frozenset({"target", "state", "since", "limit", "cursor"})
 EVENTS_PARAMS = frozenset({"target", "type", "since", "limit", "cursor"})
 NOTIFICATIONS_PARAMS = frozenset({"status", "channel", "limit", "cursor"})
+TARGETS_PARAMS = frozenset({"status", "has_findings", "limit", "cursor"})
+TARGET_STATUSES = (*(s.value for s in TargetStatus), NEVER_SCANNED)
 ACK_KEYS = frozenset({"until", "reason"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -235,6 +240,41 @@ def parse_notifications_query(query: Iterable[tuple[str, str]]) -> ListQuery:
     )
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class TargetsQuery:
+    """Filters and position of a targets listing; `limit` None: every target, config order."""
+
+    status: str | None = None  # a TargetStatus value or NEVER_SCANNED
+    has_findings: bool | None = None
+    limit: int | None = None
+    cursor: str | None = None
+
+
+def parse_targets_query(query: Iterable[tuple[str, str]]) -> TargetsQuery:
+    """`GET /api/v1/targets` parameters: status, has_findings, limit, cursor.
+
+    Paging starts with `limit` or `cursor` (then `limit` defaults to 100); without either the
+    answer is every configured target, as before paging existed.
+    """
+    params = single_params(query, TARGETS_PARAMS)
+    status = params.get("status")
+    if status is not None and status not in TARGET_STATUSES:
+        known = ", ".join(TARGET_STATUSES)
+        raise BadRequest("status", f"must be one of {known}, got {shown(status)}")
+    has_findings = None
+    if "has_findings" in params:
+        text = params["has_findings"]
+        if text not in ("true", "false"):
+            raise BadRequest("has_findings", f"must be true or false, got {shown(text)}")
+        has_findings = text == "true"
+    cursor = params.get("cursor")
+    if cursor is not None and _NAME.fullmatch(cursor) is None:
+        raise BadRequest("cursor", f"must be the `next` value of a page, got {shown(cursor)}")
+    paging = "limit" in params or cursor is not None
+    limit = parse_limit(params["limit"]) if "limit" in params else (100 if paging else None)
+    return TargetsQuery(status=status, has_findings=has_findings, limit=limit, cursor=cursor)
+
+
 def parse_ack_body(raw: bytes, now: dt.datetime) -> tuple[dt.datetime, str]:
     """`{"until": "24h" | RFC 3339, "reason": "..."}` → (expiry, reason), as `exposuremon ack`."""
     try:
@@ -349,11 +389,35 @@ class Api:
         return error(status, reason, headers)
 
     async def targets(self, request: web.Request) -> web.Response:
-        """`GET /api/v1/targets`: every configured target, as `exposuremon status --json`."""
-        single_params(request.query.items(), frozenset())
+        """`GET /api/v1/targets`: configured targets; a page of them with `limit`/`cursor`."""
+        page = parse_targets_query(request.query.items())
         config = self._backend.config
-        states = await self._backend.store.load_states()
-        return web.json_response(status_json(config.targets, states))
+        store = self._backend.store
+        if page.limit is None:  # the unpaged answer of old: every target, config order
+            body = status_json(config.targets, await store.load_states())
+            if page.status is not None or page.has_findings is not None:
+                body["targets"] = [
+                    t
+                    for t in body["targets"]
+                    if (page.status is None or t["status"] == page.status)
+                    and (
+                        page.has_findings is None
+                        or (t["findings"]["open"] + t["findings"]["acked"] > 0) == page.has_findings
+                    )
+                ]
+            return web.json_response(body)
+        never = page.status == NEVER_SCANNED
+        found = await store.target_page(
+            [t.name for t in config.targets],
+            statuses=None if page.status is None else () if never else [TargetStatus(page.status)],
+            unscanned=page.status is None or never,
+            has_findings=page.has_findings,
+            after=page.cursor,
+            limit=page.limit,
+        )
+        by_name = {t.name: t for t in config.targets}
+        rows = [(by_name[n], found.states.get(n)) for n in found.names]
+        return web.json_response(targets_page(rows, found.next))
 
     async def target(self, request: web.Request) -> web.Response:
         """`GET /api/v1/targets/{name}`: one configured target."""

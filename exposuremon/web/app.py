@@ -113,9 +113,10 @@ def make_app(
             return web.json_response({"status": "ready"})
         return web.json_response({"status": "not ready", "reason": reason}, status=503)
 
-    async def page(_: web.Request) -> web.Response:
+    async def page(request: web.Request) -> web.Response:
+        query = status_page.parse_query(request.query)
         try:
-            html = await status_page.render_status(backend.store, backend.config)
+            html = await status_page.render_status(backend.store, backend.config, query=query)
         except StoreError as exc:
             get_logger().error("store failed serving the status page", error=str(exc))
             return error(503, "the database is unavailable; see the daemon's log")

@@ -1,8 +1,15 @@
 """The status page (`GET /`): server-rendered HTML, no scripts, no external assets.
 
-`build` turns configured targets, stored states and recent events into a view model (pure);
-`render` fills the jinja2 template with autoescaping on, so text from scanned hosts (banners,
-HTTP titles, certificate subjects) reaches the browser only as text. The page reloads itself.
+`build` turns configured targets, the store's overview of them, the states of the targets
+shown and recent events into a view model (pure); `render` fills the jinja2 template with
+autoescaping on, so text from scanned hosts (banners, HTTP titles, certificate subjects)
+reaches the browser only as text. The page reloads itself.
+
+At 10,000 targets the page cannot show every target (it would be megabytes, reloaded every
+30 s), so it shows what needs attention first, as cards: targets with open findings, down, or
+up with an expected port not open. The rest is counted, searchable (`?q=`, a plain GET form)
+and paged on the server (`?page=`; the attention list has its own `?attention=`). Only the
+shown targets' full states are loaded; everything else comes from `Store.target_overview`.
 """
 
 from __future__ import annotations
@@ -10,7 +17,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
-from collections.abc import Mapping, Sequence
+import urllib.parse
+from collections.abc import Collection, Mapping, Sequence
 
 import jinja2
 
@@ -25,14 +33,19 @@ from exposuremon.model import (
     ScanKind,
     Severity,
     TargetState,
+    TargetStatus,
 )
-from exposuremon.store import Store
+from exposuremon.store import FindingCounts, Store, TargetOverview
 from exposuremon.units import utcnow
 from exposuremon.web.views import NEVER_SCANNED
 
 REFRESH_SECONDS = 30
 TIMELINE = 50  # recent events shown
 SERVICE_CHARS = 120  # longest service description shown
+ATTENTION_PAGE = 25  # cards per page of the attention list
+HEALTHY_PAGE = 100  # rows per page of the other targets
+FINDINGS_SHOWN = 100  # rows of the findings table (of the attention cards shown)
+MAX_QUERY = 64  # longest search text kept (a target name is at most 64 characters)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -90,12 +103,48 @@ class TargetView:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class RowView:
+    """One target of the list below the attention cards: a table row."""
+
+    name: str
+    anchor: str
+    address: str | None
+    status: str
+    ports: tuple[PortView, ...]
+    sentinel: When | None
+    acked: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Pager:
+    """Where a page sits in a list: 1-based page numbers, the slice it shows, links."""
+
+    page: int
+    pages: int
+    start: int
+    stop: int
+    total: int
+    prev_href: str | None = None
+    next_href: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PageQuery:
+    """The page's query string, as understood (anything odd falls back to the default)."""
+
+    q: str = ""
+    page: int = 1
+    attention: int = 1
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class EventView:
     """One line of the timeline."""
 
     when: When
     target: str
     anchor: str
+    href: str
     port: int | None
     type: str
     severity: str
@@ -112,8 +161,19 @@ class PageModel:
     refresh: int
     counts: Mapping[str, int]
     findings: tuple[FindingView, ...]
-    targets: tuple[TargetView, ...]
+    findings_hidden: int  # findings of the cards shown that did not fit the table
+    attention: tuple[TargetView, ...]
+    attention_reasons: Mapping[str, str]  # target -> why it is in the attention list
+    attention_pager: Pager
+    rows: tuple[RowView, ...]
+    rows_pager: Pager
+    query: PageQuery
     events: tuple[EventView, ...]
+
+    @property
+    def targets(self) -> tuple[TargetView, ...]:
+        """The cards shown (the attention list's page)."""
+        return self.attention
 
 
 def anchor(target: str) -> str:
@@ -228,7 +288,14 @@ def target_view(target: TargetConfig, state: TargetState | None, now: dt.datetim
     )
 
 
-def event_view(event: Event, now: dt.datetime) -> EventView:
+def href(target: str, shown: Collection[str]) -> str:
+    """A link to a target's card or row: on this page, or a search that shows it."""
+    if target in shown:
+        return f"#{anchor(target)}"
+    return "?" + urllib.parse.urlencode({"q": target}) + f"#{anchor(target)}"
+
+
+def event_view(event: Event, now: dt.datetime, shown: Collection[str] = ()) -> EventView:
     """One timeline entry."""
     at = when(event.observed_at, now)
     assert at is not None
@@ -236,6 +303,7 @@ def event_view(event: Event, now: dt.datetime) -> EventView:
         when=at,
         target=event.target,
         anchor=anchor(event.target),
+        href=href(event.target, shown),
         port=event.port,
         type=event.type.value.replace("_", " "),
         severity=event.severity.label,
@@ -243,41 +311,258 @@ def event_view(event: Event, now: dt.datetime) -> EventView:
     )
 
 
+# -------------------------------------------------------------------- attention, paging
+
+
+# Why a target needs attention, most urgent first: a reopened port is the incident this tool
+# exists for; a critical finding or a router gone down next; then warnings, an expected port
+# (a forward) not open, and informational findings. Acknowledged findings alone do not need
+# attention (someone accepted them), nor does `unknown` or never scanned: every target is
+# that for its first minutes, and silence proves nothing (they are counted and searchable).
+TIERS = ("reopened", "critical", "down", "warning", "expected port not open", "info")
+NO_FINDINGS = FindingCounts()
+Reason = tuple[int, str] | None
+
+
+def attention_reason(target: TargetConfig, overview: TargetOverview) -> tuple[int, str] | None:
+    """(tier, reason) when the target needs attention (tier indexes TIERS), else None."""
+    name = target.name
+    counts = overview.findings.get(name, NO_FINDINGS)
+    if counts is NO_FINDINGS and name not in overview.status and name not in overview.not_open:
+        return None  # the common case at scale: up (or never scanned), every port open, clean
+    status = overview.status.get(name, TargetStatus.UP) if name in overview.stored else None
+    if counts.reopened:
+        return 0, TIERS[0]
+    if counts.open.get(Severity.CRITICAL):
+        return 1, TIERS[1]
+    if status is TargetStatus.DOWN:
+        return 2, TIERS[2]
+    if counts.open.get(Severity.WARNING):
+        return 3, TIERS[3]
+    expected = target.expected_open
+    if status is TargetStatus.UP and expected & overview.not_open.get(name, frozenset()):
+        return 4, TIERS[4]
+    if counts.open_total:
+        return 5, TIERS[5]
+    return None
+
+
+def matches(target: TargetConfig, q: str) -> bool:
+    """Whether the search text (case-insensitive) is part of the target's name or address."""
+    needle = q.casefold()
+    return needle in target.name.casefold() or needle in target.address.casefold()
+
+
+def split(
+    targets: Sequence[TargetConfig], reasons: Sequence[Reason], q: str = ""
+) -> tuple[list[tuple[TargetConfig, str]], list[TargetConfig]]:
+    """The targets matching `q`: those needing attention (most urgent first, then config
+    order, with their reason) and the rest (config order). `reasons[i]` is targets[i]'s."""
+    urgent: list[tuple[int, int, TargetConfig, str]] = []
+    rest: list[TargetConfig] = []
+    for index, (target, reason) in enumerate(zip(targets, reasons, strict=True)):
+        if q and not matches(target, q):
+            continue
+        if reason is None:
+            rest.append(target)
+        else:
+            urgent.append((reason[0], index, target, reason[1]))
+    urgent.sort(key=lambda item: (item[0], item[1]))
+    return [(t, why) for _, _, t, why in urgent], rest
+
+
+def paginate(total: int, size: int, requested: int) -> Pager:
+    """The page `requested` of a list of `total` items, `size` per page, clamped to [1, last]."""
+    pages = max(1, -(-total // size))
+    page = min(max(1, requested), pages)
+    start = (page - 1) * size
+    return Pager(page=page, pages=pages, start=start, stop=min(total, start + size), total=total)
+
+
+def page_link(query: PageQuery, key: str, number: int) -> str:
+    """The query string of this page with `page` or `attention` set (defaults left out)."""
+    if key == "page":
+        values = dataclasses.replace(query, page=number)
+    else:
+        values = dataclasses.replace(query, attention=number)
+    params: dict[str, str | int] = {}
+    if values.q:
+        params["q"] = values.q
+    if values.attention != 1:
+        params["attention"] = values.attention
+    if values.page != 1:
+        params["page"] = values.page
+    return "?" + urllib.parse.urlencode(params) if params else "?"
+
+
+def with_links(pager: Pager, query: PageQuery, key: str) -> Pager:
+    """The pager with its previous/next links (None at either end)."""
+    prev_href = page_link(query, key, pager.page - 1) if pager.page > 1 else None
+    next_href = page_link(query, key, pager.page + 1) if pager.page < pager.pages else None
+    return dataclasses.replace(pager, prev_href=prev_href, next_href=next_href)
+
+
+def _positive(text: str | None) -> int:
+    if text is None or not text.isascii() or not text.isdigit() or len(text) > 9:
+        return 1
+    return max(1, int(text))
+
+
+def parse_query(params: Mapping[str, str]) -> PageQuery:
+    """The page's parameters; a browser's page never errors, so odd values mean the default."""
+    q = "".join(ch for ch in params.get("q", "") if ch.isprintable()).strip()[:MAX_QUERY]
+    return PageQuery(
+        q=q, page=_positive(params.get("page")), attention=_positive(params.get("attention"))
+    )
+
+
+def overview_of(states: Mapping[str, TargetState]) -> TargetOverview:
+    """The overview `Store.target_overview` reads, computed from full states (for tests)."""
+    findings = {}
+    for name, state in states.items():
+        active = list(state.findings.values())
+        if not active:
+            continue
+        by_severity: dict[Severity, int] = {}
+        for f in active:
+            if f.state is FindingState.OPEN:
+                by_severity[f.severity] = by_severity.get(f.severity, 0) + 1
+        findings[name] = FindingCounts(
+            by_severity,
+            sum(1 for f in active if f.state is FindingState.OPEN and f.reopen_count),
+            sum(1 for f in active if f.state is FindingState.ACKED),
+        )
+    return TargetOverview(
+        stored=frozenset(states),
+        status={n: s.status for n, s in states.items() if s.status is not TargetStatus.UP},
+        not_open={
+            n: frozenset(p for p, rec in s.ports.items() if rec.state is not Observed.OPEN)
+            for n, s in states.items()
+            if any(rec.state is not Observed.OPEN for rec in s.ports.values())
+        },
+        findings=findings,
+    )
+
+
+def counts_of(
+    targets: Sequence[TargetConfig], overview: TargetOverview, reasons: Sequence[Reason]
+) -> dict[str, int]:
+    """The summary tiles: targets by status, findings by severity, how many need attention."""
+    counts = dict.fromkeys(
+        ("critical", "warning", "info", "reopened", "acked", "down", "up", "unknown", "never"), 0
+    )
+    for target in targets:
+        name = target.name
+        if name not in overview.stored:
+            counts["never"] += 1
+        else:
+            counts[overview.status.get(name, TargetStatus.UP).value] += 1
+        found = overview.findings.get(name)
+        if found is not None:
+            for severity, n in found.open.items():
+                counts[severity.label] += n
+            counts["reopened"] += found.reopened
+            counts["acked"] += found.acked
+    attention = sum(1 for r in reasons if r is not None)
+    return {"targets": len(targets), "attention": attention, **counts}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Selection:
+    """What one page shows: its attention cards (with reasons) and rows, and the pagers."""
+
+    reasons: Sequence[Reason]  # of every configured target, in config order
+    urgent: Sequence[tuple[TargetConfig, str]]
+    rest: Sequence[TargetConfig]
+    attention_pager: Pager
+    rows_pager: Pager
+
+    def names(self) -> list[str]:
+        """The targets shown, whose full states the page needs."""
+        return [t.name for t, _ in self.urgent] + [t.name for t in self.rest]
+
+
+def pick(targets: Sequence[TargetConfig], overview: TargetOverview, query: PageQuery) -> Selection:
+    """The attention cards and the rows this page shows, with their pagers (without links)."""
+    reasons = [attention_reason(t, overview) for t in targets]
+    urgent, rest = split(targets, reasons, query.q)
+    a_pager = paginate(len(urgent), ATTENTION_PAGE, query.attention)
+    r_pager = paginate(len(rest), HEALTHY_PAGE, query.page)
+    return Selection(
+        reasons,
+        urgent[a_pager.start : a_pager.stop],
+        rest[r_pager.start : r_pager.stop],
+        a_pager,
+        r_pager,
+    )
+
+
+def row_view(target: TargetConfig, state: TargetState | None, now: dt.datetime) -> RowView:
+    """One row of the list of targets that need no attention."""
+    card = target_view(target, state, now)
+    sentinel = dict(card.last_scans).get(ScanKind.SENTINEL.value)
+    acked = (
+        0
+        if state is None
+        else sum(1 for f in state.findings.values() if f.state is FindingState.ACKED)
+    )
+    return RowView(
+        name=card.name,
+        anchor=card.anchor,
+        address=card.address,
+        status=card.status,
+        ports=card.ports,
+        sentinel=sentinel,
+        acked=acked,
+    )
+
+
 def build(
     targets: Sequence[TargetConfig],
+    overview: TargetOverview,
     states: Mapping[str, TargetState],
     events: Sequence[Event],
     now: dt.datetime,
+    query: PageQuery = PageQuery(),
+    selection: Selection | None = None,
 ) -> PageModel:
-    """The page's view model: configured targets in config order, findings, recent events."""
-    views = tuple(target_view(t, states.get(t.name), now) for t in targets)
-    active = [f for t in targets if t.name in states for f in states[t.name].findings.values()]
+    """The page's view model. `states` needs to hold only the shown targets' states;
+    `selection` is `pick`'s answer for the same arguments (computed when not given)."""
+    chosen = selection or pick(targets, overview, query)
+    urgent, rest = chosen.urgent, chosen.rest
+    a_pager, r_pager = chosen.attention_pager, chosen.rows_pager
+    cards = tuple(target_view(t, states.get(t.name), now) for t, _ in urgent)
+    rows = tuple(row_view(t, states.get(t.name), now) for t in rest)
+    active = [f for t, _ in urgent if t.name in states for f in states[t.name].findings.values()]
     active.sort(key=finding_order)
-    unacked = [f for f in active if f.state is FindingState.OPEN]
-    counts = {
-        "targets": len(views),
-        "critical": sum(1 for f in unacked if f.severity is Severity.CRITICAL),
-        "warning": sum(1 for f in unacked if f.severity is Severity.WARNING),
-        "info": sum(1 for f in unacked if f.severity is Severity.INFO),
-        "reopened": sum(1 for f in unacked if f.reopen_count),
-        "acked": len(active) - len(unacked),
-        "down": sum(1 for v in views if v.status == "down"),
-    }
+    counts = counts_of(targets, overview, chosen.reasons)
     parts = [f"{counts[k]} {k}" for k in ("critical", "warning", "info") if counts[k]]
     if counts["down"]:
         parts.append(f"{counts['down']} down")
     headline = ", ".join(parts) if parts else "all clear"
     generated = when(now, now)
     assert generated is not None
+    shown = {t.name for t, _ in urgent} | {t.name for t in rest}
     return PageModel(
         title=f"exposuremon: {headline}",
         headline=headline,
         generated=generated,
         refresh=REFRESH_SECONDS,
         counts=counts,
-        findings=tuple(finding_view(f, now) for f in active),
-        targets=views,
-        events=tuple(event_view(e, now) for e in events[:TIMELINE]),
+        findings=tuple(finding_view(f, now) for f in active[:FINDINGS_SHOWN]),
+        # Every active finding of the configured targets, less those in the table.
+        findings_hidden=max(
+            0,
+            sum(counts[k] for k in ("critical", "warning", "info", "acked"))
+            - min(len(active), FINDINGS_SHOWN),
+        ),
+        attention=cards,
+        attention_reasons={t.name: why for t, why in urgent},
+        attention_pager=with_links(a_pager, query, "attention"),
+        rows=rows,
+        rows_pager=with_links(r_pager, query, "page"),
+        query=query,
+        events=tuple(event_view(e, now, shown) for e in events[:TIMELINE]),
     )
 
 
@@ -297,9 +582,21 @@ def render(model: PageModel) -> str:
     return _environment().get_template("status.html").render(page=model)
 
 
-async def render_status(store: Store, config: Config, now: dt.datetime | None = None) -> str:
-    """Load what the page shows from the store and render it."""
+async def render_status(
+    store: Store,
+    config: Config,
+    now: dt.datetime | None = None,
+    query: PageQuery = PageQuery(),
+) -> str:
+    """Load what the page shows from the store and render it.
+
+    Three reads: the overview of every target (light rows), the full states of the targets
+    shown on this page, and the recent events. Each is one snapshot; a scan landing between
+    them shows on the next reload.
+    """
     now = now or utcnow()
-    states = await store.load_states()
+    overview = await store.target_overview()
+    selection = pick(config.targets, overview, query)
+    states = await store.states_of(selection.names())
     events, _ = await store.events(limit=TIMELINE)
-    return render(build(config.targets, states, events, now))
+    return render(build(config.targets, overview, states, events, now, query, selection))

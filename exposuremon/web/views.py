@@ -122,6 +122,16 @@ def target_status_json(target: TargetConfig, state: TargetState | None) -> dict[
     return target_json(never, expected) | {"status": NEVER_SCANNED}
 
 
+def targets_page(
+    rows: Sequence[tuple[TargetConfig, TargetState | None]], next_cursor: str | None
+) -> dict[str, Any]:
+    """`GET /api/v1/targets?limit=...`: a page of targets (name order) and the next cursor."""
+    return {
+        "targets": [target_status_json(target, state) for target, state in rows],
+        "next": next_cursor,
+    }
+
+
 def findings_page(
     rows: Sequence[Finding], states: Mapping[str, TargetState], next_cursor: int | None
 ) -> dict[str, Any]:

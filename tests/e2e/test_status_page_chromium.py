@@ -22,12 +22,16 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client import CollectorRegistry
 
 from exposuremon.config.fields import TOKEN_ENV
 from exposuremon.model import EventType, FindingState
 from exposuremon.service import Service
 from exposuremon.store.database import Store
+from exposuremon.web import HttpServer, make_app
+from tests.support import bigstore
 from tests.support.daemon import running_service, wait_until, write_config
+from tests.web.test_target_pages import ReadOnly as ReadBackend
 
 CHROMIUM = shutil.which("chromium")
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "status-page.png"
@@ -273,3 +277,57 @@ async def test_status_page_in_chromium(tmp_path: Path, monkeypatch: pytest.Monke
     assert shot.stat().st_size > 20_000
     SCREENSHOT.parent.mkdir(exist_ok=True)
     shutil.copyfile(shot, SCREENSHOT)
+
+
+async def test_status_page_at_10000_targets(tmp_path: Path) -> None:
+    """At 10,000 targets Chromium renders a small page: problems first, search and pages work."""
+    big = await bigstore.build(tmp_path, 10_000)
+    async with await Store.open(tmp_path / "state") as store:
+        app = make_app(CollectorRegistry(), ReadBackend(store, big.config))
+        server = HttpServer(app, "127.0.0.1", 0)
+        await server.start()
+        try:
+            assert server.bound is not None
+            host, port = server.bound
+            base = f"http://{host}:{port}/"
+            async with aiohttp.ClientSession() as http, http.get(base) as resp:
+                html = await resp.text()
+                csp = resp.headers["Content-Security-Policy"]
+            dom = await chromium("--dump-dom", base, host=host, profile=tmp_path / "p1")
+            # Follow the pager's "next" link of the list, as a click would.
+            link = re.search(r'<a rel="next" href="([^"]*page=2[^"]*)"', dom)
+            assert link is not None, "no link to the second page of targets"
+            page2_url = base + link.group(1).replace("&amp;", "&")
+            page2 = await chromium("--dump-dom", page2_url, host=host, profile=tmp_path / "p2")
+            # The search form is a plain GET form: its submission is this URL.
+            form = re.search(r'<form class="search" method="get"[^>]*>', dom)
+            assert form is not None
+            assert "action=" not in form.group(0)  # submits to the page itself
+            found = await chromium(
+                "--dump-dom", base + "?q=router-09999", host=host, profile=tmp_path / "p3"
+            )
+        finally:
+            await server.stop()
+
+    assert "form-action" not in csp  # the CSP leaves form submission alone
+    assert len(html.encode()) <= 200_000
+    reopened = big.reopened[0]
+    # Most urgent first: reopened findings, then critical ones; the down routers come after.
+    cards = re.findall(r'<section class="card target[^"]*" id="target-([^"]+)"', dom)
+    assert cards == list(big.reopened[:25])  # 50 reopened: the first 25 in config order
+    assert f'id="target-{reopened}"' in dom
+    assert "reopened" in dom
+    assert re.search(r"<b>8080</b> unexpected", dom)
+    tiles = " ".join(re.sub(r"<[^>]+>", " ", dom).split())
+    assert "10000 targets" in tiles
+    assert "1000 need attention" in tiles
+    assert "500 down" in tiles
+    assert "page 1 of 40" in dom  # 1000 attention cards, 25 a page
+    assert "page 1 of 90 · 1–100 of 9000 targets" in dom
+    assert "page 2 of 90 · 101–200 of 9000 targets" in page2
+    healthy = re.findall(r'<tr class="target" id="target-([^"]+)"', page2)
+    assert len(healthy) == 100
+    assert not set(healthy) & (set(big.down) | set(big.with_findings))
+    assert 'id="target-router-09999"' in found
+    assert found.count('<tr class="target"') == 1
+    assert "<script" not in dom

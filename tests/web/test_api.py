@@ -408,7 +408,11 @@ async def test_events_filters_and_shape(story: Story, tmp_path: Path) -> None:
         ("/api/v1/findings?type=port_opened", "'type': unknown parameter"),
         ("/api/v1/events?type=nope", "type:"),
         ("/api/v1/events?state=open", "'state': unknown parameter"),
-        ("/api/v1/targets?limit=5", "'limit': unknown parameter"),
+        ("/api/v1/targets?limit=0", "limit: must be an integer from 1 to 1000"),
+        ("/api/v1/targets?limt=5", "'limt': unknown parameter"),
+        ("/api/v1/targets?status=sideways", "status: must be one of unknown, up, down, never"),
+        ("/api/v1/targets?has_findings=yes", "has_findings: must be true or false"),
+        ("/api/v1/targets?limit=5&cursor=a%20b", "cursor: must be the `next` value"),
         ("/api/v1/targets/office?x=1", "'x': unknown parameter"),
     ],
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from exposuremon.model import (
     TargetState,
     TargetStatus,
 )
+from exposuremon.store import FindingCounts, TargetOverview
 from exposuremon.store.database import Store
 from exposuremon.web import status_page as page
 from exposuremon.web.app import make_app
@@ -153,7 +154,8 @@ def story() -> page.PageModel:
         target("branch", "127.0.0.62", "22,443"),
         target("lab", "127.0.0.63"),
     ]
-    return page.build(targets, {"surgery": surgery, "branch": branch}, events, NOW)
+    states = {"surgery": surgery, "branch": branch}
+    return page.build(targets, page.overview_of(states), states, events, NOW)
 
 
 # ------------------------------------------------------------------------------- view model
@@ -178,21 +180,28 @@ def test_counts_and_title() -> None:
     model = story()
     assert model.counts == {
         "targets": 3,
+        "attention": 2,
         "critical": 2,
         "warning": 1,
         "info": 0,
         "reopened": 1,
         "acked": 1,
         "down": 0,
+        "up": 2,
+        "unknown": 0,
+        "never": 1,
     }
     assert model.title == "exposuremon: 2 critical, 1 warning"
-    empty = page.build([target("lab", "127.0.0.63")], {}, [], NOW)
+    empty = page.build([target("lab", "127.0.0.63")], page.overview_of({}), {}, [], NOW)
     assert empty.title == "exposuremon: all clear"
 
 
 def test_ports_marked_expected_unexpected_and_missing() -> None:
     """Open ports say expected or not; an expected port that is not open is listed as such."""
-    surgery, branch, lab = story().targets
+    model = story()
+    surgery, branch = model.attention
+    (lab,) = model.rows
+    assert model.attention_reasons == {"surgery": "reopened", "branch": "expected port not open"}
     assert [(p.port, p.expected, p.open) for p in surgery.ports] == [
         (80, False, True),
         (443, True, True),
@@ -313,3 +322,150 @@ async def test_served_from_a_filled_store(tmp_path: Path) -> None:
     assert "exposuremon: 3 critical" in html  # office 80, 3389 and branch 22; 8080 is acked
     for needle in ("office", "branch", "lab", "3389/tcp", "reopened", "vendor remote support"):
         assert needle in text
+
+
+# ------------------------------------------------------------- attention, search and paging
+
+
+def overview(
+    stored: set[str],
+    down: Collection[str] = (),
+    not_open: Mapping[str, frozenset[int]] | None = None,
+    findings: Mapping[str, FindingCounts] | None = None,
+) -> TargetOverview:
+    """An overview as `Store.target_overview` reads it."""
+    return TargetOverview(
+        stored=frozenset(stored),
+        status=dict.fromkeys(down, TargetStatus.DOWN),
+        not_open=dict(not_open or {}),
+        findings=dict(findings or {}),
+    )
+
+
+def test_attention_reasons_in_order_of_urgency() -> None:
+    """Reopened, critical, down, warning, expected port not open, info; acked alone is none."""
+    names = ["info", "clean", "acked", "warn", "missing", "down", "crit", "reop", "never"]
+    targets = [target(n, f"198.51.100.{i}", "443") for i, n in enumerate(names)]
+    found = {
+        "info": FindingCounts({Severity.INFO: 1}),
+        "acked": FindingCounts(acked=2),
+        "warn": FindingCounts({Severity.WARNING: 1}),
+        "crit": FindingCounts({Severity.CRITICAL: 2}),
+        "reop": FindingCounts({Severity.WARNING: 1}, reopened=1),
+    }
+    ov = overview(set(names) - {"never"}, {"down"}, {"missing": frozenset({443})}, found)
+    reasons = [page.attention_reason(t, ov) for t in targets]
+    urgent, rest = page.split(targets, reasons)
+    assert [(t.name, why) for t, why in urgent] == [
+        ("reop", "reopened"),
+        ("crit", "critical"),
+        ("down", "down"),
+        ("warn", "warning"),
+        ("missing", "expected port not open"),
+        ("info", "info"),
+    ]
+    assert [t.name for t in rest] == ["clean", "acked", "never"]
+    counts = page.counts_of(targets, ov, reasons)
+    assert (counts["attention"], counts["never"], counts["down"], counts["up"]) == (6, 1, 1, 7)
+    assert (counts["critical"], counts["warning"], counts["acked"]) == (2, 2, 2)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["up", "down", "unknown", "never"]),
+            st.integers(0, 2),  # open critical findings
+            st.integers(0, 2),  # acked findings
+            st.booleans(),  # an expected port not open
+        ),
+        max_size=40,
+    ),
+    st.sampled_from(["", "1", "router-0", "198.51"]),
+)
+def test_split_partitions_the_matching_targets(
+    spec: list[tuple[str, int, int, bool]], q: str
+) -> None:
+    """Every matching target is in exactly one list; attention is sorted by tier, then config."""
+    targets = [target(f"router-{i}", f"198.51.100.{i}", "443") for i in range(len(spec))]
+    stored = {f"router-{i}" for i, s in enumerate(spec) if s[0] != "never"}
+    status = {
+        f"router-{i}": TargetStatus(s[0]) for i, s in enumerate(spec) if s[0] in ("down", "unknown")
+    }
+    ov = TargetOverview(
+        stored=frozenset(stored),
+        status=status,
+        not_open={f"router-{i}": frozenset({443}) for i, s in enumerate(spec) if s[3]},
+        findings={
+            f"router-{i}": FindingCounts({Severity.CRITICAL: s[1]} if s[1] else {}, acked=s[2])
+            for i, s in enumerate(spec)
+            if s[1] or s[2]
+        },
+    )
+    reasons = [page.attention_reason(t, ov) for t in targets]
+    urgent, rest = page.split(targets, reasons, q)
+    shown = [t.name for t, _ in urgent] + [t.name for t in rest]
+    assert sorted(shown) == sorted(t.name for t in targets if page.matches(t, q))
+    tiers = [page.TIERS.index(why) for _, why in urgent]
+    assert tiers == sorted(tiers)
+    order = {t.name: i for i, t in enumerate(targets)}
+    assert [order[t.name] for t in rest] == sorted(order[t.name] for t in rest)
+    for (t, why), tier in zip(urgent, tiers, strict=True):
+        kind, crit, _, missing = spec[order[t.name]]
+        # Only an open finding, down, or an up target missing an expected port need attention.
+        assert crit or kind == "down" or (kind == "up" and missing), (t.name, why)
+        assert (tier == 1) == bool(crit)
+
+
+@given(st.integers(0, 5000), st.integers(1, 200), st.integers(-5, 10_000))
+def test_paginate_covers_every_item_once(total: int, size: int, requested: int) -> None:
+    """Pages are clamped to [1, last], hold at most `size` items, and tile the list."""
+    pager = page.paginate(total, size, requested)
+    assert 1 <= pager.page <= pager.pages
+    assert 0 <= pager.stop - pager.start <= size
+    assert pager.stop <= total
+    if 1 <= requested <= pager.pages:
+        assert pager.page == requested
+    seen: list[int] = []
+    for n in range(1, pager.pages + 1):
+        p = page.paginate(total, size, n)
+        seen += range(p.start, p.stop)
+        assert total == 0 or p.stop > p.start
+    assert seen == list(range(total))
+
+
+@given(st.text(max_size=100), st.text(max_size=12), st.text(max_size=12))
+def test_query_parsing_never_fails(q: str, number: str, attention: str) -> None:
+    """Any query string gives a usable page: printable search text, page numbers from 1."""
+    query = page.parse_query({"q": q, "page": number, "attention": attention})
+    assert len(query.q) <= page.MAX_QUERY
+    assert query.q.isprintable()
+    assert query.page >= 1
+    assert query.attention >= 1
+    link = page.page_link(query, "page", query.page + 1)
+    assert link.startswith("?")
+    assert f"page={query.page + 1}" in link
+
+
+def test_links_to_targets_not_shown_search_for_them() -> None:
+    """A timeline entry of a target on another page links to a search that shows it."""
+    assert page.href("office", {"office"}) == "#target-office"
+    assert page.href("office", ()) == "?q=office#target-office"
+
+
+def test_many_targets_are_paged_with_working_links() -> None:
+    """250 targets: 25 cards and 100 rows per page, pagers link to the next pages."""
+    targets = [target(f"t{i:03d}", f"198.51.100.{i % 250}", "443") for i in range(250)]
+    names = {t.name for t in targets}
+    ov = overview(names, {f"t{i:03d}" for i in range(0, 250, 5)})  # 50 down
+    model = page.build(targets, ov, {}, [], NOW, page.PageQuery(page=2))
+    assert len(model.attention) == page.ATTENTION_PAGE
+    assert model.attention_pager.next_href == "?attention=2&page=2"
+    assert [r.name for r in model.rows][:2] == ["t126", "t127"]
+    assert model.rows_pager.prev_href == "?"
+    assert model.rows_pager.next_href is None  # 200 rows: page 2 is the last
+    html = page.render(model)
+    assert 'href="?attention=2&amp;page=2"' in html
+    assert "page 2 of 2 · 101–200 of 200 targets" in html
+    found = page.build(targets, ov, {}, [], NOW, page.PageQuery(q="t12"))
+    assert [t.name for t in found.attention] == ["t120", "t125"]
+    assert [r.name for r in found.rows] == [f"t12{i}" for i in range(10) if i % 5]
