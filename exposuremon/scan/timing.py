@@ -6,6 +6,7 @@ pieces work together.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 
 MIN_CWND = 4.0
@@ -23,6 +24,9 @@ class ScanOptions:
     retries: int = 1
     retries_on_loss: int = 2  # extra attempts once the path has shown packet loss
     rate: float | None = None  # connects per second
+    # Connects per second the target was found to accept in an earlier scan (a SYN-flood
+    # limit): the scan starts paced at it and keeps learning (`ScanStats.learned_rate`).
+    start_rate: float | None = None
     shuffle_seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -38,6 +42,8 @@ class ScanOptions:
             raise ValueError("timeout_initial must lie within [timeout_min, timeout_max]")
         if self.rate is not None and self.rate <= 0:
             raise ValueError("rate must be positive")
+        if self.start_rate is not None and self.start_rate <= 0:
+            raise ValueError("start_rate must be positive")
 
 
 class RttEstimator:
@@ -104,3 +110,152 @@ class CongestionWindow:
         self.cwnd = self.ssthresh
         self.recover_at = now
         return True
+
+
+MIN_PACE = 0.5  # connects/s: the slowest pace the learner falls to (a 1/s limit is common)
+MAX_PACE = 50_000.0  # above this pacing no longer binds a scan: the learner lets go
+_HISTORY = 1 << 16  # send times kept per outcome: enough for 2 s at full speed
+_UNPACED_SHARE = 0.5  # unpaced, a window with less than this answered is a bucket, not loss
+_PACED_SHARE = 0.85  # paced, a window with less than this answered means the pace is too high
+_LIMITED_DROPS = 3  # confirmed drops while paced before the target counts as rate-limited
+
+
+def _count_since(times: collections.deque[float], low: float, high: float) -> int:
+    """How many of the (non-decreasing) `times` fall within [low, high], counted from the end."""
+    n = 0
+    for t in reversed(times):
+        if t < low:
+            break
+        if t <= high:
+            n += 1
+    return n
+
+
+class RateLearner:
+    """Learns how many new connections per second a target accepts, and the pace to send at.
+
+    Fed with the send times of answered and timed-out probes and with *drops* (a probe to a
+    port that answers went unanswered: a retry answered, or a timing ping timed out). All
+    times are passed in; nothing here reads a clock. engine.py explains the algorithm.
+    """
+
+    __slots__ = (
+        "_accepted",
+        "_changed_at",
+        "_growth",
+        "_next_eval",
+        "_quiet_since",
+        "_started",
+        "_timeouts",
+        "drops",
+        "learned",
+        "limited",
+        "rate",
+    )
+
+    def __init__(self, start: float | None, now: float) -> None:
+        self.rate = start  # the pace now (connects/s); None: not paced
+        self.learned = start  # the accepted rate evidence supports (carried to the next scan)
+        self.limited = False  # this scan showed drops that a connection-rate limit explains
+        self.drops = 0  # confirmed drops: silent probes to ports that answered later
+        self._accepted: collections.deque[float] = collections.deque(maxlen=_HISTORY)
+        self._timeouts: collections.deque[float] = collections.deque(maxlen=_HISTORY)
+        self._started = now
+        self._changed_at = now  # drops of probes sent before this were already reacted to
+        self._quiet_since = now
+        self._next_eval = now
+        self._growth = 1.25
+
+    def answered(self, sent: float) -> None:
+        """A probe sent at `sent` was answered (SYN-ACK or RST): the target accepted it."""
+        self._accepted.append(sent)
+
+    def timed_out(self, sent: float) -> None:
+        """A probe sent at `sent` got no answer (dropped, or a filtered port)."""
+        self._timeouts.append(sent)
+
+    def drop(self, sent: float, now: float, settle: float, confirmed: bool) -> bool:
+        """A probe sent at `sent` to a port that answers was dropped; True if the pace changed.
+
+        `confirmed`: the port answered a later attempt (a timing ping's silence is not
+        confirmation: a lossy path explains it as well). `settle`: time answers take (srtt).
+        """
+        if confirmed:
+            self.drops += 1
+            if self.rate is not None and self.drops >= _LIMITED_DROPS:
+                self.limited = True
+        if sent < self._changed_at:
+            return False  # sent before the last change: that change was the reaction to it
+        self._quiet_since = now
+        if now < self._next_eval:
+            return False  # evaluated a moment ago
+        self._next_eval = now + 0.1
+        measured = self._measure(now, settle)
+        if measured is None:
+            return False
+        rate, share = measured
+        if share >= (_UNPACED_SHARE if self.rate is None else _PACED_SHARE):
+            # Most of what was sent was answered: random loss, which the AIMD window handles,
+            # or a pace a little above the limit, which costs a few retries and keeps the
+            # target's bucket busy. Either way the target accepted `rate`.
+            if self.learned is not None and rate > self.learned:
+                self.learned = rate
+            return False
+        self._set(rate, now)
+        if confirmed and self.drops >= _LIMITED_DROPS:
+            self.limited = True
+        return True
+
+    def certain(self, now: float, settle: float) -> None:
+        """Proof of a rate limit: a port silent for every attempt answered after a pause."""
+        self.limited = True
+        measured = self._measure(now, settle, since=self._started)
+        rate = measured[0] if measured is not None else MIN_PACE
+        self._set(rate if self.rate is None else min(rate, self.rate), now)
+
+    def pace(self, now: float) -> float | None:
+        """The pace now; after a quiet period (no drops) it grows, as TCP probes for bandwidth."""
+        rate = self.rate
+        if rate is None or now < self._quiet_since + max(1.0, 20.0 / rate):
+            return rate
+        # The target took everything for 20 sends or more: raise the learned rate to what it
+        # accepted, and probe upward, faster each quiet period in a row (a wrong guess, such
+        # as a lossy path taken for a limit, recovers in seconds).
+        span = now - self._quiet_since
+        accepted = _count_since(self._accepted, self._quiet_since, now) / span
+        if self.learned is not None and accepted > self.learned * 1.1:
+            self.learned = accepted
+        rate *= self._growth
+        self._growth = min(2.0, self._growth * 1.25)
+        self._quiet_since = now
+        if rate > MAX_PACE:
+            self.rate = self.learned = None
+            return None
+        self.rate = rate
+        return rate
+
+    def _measure(
+        self, now: float, settle: float, since: float | None = None
+    ) -> tuple[float, float] | None:
+        """(accepted per second, answered share) of the probes sent since the last change."""
+        high = now - settle  # later probes may still be answered
+        window = 2.0 if self.rate is None else max(2.0, 20.0 / self.rate)
+        low = max(self._changed_at if since is None else since, high - window)
+        min_span = 0.2 if self.rate is None else max(0.2, 4.0 / self.rate)
+        if high - low < min_span and since is None:
+            return None  # too little evidence at the present pace yet
+        span = max(high - low, 0.05)
+        answered = _count_since(self._accepted, low, high)
+        if answered < 4 and since is None and high - low < 4.0 / MIN_PACE:
+            return None  # a rate from three answers or fewer is noise: wait for more
+        silent = _count_since(self._timeouts, low, high)
+        share = answered / (answered + silent) if answered + silent else 1.0
+        return answered / span, share
+
+    def _set(self, rate: float, now: float) -> None:
+        rate = max(MIN_PACE, rate)
+        if self.rate is not None:
+            rate = min(rate, self.rate)
+        self.rate = self.learned = rate
+        self._changed_at = self._quiet_since = now
+        self._growth = 1.25
