@@ -10,7 +10,7 @@ import click
 
 from exposuremon.scan.oneshot import scan_blocking
 from exposuremon.scan.ports import PortSpecError, parse_ports
-from exposuremon.scan.report import result_json, unexpected_open
+from exposuremon.scan.report import rate_limit_note, result_json, unexpected_open
 from exposuremon.scan.result import ScanResult
 from exposuremon.scan.target import ScanError
 from exposuremon.scan.timing import ScanOptions
@@ -140,6 +140,9 @@ def scan(
             result = scan_blocking(host, ports, options, hints=expect_open or (), workers=workers)
     except ScanError as exc:
         raise click.UsageError(str(exc)) from exc
+    note = rate_limit_note(result)
+    if note is not None:
+        click.echo(note, err=True)  # for the person at the terminal; --json has the numbers
     if as_json:
         click.echo(json.dumps(result_json(result, expected)))
     else:

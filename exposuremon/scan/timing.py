@@ -246,11 +246,13 @@ class RateLearner:
             return None  # too little evidence at the present pace yet
         span = max(high - low, 0.05)
         answered = _count_since(self._accepted, low, high)
-        if answered < 4 and since is None and high - low < 4.0 / MIN_PACE:
-            return None  # a rate from three answers or fewer is noise: wait for more
+        if answered < 6 and since is None and high - low < 6.0 / MIN_PACE:
+            return None  # a rate from five answers or fewer is noise: wait for more
         silent = _count_since(self._timeouts, low, high)
         share = answered / (answered + silent) if answered + silent else 1.0
-        return answered / span, share
+        # A saturated bucket lets R·span ± 1 through in a span: the upper end, since a pace a
+        # little above the limit costs a few retries and one below it costs wall time.
+        return (answered + 1) / span, share
 
     def _set(self, rate: float, now: float) -> None:
         rate = max(MIN_PACE, rate)
