@@ -239,15 +239,19 @@ class RateLearner:
     ) -> tuple[float, float] | None:
         """(accepted per second, answered share) of the probes sent since the last change."""
         high = now - settle  # later probes may still be answered
-        window = 2.0 if self.rate is None else max(2.0, 20.0 / self.rate)
+        # Unpaced, a slow bucket (1/s) needs seconds to show six answers: look back 10 s.
+        window = 10.0 if self.rate is None else max(2.0, 20.0 / self.rate)
         low = max(self._changed_at if since is None else since, high - window)
         min_span = 0.2 if self.rate is None else max(0.2, 4.0 / self.rate)
         if high - low < min_span and since is None:
             return None  # too little evidence at the present pace yet
         span = max(high - low, 0.05)
         answered = _count_since(self._accepted, low, high)
-        if answered < 6 and since is None and high - low < 6.0 / MIN_PACE:
-            return None  # a rate from five answers or fewer is noise: wait for more
+        # A rate from a few answers is noise: wait for more. Unpaced, fewer suffice, since
+        # every moment spent waiting floods the target; the paced corrections refine it.
+        enough = 3 if self.rate is None else 6
+        if answered < enough and since is None and high - low < enough / MIN_PACE:
+            return None
         silent = _count_since(self._timeouts, low, high)
         share = answered / (answered + silent) if answered + silent else 1.0
         # A saturated bucket lets R·span ± 1 through in a span: the upper end, since a pace a
