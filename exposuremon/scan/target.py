@@ -46,7 +46,7 @@ _TICK = 0.01  # timer granularity for deadlines; timeouts are >= timeout_min (10
 _CHECK_GAP = 1.0
 _CHECK_PORTS = 3
 _CHECK = 1000  # the attempt number that marks a check probe (above any retry budget)
-_LIMITED_EXTRA = 4  # more attempts per port on a rate-limited target, paced
+_LIMITED_EXTRA = 6  # more attempts per port on a rate-limited target, paced
 
 
 if TYPE_CHECKING:

@@ -131,6 +131,21 @@ def _count_since(times: collections.deque[float], low: float, high: float) -> in
     return n
 
 
+def _span_since(
+    times: collections.deque[float], low: float, high: float
+) -> tuple[int, float, float]:
+    """(how many, earliest, latest) of the `times` within [low, high], counted from the end."""
+    n, first, last = 0, high, low
+    for t in reversed(times):
+        if t < low:
+            break
+        if t <= high:
+            n += 1
+            first = min(first, t)
+            last = max(last, t)
+    return n, first, last
+
+
 class RateLearner:
     """Learns how many new connections per second a target accepts, and the pace to send at.
 
@@ -154,6 +169,8 @@ class RateLearner:
     )
 
     def __init__(self, start: float | None, now: float) -> None:
+        if start is not None:
+            start = min(max(start, MIN_PACE), MAX_PACE)
         self.rate = start  # the pace now (connects/s); None: not paced
         self.learned = start  # the accepted rate evidence supports (carried to the next scan)
         self.limited = False  # this scan showed drops that a connection-rate limit explains
@@ -239,24 +256,24 @@ class RateLearner:
     ) -> tuple[float, float] | None:
         """(accepted per second, answered share) of the probes sent since the last change."""
         high = now - settle  # later probes may still be answered
-        # Unpaced, a slow bucket (1/s) needs seconds to show six answers: look back 10 s.
-        window = 10.0 if self.rate is None else max(2.0, 20.0 / self.rate)
+        window = 10.0 if self.rate is None else max(10.0, 20.0 / self.rate)
         low = max(self._changed_at if since is None else since, high - window)
-        min_span = 0.2 if self.rate is None else max(0.2, 4.0 / self.rate)
-        if high - low < min_span and since is None:
+        if high - low < 0.2 and since is None:
             return None  # too little evidence at the present pace yet
-        span = max(high - low, 0.05)
-        answered = _count_since(self._accepted, low, high)
-        # A rate from a few answers is noise: wait for more. Unpaced, fewer suffice, since
-        # every moment spent waiting floods the target; the paced corrections refine it.
-        enough = 3 if self.rate is None else 6
-        if answered < enough and since is None and high - low < enough / MIN_PACE:
-            return None
+        answered, first, last = _span_since(self._accepted, low, high)
         silent = _count_since(self._timeouts, low, high)
         share = answered / (answered + silent) if answered + silent else 1.0
-        # A saturated bucket lets R·span ± 1 through in a span: the upper end, since a pace a
-        # little above the limit costs a few retries and one below it costs wall time.
-        return (answered + 1) / span, share
+        # A rate from a few answers is noise: wait for more, unless the share shows a pace far
+        # above the limit, where every moment spent waiting has most SYNs dropped.
+        enough = 3 if self.rate is None or share < 0.5 else 6
+        if answered < enough and since is None and high - low < enough / MIN_PACE:
+            return None
+        if answered >= 3 and last - first >= 0.05:
+            # A saturated bucket lets one SYN through per token: the accepted ones are spaced
+            # 1/R apart, whatever the window's edges (counting answers per window is off by
+            # up to one answer, 50% at 1/s over 2 s).
+            return (answered - 1) / (last - first), share
+        return (answered + 1) / max(high - low, 0.05), share
 
     def _set(self, rate: float, now: float) -> None:
         rate = max(MIN_PACE, rate)
