@@ -74,7 +74,7 @@ VARIANTS: dict[str, Variant] = {
     "loss2pct": Variant(0.0, "reject", 0.02, 10, 1, 300),
     "bucket25": Variant(0.0, "reject", 0.0, 10, 1, 600, "1-2000", BUCKET_OPEN, (25, 50)),
     "bucket100": Variant(0.0, "reject", 0.0, 10, 1, 900, "1-2000", BUCKET_OPEN, (100, 5)),
-    "bucket1": Variant(0.0, "reject", 0.0, 3, 1, 900, "1-100", BUCKET_OPEN, (1, 3)),
+    "bucket1": Variant(0.0, "reject", 0.0, 8, 1, 900, "1-100", BUCKET_OPEN, (1, 3)),
 }
 
 
