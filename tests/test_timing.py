@@ -260,12 +260,14 @@ def test_drops_from_before_a_change_do_not_lower_the_pace_again() -> None:
     assert learner.rate > paced
 
 
-def test_ping_silence_paces_but_only_answered_retries_prove_a_limit() -> None:
-    """A timing ping's silence can start pacing; `limited` needs confirmed drops while paced."""
+def test_ping_silence_never_starts_pacing_answered_retries_do() -> None:
+    """A timing ping's silence (loss, or an outage) starts no pacing; answered retries do."""
     learner = RateLearner(None, 0.0)
     for i in range(100):
         (learner.answered if i % 10 == 0 else learner.timed_out)(i * 0.005)
-    assert learner.drop(0.4, 0.6, 0.001, confirmed=False)
+    assert not learner.drop(0.4, 0.6, 0.001, confirmed=False)
+    assert learner.rate is None
+    assert learner.drop(0.4, 0.6, 0.001, confirmed=True)
     assert learner.rate is not None
     assert not learner.limited
     for k in range(3):

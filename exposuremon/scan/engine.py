@@ -57,8 +57,9 @@ Rate limits: learning the rate a target accepts (`RateLearner` in timing.py)
     bucket's rate does not depend on how many probes are in flight, only on how fast new ones
     come. So, as nmap does, the engine paces new connections to the rate the target accepts:
 
-    * *Evidence of drops.* A retry answered where an earlier attempt timed out (a confirmed
-      drop), or a timing ping unanswered (a drop, unconfirmed: loss explains it as well).
+    * *Evidence of drops.* A retry answered where an earlier attempt timed out: a confirmed
+      drop. A timing ping unanswered is no such evidence (loss, or a target that just went
+      down, explain it as well) and never starts pacing.
     * *Recognising a bucket.* On a drop, look at the probes sent since the last change of pace
       (at most the last 10 s unpaced, or 20 paced sends) whose fate is known: if fewer than
       half were answered (unpaced), or fewer than 85% (paced), new connections are being

@@ -194,13 +194,16 @@ class RateLearner:
     def drop(self, sent: float, now: float, settle: float, confirmed: bool) -> bool:
         """A probe sent at `sent` to a port that answers was dropped; True if the pace changed.
 
-        `confirmed`: the port answered a later attempt (a timing ping's silence is not
-        confirmation: a lossy path explains it as well). `settle`: time answers take (srtt).
+        `confirmed`: the port answered a later attempt. A timing ping's silence is not
+        confirmation (loss, or a target that just went down, explain it as well), so it
+        never starts pacing. `settle`: the time answers take (srtt).
         """
         if confirmed:
             self.drops += 1
             if self.rate is not None and self.drops >= _LIMITED_DROPS:
                 self.limited = True
+        elif self.rate is None:
+            return False
         if sent < self._changed_at:
             return False  # sent before the last change: that change was the reaction to it
         self._quiet_since = now
