@@ -439,7 +439,13 @@ class TargetScan:
         if attempt < self._max_attempts:
             self._unanswered_at[port] = sent
             self.retries += 1
-            self._retry_q.appendleft((port, attempt + 1))
+            if self._learner.limited:
+                # Behind the target's bucket, paced a little over its rate, drops fall in a
+                # periodic pattern; a retry sent one timeout later could land on a drop every
+                # time. At the back of the queue its turn comes at an unrelated moment.
+                self._retry_q.append((port, attempt + 1))
+            else:
+                self._retry_q.appendleft((port, attempt + 1))
         elif self._learner.limited:
             if attempt == _CHECK:
                 self._retry_q.append((port, 2))  # the check ended in a limit: retry it paced
