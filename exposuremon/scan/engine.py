@@ -82,10 +82,11 @@ Rate limits: learning the rate a target accepts (`RateLearner` in timing.py)
       from the rate seen so far; silence makes them all filtered (a pause of at most a second
       on a scan of a host that drops ports, and none when every port answered).
     * *Certainty.* On a rate-limited target the silent ports go back to the queue with a fresh
-      budget of `1 + retries + retries_on_loss + 4` attempts, paced. A port that answers has
-      its state (RST is closed however many SYNs were dropped first); a port still silent at
-      the end of its budget is UNKNOWN, never filtered: on a target that drops, silence is no
-      evidence.
+      budget of `1 + retries + retries_on_loss + 6` attempts, paced, each retry at the back
+      of the queue (a retry one timeout after its drop could meet the bucket's periodic drop
+      pattern every time). A port that answers has its state (RST is closed however many
+      SYNs were dropped first); a port still silent at the end of its budget is UNKNOWN,
+      never filtered: on a target that drops, silence is no evidence.
     * *Between scans.* `ScanStats.learned_rate` is the accepted rate the evidence supports; a
       caller passes it to the next scan of the target as `ScanOptions.start_rate`, which then
       starts paced (and keeps learning, upward too). A sentinel of 60 ports at a known 25/s
