@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+from collections.abc import Callable
 
 MIN_CWND = 4.0
 
@@ -162,10 +163,12 @@ class RateLearner:
         "_quiet_since",
         "_started",
         "_timeouts",
+        "answered",
         "drops",
         "learned",
         "limited",
         "rate",
+        "timed_out",
     )
 
     def __init__(self, start: float | None, now: float) -> None:
@@ -177,19 +180,16 @@ class RateLearner:
         self.drops = 0  # confirmed drops: silent probes to ports that answered later
         self._accepted: collections.deque[float] = collections.deque(maxlen=_HISTORY)
         self._timeouts: collections.deque[float] = collections.deque(maxlen=_HISTORY)
+        # answered(sent): a probe sent then was answered (SYN-ACK or RST), the target accepted
+        # it; timed_out(sent): one got no answer (dropped, or a filtered port). The deques'
+        # own append methods: the engine calls answered() once per answered probe.
+        self.answered: Callable[[float], None] = self._accepted.append
+        self.timed_out: Callable[[float], None] = self._timeouts.append
         self._started = now
         self._changed_at = now  # drops of probes sent before this were already reacted to
         self._quiet_since = now
         self._next_eval = now
         self._growth = 1.25
-
-    def answered(self, sent: float) -> None:
-        """A probe sent at `sent` was answered (SYN-ACK or RST): the target accepted it."""
-        self._accepted.append(sent)
-
-    def timed_out(self, sent: float) -> None:
-        """A probe sent at `sent` got no answer (dropped, or a filtered port)."""
-        self._timeouts.append(sent)
 
     def drop(self, sent: float, now: float, settle: float, confirmed: bool) -> bool:
         """A probe sent at `sent` to a port that answers was dropped; True if the pace changed.
