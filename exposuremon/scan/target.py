@@ -447,6 +447,7 @@ class TargetScan:
             else:
                 self._retry_q.appendleft((port, attempt + 1))
         elif self._learner.limited:
+            self._unanswered_at.pop(port, None)
             if attempt == _CHECK:
                 self._retry_q.append((port, 2))  # the check ended in a limit: retry it paced
             else:
@@ -455,6 +456,7 @@ class TargetScan:
                 if self.done == self.total:
                     self._at_end()
         else:
+            self._unanswered_at.pop(port, None)  # a filtered host has thousands of these
             self._silent.append(port)
             self.done += 1
             if self.done == self.total:
