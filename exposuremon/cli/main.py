@@ -19,6 +19,7 @@ from exposuremon.scan import (
     ScanOptions,
     ScanResult,
     parse_ports,
+    rate_limit_note,
     result_json,
     scan_blocking,
     unexpected_open,
@@ -172,6 +173,9 @@ def scan(
             result = scan_blocking(host, ports, options, hints=expect_open or (), workers=workers)
     except ScanError as exc:
         raise click.UsageError(str(exc)) from exc
+    note = rate_limit_note(result)
+    if note is not None:
+        click.echo(note, err=True)  # for the person at the terminal; --json has the numbers
     if as_json:
         click.echo(json.dumps(result_json(result, expected)))
     else:

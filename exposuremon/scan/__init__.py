@@ -6,7 +6,7 @@ from exposuremon.scan.engine import Scanner
 from exposuremon.scan.fingerprint import fingerprint_many
 from exposuremon.scan.oneshot import scan_blocking
 from exposuremon.scan.ports import HOT_PORTS, PortSpecError, format_ports, parse_ports
-from exposuremon.scan.report import result_json, result_table, unexpected_open
+from exposuremon.scan.report import rate_limit_note, result_json, result_table, unexpected_open
 from exposuremon.scan.result import PortState, ScanResult, ScanStats
 from exposuremon.scan.target import ScanError, TargetScan
 from exposuremon.scan.timing import RATE_MAX, RATE_MIN, TIMEOUT_MAX, TIMEOUT_MIN, ScanOptions
@@ -28,6 +28,7 @@ __all__ = [
     "fingerprint_many",
     "format_ports",
     "parse_ports",
+    "rate_limit_note",
     "result_json",
     "result_table",
     "scan_blocking",

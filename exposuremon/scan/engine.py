@@ -24,7 +24,7 @@ How a probe works
     `ECONNREFUSED` is an RST: **closed**. ICMP unreachable / prohibited (`EHOSTUNREACH`,
     `ENETUNREACH`, `EACCES`, `EPERM` …) is **filtered** at once. No answer before the
     timeout: the socket is closed, the port retried, and after the last attempt it is
-    **filtered**.
+    **filtered** (after the check of silent ports below; on a rate-limited target, **unknown**).
 
 Timeouts (per target, as in nmap / RFC 6298)
     Every answered probe gives an RTT sample `r`: `rttvar = ¾·rttvar + ¼·|srtt − r|`,
@@ -48,6 +48,49 @@ Congestion control (AIMD on a congestion window `cwnd` per target)
     probes, like TCP's recovery), and the target gets extra retries: on a lossy path a port
     that times out is retried more before it may be called filtered, so a congested path is
     not mistaken for filtering either.
+
+Rate limits: learning the rate a target accepts (`RateLearner` in timing.py)
+    Most routers protect themselves against SYN floods with a token bucket on new connections
+    (OpenWrt: 25/s, burst 50; iptables guides: 1/s, burst 3): SYNs over the limit vanish. A
+    window of probes sent at once then answers its first `burst` and drops the rest, and a
+    dropped SYN to a closed port would read as *filtered*. The AIMD above cannot fix that: a
+    bucket's rate does not depend on how many probes are in flight, only on how fast new ones
+    come. So, as nmap does, the engine paces new connections to the rate the target accepts:
+
+    * *Evidence of drops.* A retry answered where an earlier attempt timed out: a confirmed
+      drop. A timing ping unanswered is no such evidence (loss, or a target that just went
+      down, explain it as well) and never starts pacing.
+    * *Recognising a bucket.* On a drop, look at the probes sent since the last change of pace
+      (at most the last 10 s unpaced, or 20 paced sends) whose fate is known: if fewer than
+      half were answered (unpaced), or fewer than 85% (paced), new connections are being
+      refused by rate, and the rate the target accepted is (answered + 1) / span. Random loss
+      drops a few percent of what is sent and never gets there; a bucket drops most of a burst.
+    * *Pacing.* New probes and retries leave at that rate (a token bucket of our own, the same
+      one `rate` uses; the lower of the two wins). Timing pings stop, as they would spend the
+      target's tokens. Paced, the AIMD window no longer halves on drops: the pace is the
+      congestion control, and a halved window would cap it at `cwnd / timeout`.
+    * *Probing upward.* After a quiet period (no drop of a probe sent at the current pace for
+      20 sends, at least 1 s) the pace grows by 1.25x, more each quiet period in a row (up to
+      2x): a limit that was lifted, or a lossy path taken for one, is left behind in seconds;
+      above 50 000/s pacing stops. Drops of probes sent before a change never count against
+      the new pace: they are what that change reacted to.
+    * *A target counts as rate-limited* (`ScanStats.rate_limited`) after three confirmed drops
+      while paced, or when the *check* finds one: ports that timed out on every attempt are not
+      called filtered at once. When nothing else is left, and the target answered anything,
+      the scan pauses 1 s (from its last SYN, so a bucket of 1/s or more holds a token again)
+      and probes up to three of them once more. An answer proves the drops, and pacing starts
+      from the rate seen so far; silence makes them all filtered (a pause of at most a second
+      on a scan of a host that drops ports, and none when every port answered).
+    * *Certainty.* On a rate-limited target the silent ports go back to the queue with a fresh
+      budget of `1 + retries + retries_on_loss + 6` attempts, paced, each retry at the back
+      of the queue (a retry one timeout after its drop could meet the bucket's periodic drop
+      pattern every time). A port that answers has its state (RST is closed however many
+      SYNs were dropped first); a port still silent at the end of its budget is UNKNOWN,
+      never filtered: on a target that drops, silence is no evidence.
+    * *Between scans.* `ScanStats.learned_rate` is the accepted rate the evidence supports; a
+      caller passes it to the next scan of the target as `ScanOptions.start_rate`, which then
+      starts paced (and keeps learning, upward too). A sentinel of 60 ports at a known 25/s
+      thus takes 2.4 s and sends no burst the bucket would drop.
 
 Bounds and fairness
     Per target at most `concurrency` probes (the pool per WAN IP) and optionally `rate`

@@ -50,6 +50,7 @@ def share_options(options: ScanOptions, workers: int) -> ScanOptions:
         concurrency=max(1, math.ceil(options.concurrency / workers)),
         initial_cwnd=max(1, math.ceil(options.initial_cwnd / workers)),
         rate=None if options.rate is None else options.rate / workers,
+        start_rate=None if options.start_rate is None else options.start_rate / workers,
     )
 
 
@@ -253,6 +254,11 @@ def _collect(pid: int, fd: int) -> tuple[bool, ScanStats, bytes] | None:
     return head["complete"], ScanStats(**head["stats"]), data[4 + size :]
 
 
+def _sum_rates(rates: list[float | None]) -> float | None:
+    known = [r for r in rates if r is not None]
+    return sum(known) if known else None
+
+
 def _merge(
     first: ScanResult,
     others: list[tuple[bool, ScanStats, bytes] | None],
@@ -276,6 +282,13 @@ def _merge(
         srtt=first.stats.srtt,
         timeout=first.stats.timeout,
         max_cwnd=sum(s.max_cwnd for s in stats),
+        # The shards share the target's limit, so their learned rates add up; others[0], when
+        # there are others, is the first in-process look, which ran alone before them.
+        learned_rate=_sum_rates(
+            [first.stats.learned_rate, *(o[1].learned_rate for o in others[1:] if o is not None)]
+        ),
+        rate_limited=any(s.rate_limited for s in stats),
+        drops=sum(s.drops for s in stats),
     )
     return dataclasses.replace(
         first,

@@ -38,6 +38,9 @@ def result_json(result: ScanResult, expected: Collection[int] | None = None) -> 
             "timeouts": result.stats.timeouts,
             "retries": result.stats.retries,
             "srtt_ms": None if result.stats.srtt is None else round(result.stats.srtt * 1000, 3),
+            "drops": result.stats.drops,
+            "rate_limited": result.stats.rate_limited,
+            "learned_rate": _rate(result.stats.learned_rate),
         },
     }
     if expected is not None:
@@ -45,6 +48,22 @@ def result_json(result: ScanResult, expected: Collection[int] | None = None) -> 
         doc["unexpected_open"] = list(unexpected_open(result, expected))
         doc["expected_not_open"] = sorted(p for p in expected if p not in set(result.open))
     return doc
+
+
+def _rate(rate: float | None) -> float | None:
+    return None if rate is None else round(rate, 1)
+
+
+def rate_limit_note(result: ScanResult) -> str | None:
+    """One line for a person when the target limits new connections (SYN-flood protection)."""
+    stats = result.stats
+    if not stats.rate_limited:
+        return None
+    if stats.learned_rate is None:
+        return "target dropped connections over a rate limit; scan paced"
+    rate = stats.learned_rate
+    shown = f"{rate:.0f}" if rate >= 10 else f"{rate:.1f}"
+    return f"target limits new connections to ~{shown}/s; scan paced"
 
 
 def result_table(result: ScanResult, expected: Collection[int] | None = None) -> RenderableType:

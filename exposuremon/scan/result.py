@@ -35,6 +35,12 @@ class ScanStats:
     srtt: float | None = None
     timeout: float = 0.0
     max_cwnd: int = 0
+    # Connects per second the target accepts, when the scan found it limits new connections
+    # (SYN-flood protection) or started from an earlier scan's rate; pass it to the next scan
+    # of this target as `ScanOptions.start_rate`. None: no limit known.
+    learned_rate: float | None = None
+    rate_limited: bool = False  # this scan saw the target drop connects over a rate limit
+    drops: int = 0  # probes the target dropped, shown by a later attempt that was answered
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

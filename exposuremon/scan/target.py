@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from exposuremon.scan.ports import probe_order
 from exposuremon.scan.result import Evidence, PortState, ScanResult, ScanStats
-from exposuremon.scan.timing import CongestionWindow, RttEstimator, ScanOptions
+from exposuremon.scan.timing import CongestionWindow, RateLearner, RttEstimator, ScanOptions
 from exposuremon.units import utcnow
 
 _OPEN, _CLOSED, _FILTERED = int(PortState.OPEN), int(PortState.CLOSED), int(PortState.FILTERED)
@@ -41,6 +41,12 @@ _SOCK_STREAM_NONBLOCK = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
 _monotonic = time.monotonic  # the clock asyncio's loop.time() reads, without the call chain
 _MAX_RESOURCE_TRIES = 50
 _TICK = 0.01  # timer granularity for deadlines; timeouts are >= timeout_min (100 ms)
+# The check of silent ports (engine.py): after this long without a new connection, any token
+# bucket of 1/s or more holds a token again, so a port it had dropped answers.
+_CHECK_GAP = 1.0
+_CHECK_PORTS = 3
+_CHECK = 1000  # the attempt number that marks a check probe (above any retry budget)
+_LIMITED_EXTRA = 6  # more attempts per port on a rate-limited target, paced
 
 
 if TYPE_CHECKING:
@@ -96,6 +102,14 @@ class TargetScan:
         self._rtt = RttEstimator(options.timeout_initial, options.timeout_min, options.timeout_max)
         self._window = CongestionWindow(options.initial_cwnd, options.concurrency)
         self._max_attempts = 1 + options.retries
+        self._learner = RateLearner(options.start_rate, _monotonic())
+        # Ports that timed out on every attempt: filtered, unless the check shows a rate limit.
+        self._silent: list[int] = []
+        # When the last unanswered attempt of a port waiting for a retry was sent: paced, a
+        # retry can leave long after that attempt timed out, and the learner needs the time.
+        self._unanswered_at: dict[int, float] = {}
+        self._checked = False
+        self._last_send = 0.0
         self._ref_port: int | None = None
         self._ref_verified = False  # the ref port answered in this scan
         self._last_answer = 0.0
@@ -158,6 +172,7 @@ class TargetScan:
         now = _monotonic()
         self._last_answer = now
         self._tokens, self._tokens_at = 1.0, now
+        self._learner = RateLearner(self.options.start_rate, now)
         if not self._order:
             self._finish(complete=True)
             return
@@ -181,7 +196,7 @@ class TargetScan:
     def _fill(self, max_new: int) -> None:
         scanner = self._scanner
         limit = self._window.allowed
-        rate = self.options.rate
+        rate = self._pace()
         order = self._order
         while self.inflight < limit and max_new > 0 and (self._retry_q or self._next < len(order)):
             max_new -= 1
@@ -198,6 +213,16 @@ class TargetScan:
                 self._next += 1
             if not self._launch(port, attempt, False):
                 return
+
+    def _pace(self) -> float | None:
+        """Connects per second allowed now: the configured rate and the learned pace."""
+        fixed = self.options.rate
+        if self._learner.rate is None:
+            return fixed
+        paced = self._learner.pace(_monotonic())
+        if paced is None:
+            return fixed
+        return paced if fixed is None or paced < fixed else fixed
 
     def _take_token(self, rate: float) -> bool:
         now = _monotonic()
@@ -236,7 +261,7 @@ class TargetScan:
                 self._resource_trouble(port, attempt, ping, exc)
                 return False
         err = sock.connect_ex((self.address, port))
-        now = _monotonic()
+        now = self._last_send = _monotonic()
         self.probes_sent += 1
         if attempt == 1 and not ping:
             self._first[port] = (now, self.answered)
@@ -322,8 +347,12 @@ class TargetScan:
             if self._ref_port is None or port == self._ref_port:
                 self._ref_port, self._ref_verified = port, True
             self._rtt.sample(now - sent)
+            self._learner.answered(sent)
             if attempt > 1:  # the first attempt went unanswered on a path that answers
-                self._loss(sent - self._rtt.timeout, now)
+                if attempt == _CHECK:
+                    self._check_answered(now)
+                else:
+                    self._loss(self._unanswered_at.pop(port, sent - self._rtt.timeout), now)
         if ping:
             self._ping_inflight = False
         else:
@@ -333,13 +362,44 @@ class TargetScan:
             self.done += 1
         self._window.on_done()
         if self.done == self.total:
-            self._finish(complete=True)
+            self._at_end()
 
-    def _loss(self, lost_sent: float, now: float) -> None:
+    def _loss(self, lost_sent: float, now: float, confirmed: bool = True) -> None:
         """Evidence of a lost packet on a live path: back off, and retry harder from now on."""
         self.loss_events += 1
-        self._max_attempts = 1 + self.options.retries + self.options.retries_on_loss
-        self._window.on_loss(lost_sent, now)
+        learner = self._learner
+        was_limited = learner.limited
+        self._max_attempts = max(
+            self._max_attempts, 1 + self.options.retries + self.options.retries_on_loss
+        )
+        learner.drop(lost_sent, now, self._settle(), confirmed)
+        if learner.rate is None:
+            # Paced, the learned rate is the congestion control: halving the window as well
+            # would cap a 100/s pace at cwnd/timeout, far below it.
+            self._window.on_loss(lost_sent, now)
+        if learner.limited and not was_limited:
+            self._on_limited()
+
+    def _settle(self) -> float:
+        srtt = self._rtt.srtt
+        return self._rtt.timeout if srtt is None else srtt
+
+    def _on_limited(self) -> None:
+        """The target limits new connections: its silent ports were dropped, not filtered."""
+        options = self.options
+        self._max_attempts = 1 + options.retries + options.retries_on_loss + _LIMITED_EXTRA
+        silent = self._silent
+        self.done -= len(silent)
+        self._retry_q.extend((port, 1) for port in silent)  # a fresh budget, paced now
+        silent.clear()
+
+    def _check_answered(self, now: float) -> None:
+        """A port silent on every attempt answered after a pause: a connection-rate limit."""
+        was_limited = self._learner.limited
+        self.loss_events += 1
+        self._learner.certain(now, self._settle())
+        if not was_limited:
+            self._on_limited()
 
     def _silenced(self, port: int) -> None:
         """A port ends filtered: dated by its first attempt, live if answers came meanwhile."""
@@ -355,7 +415,37 @@ class TargetScan:
         self._table[port] = state
         self.done += 1
         if self.done == self.total:
+            self._at_end()
+
+    def _at_end(self) -> None:
+        """Every port has its verdict, or is silent: check the silent ones, or finish."""
+        silent = self._silent
+        if not silent or self._stopped:
             self._finish(complete=True)
+        elif self._checked or self.answered == 0 or self._learner.limited:
+            # Nothing answered at all (down, or filtered everywhere): no limit to find.
+            table = self._table
+            for port in silent:
+                self._silenced(port)  # evidence: dated by its first attempt (detect.py)
+                table[port] = _FILTERED
+            silent.clear()
+            self._finish(complete=True)
+        else:
+            self._checked = True
+            delay = _CHECK_GAP - (_monotonic() - self._last_send)
+            if self._rate_timer is not None:
+                self._rate_timer.cancel()
+            self._rate_timer = self._loop.call_later(max(delay, 0.0), self._run_check)
+
+    def _run_check(self) -> None:
+        """Probe a few silent ports again after a pause in which a token bucket refills."""
+        self._rate_timer = None
+        if self._stopped:
+            return
+        picks = [self._silent.pop() for _ in range(min(_CHECK_PORTS, len(self._silent)))]
+        self.done -= len(picks)
+        self._retry_q.extend((port, _CHECK) for port in picks)
+        self.fill()
 
     def _timed_out(self, port: int, attempt: int, ping: bool, sent: float, now: float) -> None:
         self.inflight -= 1
@@ -363,15 +453,37 @@ class TargetScan:
         if ping:
             self._ping_inflight = False
             if self._ref_verified:
-                self._loss(sent, now)  # a port that answered in this scan went silent
+                # A port that answered in this scan went silent: loss, or a rate limit.
+                self._loss(sent, now, confirmed=False)
             else:
                 self._ref_port = None  # an unverified hint: silence proves nothing
             return
+        self._learner.timed_out(sent)
         if attempt < self._max_attempts:
+            self._unanswered_at[port] = sent
             self.retries += 1
-            self._retry_q.appendleft((port, attempt + 1))
+            if self._learner.limited:
+                # Behind the target's bucket, paced a little over its rate, drops fall in a
+                # periodic pattern; a retry sent one timeout later could land on a drop every
+                # time. At the back of the queue its turn comes at an unrelated moment.
+                self._retry_q.append((port, attempt + 1))
+            else:
+                self._retry_q.appendleft((port, attempt + 1))
+        elif self._learner.limited:
+            self._unanswered_at.pop(port, None)
+            if attempt == _CHECK:
+                self._retry_q.append((port, 2))  # the check ended in a limit: retry it paced
+            else:
+                # Out of budget on a target that drops: no evidence either way, not filtered.
+                self.done += 1
+                if self.done == self.total:
+                    self._at_end()
         else:
-            self._record(port, _FILTERED)
+            self._unanswered_at.pop(port, None)  # a filtered host has thousands of these
+            self._silent.append(port)
+            self.done += 1
+            if self.done == self.total:
+                self._at_end()
         self._window.on_done()
 
     # -- deadlines -------------------------------------------------------------------------
@@ -420,6 +532,10 @@ class TargetScan:
             or self._ping_inflight
             or self.inflight == 0
             or now - self._last_answer < 2 * self._rtt.timeout
+            # Paced, the learner watches for drops, and a ping would spend a token of the
+            # target's bucket (a 1/s limit has none to spare).
+            or self._learner.rate is not None
+            or (self.options.rate is not None and not self._take_token(self.options.rate))
             or not self._scanner._acquire(self)
         ):
             return
@@ -466,6 +582,9 @@ class TargetScan:
                 srtt=self._rtt.srtt,
                 timeout=self._rtt.timeout,
                 max_cwnd=self._window.max_seen,
+                learned_rate=self._learner.learned,
+                rate_limited=self._learner.limited,
+                drops=self._learner.drops,
             ),
         )
         self._future.set_result(result)

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
 
 import pytest
 
+from exposuremon.scan.report import rate_limit_note
+from exposuremon.scan.result import ScanResult, ScanStats
 from tests.support.loopback import Listeners, listening_ports
+from tests.support.testbed import Router
 
 
 @pytest.fixture
@@ -131,3 +137,32 @@ def test_progress_bar_only_on_a_terminal(listeners: Listeners) -> None:
     assert "scanning" not in out
     piped = run_cli("scan", "127.0.0.1", "-p", "1-2000")
     assert piped.stderr == ""
+
+
+@pytest.mark.netns
+def test_rate_limited_router_is_reported(router: Router) -> None:
+    """Against a router limiting SYNs to 20/s, `scan` says so on stderr and in the JSON stats."""
+    router.listen(80)
+    router.set_policy("reject", {80: "accept"})
+    router.rate_limit(20, burst=5)
+    proc = run_cli("scan", router.addr, "-p", "1-120", "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["open"] == [80]
+    assert doc["counts"]["closed"] == 119
+    assert doc["stats"]["rate_limited"] is True
+    assert 5 <= doc["stats"]["learned_rate"] <= 80
+    assert re.fullmatch(r"target limits new connections to ~\d+/s; scan paced\n", proc.stderr)
+
+
+def test_rate_limit_note_wording() -> None:
+    """The note names the learned rate (one decimal below 10/s) and is absent without a limit."""
+    when = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    base = ScanResult("r", "198.18.0.2", (), when, when, True, bytes(65536))
+    assert rate_limit_note(base) is None
+    limited = ScanStats(rate_limited=True, learned_rate=25.4)
+    assert rate_limit_note(dataclasses.replace(base, stats=limited)) == (
+        "target limits new connections to ~25/s; scan paced"
+    )
+    slow = ScanStats(rate_limited=True, learned_rate=1.04)
+    assert "~1.0/s" in (rate_limit_note(dataclasses.replace(base, stats=slow)) or "")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 
 import pytest
 
@@ -23,7 +23,7 @@ def assert_exact(result: ScanResult, truth: dict[int, PortState]) -> None:
 
 
 def expected(
-    ports: range,
+    ports: Iterable[int],
     open_: set[int],
     filtered: set[int] = frozenset(),  # type: ignore[assignment]
 ) -> dict[int, PortState]:
@@ -39,7 +39,7 @@ def expected(
 
 
 async def scan(
-    address: str, ports: range, hints: tuple[int, ...] = (), **options: float | None
+    address: str, ports: Sequence[int], hints: tuple[int, ...] = (), **options: float | None
 ) -> ScanResult:
     """One scan with a fresh Scanner."""
     scanner = Scanner()
@@ -146,3 +146,72 @@ async def test_immediate_answers_never_stall_a_queued_scan(router: Router) -> No
         scanner.close()
     assert small.complete
     assert small.counts["filtered"] == 199
+
+
+# -- targets that limit new connections (SYN-flood protection) ------------------------------
+
+BUCKET_OPEN = {*range(80, 90), *range(440, 450), 1500, 1777}
+SENTINEL = sorted({21, 22, 23, *range(80, 90), *range(440, 450), 3389, *range(8080, 8091), 8443}
+                  | BUCKET_OPEN)  # fmt: skip
+
+
+def serve(router: Router, open_: set[int]) -> None:
+    """Listen on `open_`, accept them, reset every other port."""
+    for port in open_:
+        router.listen(port)
+    router.set_policy("reject", {p: "accept" for p in open_})
+
+
+async def test_rate_limited_router_scanned_round_after_round_stays_exact(router: Router) -> None:
+    """Under 20/s burst 5, sentinel rounds that pass on the learned rate are exact every time."""
+    serve(router, BUCKET_OPEN)
+    router.rate_limit(20, burst=5)
+    start: float | None = None
+    limited = []
+    for _ in range(4):
+        result = await scan(router.addr, SENTINEL, start_rate=start)
+        assert_exact(result, expected(SENTINEL, BUCKET_OPEN))
+        limited.append(result.stats.rate_limited)
+        start = result.stats.learned_rate
+        assert start is not None
+        assert 5 <= start <= 80
+    assert limited[0]  # the first round, unpaced, ran into the limit and learned it
+
+
+async def test_slow_limit_is_found_by_checking_silent_ports(router: Router) -> None:
+    """A 4/s bucket drops a small scan's burst; the check after a pause finds it, all exact."""
+    open_ = {10, 20, 25}
+    serve(router, open_)
+    router.rate_limit(4, burst=3)
+    ports = range(1, 31)
+    result = await scan(router.addr, ports)
+    assert_exact(result, expected(ports, open_))
+    assert result.stats.rate_limited
+    assert result.stats.learned_rate is not None
+    assert result.stats.learned_rate < 20
+
+
+async def test_silent_port_on_a_limited_target_is_unknown_not_filtered(router: Router) -> None:
+    """Behind a rate limit a port that never answers is UNKNOWN (no evidence), not filtered."""
+    router.listen(80)
+    router.set_policy("reject", {80: "accept", 150: "drop"})
+    router.rate_limit(50, burst=5)
+    ports = range(1, 301)
+    result = await scan(router.addr, ports)
+    truth = expected(ports, {80})
+    truth[150] = PortState.UNKNOWN
+    assert_exact(result, truth)
+    assert result.stats.rate_limited
+
+
+async def test_silent_ports_without_a_limit_stay_filtered_after_the_check(router: Router) -> None:
+    """Dropped ports on a host with no limit are filtered: the check after a pause finds none."""
+    open_ = {22, 443}
+    for port in open_:
+        router.listen(port)
+    router.set_policy("reject", {22: "accept", 443: "accept", (1000, 1099): "drop"})
+    ports = range(900, 1201)
+    result = await scan(router.addr, ports, hints=(22, 443))
+    assert_exact(result, expected(ports, set(), set(range(1000, 1100))))
+    assert not result.stats.rate_limited
+    assert result.stats.learned_rate is None

@@ -82,6 +82,24 @@ def test_a_lost_worker_makes_the_scan_incomplete() -> None:
     assert dataclasses.replace(complete, complete=False).complete is False
 
 
+def test_shards_learned_rates_add_up_and_the_first_look_is_left_out() -> None:
+    """Shards share one target's limit: their learned rates add up, the solo first look's not."""
+    now = dt.datetime.now(dt.UTC)
+    table = bytes(65536)
+    parent = ScanStats(learned_rate=12.0, rate_limited=True, drops=3)
+    first = ScanResult("t", "198.18.0.2", (80,), now, now, True, table, parent)
+    look = ScanStats(learned_rate=25.0, drops=1)  # ran alone before the shards
+    worker = ScanStats(learned_rate=13.0, drops=2)
+    merged = _merge(first, [(True, look, table), (True, worker, table)], (80,))
+    assert merged.stats.learned_rate == pytest.approx(25.0)
+    assert merged.stats.rate_limited
+    assert merged.stats.drops == 6
+    unpaced = _merge(dataclasses.replace(first, stats=ScanStats()), [], (80,))
+    assert unpaced.stats.learned_rate is None
+    assert not unpaced.stats.rate_limited
+    assert share_options(ScanOptions(start_rate=30.0), 2).start_rate == pytest.approx(15.0)
+
+
 def _children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(x) for x in path.read_text().split()] if path.exists() else []

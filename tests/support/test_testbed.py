@@ -135,6 +135,31 @@ def test_loss_drops_some_but_not_all(router: Router) -> None:
     assert probe_many(router.addr, [8080] * 50, timeout=1.0) == ["open"] * 50
 
 
+def test_rate_limit_drops_syns_beyond_the_burst(router: Router) -> None:
+    """Under `rate_limit(1, burst=5)` 5 of 20 parallel SYNs are answered; lifted, all 20 are."""
+    router.listen(8080)
+    router.set_policy("reject", {8080: "accept"})
+    router.rate_limit(1, burst=5)
+    states = probe_many(router.addr, range(1000, 1020), timeout=0.5)
+    # The bucket holds 5; at 1/s at most one more token can arrive within the half second.
+    assert 5 <= states.count("closed") <= 6, states
+    assert states.count("filtered") == 20 - states.count("closed")
+    router.rate_limit(None)
+    assert probe_many(router.addr, range(1000, 1020), timeout=1.0) == ["closed"] * 20
+
+
+def test_rate_limit_refills_at_its_rate_and_set_policy_clears_it(router: Router) -> None:
+    """An emptied bucket answers again once a token arrives; `set_policy` replaces the limit."""
+    router.listen(8080)
+    router.set_policy("reject", {8080: "accept"})
+    router.rate_limit(2, burst=1)
+    states = probe_many(router.addr, [8080] * 10, timeout=0.3)
+    assert states.count("open") in (1, 2), states
+    assert wait_for(lambda: tcp_state(router.addr, 8080) == "open", timeout=5.0)
+    router.set_policy("reject", {8080: "accept"})
+    assert probe_many(router.addr, [8080] * 10, timeout=1.0) == ["open"] * 10
+
+
 def test_delayed_path_has_the_rtt_and_direct_path_does_not(router_factory: RouterFactory) -> None:
     """Connects via delayed_addr take at least the RTT; via addr they take well under 5 ms."""
     router = router_factory(rtt=0.04)

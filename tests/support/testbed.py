@@ -24,6 +24,7 @@ from __future__ import annotations
 import atexit
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import ipaddress
 import json
@@ -102,6 +103,7 @@ class _Policy:
     rules: tuple[tuple[int, int, Action], ...]
     loss: float
     ping: bool
+    syn_limit: tuple[int, int] | None = None  # (SYNs per second, burst) the router accepts
 
 
 @dataclass(frozen=True)
@@ -278,6 +280,14 @@ class Router:
                 output_rules.append(drop)
             if not policy.ping:
                 input_rules.append("icmp type echo-request drop")
+            if policy.syn_limit is not None:
+                # SYN-flood protection as OpenWrt's firewall does it: a token bucket on new
+                # connections ahead of every port rule; SYNs over the limit vanish silently.
+                rate, burst = policy.syn_limit
+                input_rules.append(
+                    f"tcp flags & (syn | ack) == syn limit rate over {rate}/second "
+                    f"burst {burst} packets drop"
+                )
             for low, high, action in policy.rules:
                 ports = str(low) if low == high else f"{low}-{high}"
                 input_rules.append(f"tcp dport {ports} {NFT_ACTION[action]}")
@@ -291,6 +301,23 @@ class Router:
             script += f"  chain {chain} {{\n    {base.format(hook=hook, policy=verdict)}\n"
             script += "".join(f"    {rule}\n" for rule in rules) + "  }\n"
         self._ns(["nft", "-f", "-"], stdin=script + "}\n")
+
+    def rate_limit(self, rate: int | None, burst: int = 5) -> None:
+        """Limit new connections (SYNs) to `rate` per second with a bucket of `burst`; None: off.
+
+        Over-limit SYNs are dropped without an answer, before the port rules, as a router's
+        SYN-flood protection does (OpenWrt: 25/s burst 50). The limit stays in force until
+        `set_policy` replaces the firewall or `rate_limit(None)` lifts it.
+        """
+        if rate is not None and not (rate >= 1 and burst >= 1):
+            raise ValueError("rate and burst must be at least 1")
+        with self._lock:
+            self._check_usable()
+            policy = self._policy or _Policy("reject", (), 0.0, True)
+            limit = None if rate is None else (rate, burst)
+            policy = dataclasses.replace(policy, syn_limit=limit)
+            self._apply_policy(policy)
+            self._policy = policy
 
     # -- services ------------------------------------------------------------------------------
 
