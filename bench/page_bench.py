@@ -66,6 +66,10 @@ class ReadOnly:
         """Always ready."""
         return None
 
+    def connection_rate(self, target: str) -> float | None:
+        """No rate limit seen (nothing scans here)."""
+        return None
+
 
 async def timed(http: aiohttp.ClientSession, url: str, rounds: int) -> dict[str, Any]:
     """Median and max time of `rounds` GETs (after one warm-up), and the body's size."""

@@ -104,7 +104,9 @@ def observation(
         confirmed_open=frozenset(confirmed),
         fingerprints=fingerprints,
         responded=result.responded,
-        dropped=result.stats.loss_events > 0,
+        # Any sign that the target dropped probes (random loss, or a rate limit's bucket):
+        # a silence in this scan is then no evidence that a port closed.
+        dropped=result.stats.loss_events > 0 or result.stats.drops > 0 or result.stats.rate_limited,
         **times,
     )
 
@@ -156,6 +158,10 @@ class ScanPipeline:
         # Quiet sentinel scans (nothing but time passed) are not written one by one: their
         # times are flushed every minute, and at stop. A crash loses only those.
         self.quiet: dict[str, TargetState] = {}
+        # New connections per second each target accepts, where it limits them (SYN-flood
+        # protection), learned by the engine: the next scan starts paced at it, not from
+        # scratch (a quick scan that bursts into the bucket would see ports as silent).
+        self.connection_rates: dict[str, float] = {}
         self._running: dict[tuple[str, ScanKind], TargetScan] = {}
         self._locks: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(
             asyncio.Lock
@@ -193,13 +199,17 @@ class ScanPipeline:
         # detection below works on the state freshly loaded under the target's lock.
         before = self.seen.get(target.name) or await self._store.load_state(target.name)
         known_open = {p for p, rec in before.ports.items() if rec.state is Observed.OPEN}
-        options = target.effective_scan(config.scan).scan_options()
+        options = dataclasses.replace(
+            target.effective_scan(config.scan).scan_options(),
+            start_rate=self.connection_rates.get(target.name),
+        )
         result = await self._scan(
             target, kind, sorted(target.ports_for(kind, ever_open(before))), options, known_open
         )
         if not result.address:
             return None  # stopped before the name resolved: nothing was observed
         self._metrics.record_scan(kind, result)
+        self._learn_rate(target.name, result)
         confirmed = await self._confirm(target, result, known_open, options)
         fingerprints = await self._fingerprint(target, kind, result, confirmed, known_open)
         # The look ends after confirmation and fingerprints: dated then, a quick scan whose
@@ -215,6 +225,16 @@ class ScanPipeline:
                 await self._apply(config, ScanRecord.from_result(kind, result), evaluation)
         self._log_recorded(target.name, kind, result, evaluation)
         return ScanDone(result, evaluation)
+
+    def _learn_rate(self, name: str, result: ScanResult) -> None:
+        """Keep the rate the target accepts for its next scan (and show it as a metric)."""
+        learned = result.stats.learned_rate
+        if learned is None:
+            if self.connection_rates.pop(name, None) is not None:
+                self._metrics.forget_connection_rate(name)
+        else:
+            self.connection_rates[name] = learned
+            self._metrics.connection_rate.labels(target=name).set(learned)
 
     async def _scan(
         self,

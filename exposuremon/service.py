@@ -342,6 +342,10 @@ class Service:
 
     # -- API backend (exposuremon.web.api.Backend; also: store, config, not_ready) ----------------
 
+    def connection_rate(self, target: str) -> float | None:
+        """New connections/s the target accepts, where scans found it limits them; else None."""
+        return None if self._pipeline is None else self._pipeline.connection_rates.get(target)
+
     def scan_now(self, target: str) -> bool:
         """Schedule an on-demand quick scan of `target` now; False when it is not configured."""
         if self._target(target) is None:

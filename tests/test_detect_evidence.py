@@ -28,6 +28,7 @@ NAME = "r"
 ADDR = "198.18.0.2"
 POLICY = TargetPolicy(expected_open=frozenset({443}))
 PORTS = (22, 443, 8080, 9000)
+RETRIES = 1  # the engine's default: a silent port gets two attempts before its verdict
 
 
 def s(seconds: float) -> dt.datetime:
@@ -192,11 +193,13 @@ class Scan:
         sent = {p: self.start + off for p, off in zip(PORTS, self.offsets, strict=True)}
         states = {p: truth.state(p, t) for p, t in sent.items()}
         answered = [t for p, t in sent.items() if states[p] is not Observed.FILTERED]
-        # The engine's `filtered_live`: answers heard after the port's probe went out.
+        # The engine's `filtered_live`: answers heard while the port was silent, from its
+        # first attempt to its verdict (the retries' timeouts), not answers long after it.
+        silence = self.timeout * (1 + RETRIES)
         live = frozenset(
             p
             for p, t in sent.items()
-            if states[p] is Observed.FILTERED and any(a > t for a in answered)
+            if states[p] is Observed.FILTERED and any(t < a <= t + silence for a in answered)
         )
         end = max(sent.values()) + self.timeout
         return obs(

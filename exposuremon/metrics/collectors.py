@@ -9,6 +9,7 @@ which keeps the label sets bounded by what is actually exposed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from importlib import metadata
@@ -79,6 +80,13 @@ class Metrics:
             registry=self.registry,
         )
         self.reload_successful.set(1)
+        self.connection_rate = Gauge(
+            f"{PREFIX}_target_accepted_connection_rate",
+            "New connections per second a target accepts, where the scans found it limits them "
+            "(SYN-flood protection); scans of it are paced to this rate. Absent: no limit seen.",
+            ["target"],
+            registry=self.registry,
+        )
         self.build_info = Gauge(
             f"{PREFIX}_build_info",
             "Always 1; the version label says which exposuremon runs.",
@@ -86,6 +94,11 @@ class Metrics:
             registry=self.registry,
         )
         self.build_info.labels(version=_version()).set(1)
+
+    def forget_connection_rate(self, target: str) -> None:
+        """A target no longer shows a connection-rate limit: drop its series."""
+        with contextlib.suppress(KeyError):
+            self.connection_rate.remove(target)
 
     def record_scan(self, kind: ScanKind, result: ScanResult) -> None:
         """Count one finished scan and its probes."""

@@ -86,6 +86,10 @@ class Backend(Protocol):
         """None when ready, else why not."""
         ...
 
+    def connection_rate(self, target: str) -> float | None:
+        """New connections/s the target accepts, where scans found it limits them; else None."""
+        ...
+
 
 class BadRequest(ValueError):
     """A request parameter or body field is wrong; the message starts with its name."""
@@ -428,7 +432,10 @@ class Api:
             return error(404, f"no target named {shown(name)}")
         state = await self._backend.store.load_state(name)
         never = state == TargetState(name=name)  # what the store answers for no row at all
-        return web.json_response(target_status_json(target, None if never else state))
+        body = target_status_json(target, None if never else state)
+        rate = self._backend.connection_rate(name)
+        body["accepted_connection_rate"] = None if rate is None else round(rate, 1)
+        return web.json_response(body)
 
     async def findings(self, request: web.Request) -> web.Response:
         """`GET /api/v1/findings`: newest first, filtered, one page."""

@@ -49,6 +49,10 @@ class StoreBackend:
         """None, unless a test sets a reason."""
         return self.ready
 
+    def connection_rate(self, target: str) -> float | None:
+        """No rate limit seen (these tests do not scan)."""
+        return None
+
 
 @dataclasses.dataclass(frozen=True)
 class Story:

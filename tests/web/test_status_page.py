@@ -302,6 +302,10 @@ class ReadOnly:
         """Always ready."""
         return None
 
+    def connection_rate(self, target: str) -> float | None:
+        """No rate limit seen (these tests do not scan)."""
+        return None
+
 
 async def test_served_from_a_filled_store(tmp_path: Path) -> None:
     """GET / renders the store's story as HTML with a script-forbidding CSP; queries ignored."""

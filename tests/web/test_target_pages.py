@@ -41,6 +41,10 @@ class ReadOnly:
         """Always ready."""
         return None
 
+    def connection_rate(self, target: str) -> float | None:
+        """No rate limit seen (these tests do not scan)."""
+        return None
+
 
 @pytest.fixture
 async def filled(tmp_path: Path) -> Any:

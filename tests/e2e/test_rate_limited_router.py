@@ -1,0 +1,81 @@
+"""The daemon against a router with SYN-flood protection: nothing changes, so nothing is said."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from exposuremon.model import EventType, FindingState, ScanKind
+from tests.support.daemon import all_events, running_service, wait_until, write_config
+from tests.support.testbed import Router
+
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
+
+BUG_PORTS = [*range(80, 90), *range(440, 443), *range(444, 450)]  # 443 is the forward
+SENTINEL_ROUNDS = 8
+
+
+async def test_a_rate_limited_router_raises_no_event(router: Router, tmp_path: Path) -> None:
+    """Under a 20/s burst 5 limit on new connections, with 19 findings open, rounds of sentinel
+    and quick scans raise no event at all: no resolve, no reopen, no port closed, no reboot.
+    """
+    router.listen(443, "tls")
+    for port in BUG_PORTS:
+        router.listen(port, "http")
+    rules: dict[int | tuple[int, int], str] = {443: "accept", (80, 89): "accept"}
+    rules[(440, 449)] = "accept"
+    router.set_policy("reject", rules)
+    target = {
+        "name": "r",
+        "address": router.addr,
+        "expected_open": "443",
+        # A quick scan of 300 ports takes 15 s at 20/s: long enough to meet the bucket
+        # many times, short enough for a test.
+        "ports_quick": "1-300,440-449",
+    }
+    config = write_config(tmp_path, [target], sentinel="2s", quick="20s")
+    async with running_service(config) as service:
+        store = service.store
+
+        async def findings_open() -> bool:
+            rows, _ = await store.findings(target="r", state=FindingState.OPEN, limit=100)
+            return len(rows) == len(BUG_PORTS)
+
+        await wait_until(findings_open, 60, "a finding for each of the 19 bug ports")
+        router.rate_limit(20, burst=5)
+        before = len(await all_events(store, "r"))
+        quick_before = (await store.load_state("r")).last_scan.get(ScanKind.QUICK)
+        start = service.scans_recorded
+
+        async def rounds_done() -> bool:
+            state = await store.load_state("r")
+            quick = state.last_scan.get(ScanKind.QUICK)
+            newer_quick = quick is not None and (quick_before is None or quick > quick_before)
+            return service.scans_recorded >= start + SENTINEL_ROUNDS and newer_quick
+
+        await wait_until(rounds_done, 150, f"{SENTINEL_ROUNDS} scans and a quick scan")
+        await service.flush_quiet()
+        events = (await all_events(store, "r"))[before:]
+        assert [(e.type, e.port) for e in events] == []
+        rows, _ = await store.findings(target="r", state=FindingState.OPEN, limit=100)
+        assert len(rows) == len(BUG_PORTS)
+        assert not any(e.type is EventType.FINDING_REOPENED for e in events)
+
+        # The limit was learned and is shown: the API and the metric.
+        assert service.http_address is not None
+        host, port = service.http_address
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://{host}:{port}/api/v1/targets/r") as response,
+        ):
+            body = await response.json()
+        rate = body["accepted_connection_rate"]
+        assert rate is not None
+        assert 1 <= rate <= 100, rate
+        sample = service.metrics.registry.get_sample_value(
+            "exposuremon_target_accepted_connection_rate", {"target": "r"}
+        )
+        assert sample is not None
+        assert sample > 0
