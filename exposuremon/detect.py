@@ -1,7 +1,7 @@
 """Detection: (previous target state, one scan, policy, now) -> new state, events, findings.
 
-Pure: no I/O and no clock reads (time is an argument). Rules of docs/architecture.md "Detection" and
-"Scan engine", with the details decided here:
+Pure: no I/O and no clock reads (time is an argument). Rules of docs/architecture.md
+"Detection" and "Scan engine", with the details decided here:
 
 - Evidence carries its own time. A scan that overlaps a change (a quick scan that saw answers
   before a power-off and finished after a sentinel scan saw the silence) holds the past, not
