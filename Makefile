@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 CONFIG ?= config.example.toml
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test check lint typecheck bench stress venv sysdeps clean install uninstall docs
+.PHONY: run test check lint typecheck bench stress stress-suite venv sysdeps clean install uninstall docs
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ bench: $(STAMP) sysdeps
 ## Issue 13: the outage, incident and loss tests 20 times in a row, one busy loop per core.
 stress: $(STAMP) sysdeps
 	$(BIN)/python -m bench.stress --runs 20
+
+## The whole suite 3 times in a row with one busy loop per core (root, test bed).
+stress-suite: $(STAMP) sysdeps
+	$(BIN)/python -m bench.stress --suite --runs 3 --timeout 1800
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

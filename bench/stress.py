@@ -6,6 +6,11 @@ runs the tests below `--runs` times (default 20), each run a fresh pytest proces
 one line per run and a summary, `N/20 passed in S s`, and exits 1 unless every run passed.
 
     python -m bench.stress [--runs 20] [--busy N] [--timeout 600]
+
+With `--suite` each run is the whole test suite instead (`make stress-suite`: 3 runs, what CI
+must survive on a busy machine).
+
+    python -m bench.stress --suite --runs 3 --timeout 1800
 """
 
 from __future__ import annotations
@@ -33,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--busy", type=int, default=os.cpu_count() or 2, help="busy loops")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per run")
+    parser.add_argument("--suite", action="store_true", help="run the whole suite each time")
     args = parser.parse_args(argv)
+    tests = () if args.suite else TESTS
     busy = [subprocess.Popen([sys.executable, "-c", _BUSY]) for _ in range(args.busy)]
     passed = 0
     began = time.monotonic()
@@ -43,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             proc: subprocess.CompletedProcess[str] | None = None
             try:
                 proc = subprocess.run(
-                    [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *TESTS],
+                    [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
                     capture_output=True,
                     text=True,
                     timeout=args.timeout,
