@@ -347,7 +347,8 @@ async def test_targets_same_as_status_cli(story: Story, tmp_path: Path) -> None:
         missing = await get_json(client, "/api/v1/targets/nope", 404)
     assert doc == from_cli
     assert [t["name"] for t in doc["targets"]] == ["office", "branch", "lab"]
-    assert office == doc["targets"][0]
+    # One target by name also says what connection rate it accepts (null: no limit seen).
+    assert office == doc["targets"][0] | {"accepted_connection_rate": None}
     assert office["unexpected_open"] == [80, 3389, 8080]
     assert lab["status"] == "never scanned"
     assert missing == {"error": "no target named 'nope'"}
