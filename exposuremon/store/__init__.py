@@ -16,13 +16,15 @@ from exposuremon.store.database import (
     db_path,
 )
 from exposuremon.store.outbox import Delivery, Outgoing, ReminderRule
-from exposuremon.store.queries import TargetGauges
+from exposuremon.store.queries import GaugeMark, GaugeSnapshot, TargetGauges
 
 __all__ = [
     "DEFAULT_RETENTION",
     "MAX_PAGE",
     "Applied",
     "Delivery",
+    "GaugeMark",
+    "GaugeSnapshot",
     "Outgoing",
     "ReminderRule",
     "ScanRecord",

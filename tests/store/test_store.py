@@ -50,7 +50,7 @@ from tests.support.records import scan_record_of
 T0 = dt.datetime(2026, 11, 20, 9, 12, 3, 123456, tzinfo=dt.UTC)
 CLOCK = dt.datetime(2026, 11, 26, 3, 14, 7, 654321, tzinfo=dt.UTC)
 TABLES = ("targets", "scans", "port_state", "findings", "events", "outbox")
-HEAD = "0003"
+HEAD = "0004"
 
 
 def at(minutes: float) -> dt.datetime:
@@ -1112,4 +1112,5 @@ def test_migrations_ship_with_the_package() -> None:
         "0001_initial.py",
         "0002_outbox_dedup_key.py",
         "0003_outbox_reminders.py",
+        "0004_target_change_stamps.py",
     ]
