@@ -192,3 +192,27 @@ def test_incremental_scrapes_equal_a_full_rerender(
             check()
         finally:
             runner.run(store.close())
+
+
+async def test_concurrent_scrapes_each_read_after_the_last(tmp_path: Path) -> None:
+    """Scrapes refreshing at once read one after the other and serve what a full read gives."""
+    names = ["gw-a", "gw-b", "gw-c"]
+    config = config_of(names, 0, tmp_path)
+    async with await Store.open(tmp_path) as store:
+        incremental = StateCollector(store.gauges, lambda: config)
+        await incremental.refresh()
+        for i, name in enumerate(names):
+            when = T0 + dt.timedelta(minutes=i)
+            obs = observation(name, ScanKind.QUICK, {443, 8080}, when)
+            out = detect.evaluate(
+                TargetState(name=name), obs, config.targets[i].policy(config.scan), when
+            )
+            await store.apply(scan_record_of(obs), out.state, out.events, out.findings, ())
+            await asyncio.gather(*(incremental.refresh() for _ in range(3)))
+        full = StateCollector(store.gauges, lambda: config)
+        await full.refresh()
+        ours = incremental.render(True).decode()
+        assert parsed(ours, openmetrics=True) == parsed(
+            full.render(True).decode(), openmetrics=True
+        )
+        assert 'exposuremon_port_unexpected{target="gw-c",port="8080"' in ours
