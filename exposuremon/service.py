@@ -64,7 +64,7 @@ class Service:
         self.metrics = Metrics(registry)
         # Not in the registry: /metrics adds its families with a faster renderer (exposition.py).
         self.state_metrics = StateCollector(
-            lambda: self.store.gauges(), lambda: self.config, lambda: self.pipeline.quiet
+            lambda since: self.store.gauges(since), lambda: self.config, lambda: self.pipeline.quiet
         )
         self.log = get_logger()
         self._store: Store | None = None

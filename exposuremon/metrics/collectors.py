@@ -9,6 +9,7 @@ which keeps the label sets bounded by what is actually exposed.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -24,7 +25,7 @@ from exposuremon.metrics import exposition
 from exposuremon.metrics.exposition import Family
 from exposuremon.model import FindingState, ScanKind, TargetState, TargetStatus
 from exposuremon.scan import ScanResult
-from exposuremon.store import TargetGauges
+from exposuremon.store import GaugeMark, GaugeSnapshot, TargetGauges
 
 PREFIX = "exposuremon"
 _DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -120,8 +121,9 @@ def _version() -> str:
         return "unknown"
 
 
-Snapshot = tuple[Mapping[str, TargetGauges], int]
+Read = Callable[[GaugeMark | None], Awaitable[GaugeSnapshot]]  # e.g. `Store.gauges`
 _FINDING_STATES = tuple(state.value for state in FindingState)
+_KINDS = tuple(ScanKind)  # iterating an Enum class costs more than the line it names
 _MICROS = 1e6
 
 
@@ -132,11 +134,16 @@ class StateCollector(Collector):
     in the store, but its open ports must not keep alerts firing. Every configured target
     has its zero-valued series (unexpected ports, findings, totals) from the first scrape,
     so `increase()` sees the first reopen and an absent series never hides a target.
+
+    Incremental: the first `refresh()` reads every target, later ones only the targets the
+    store stamped as written since (their rows, or only their scan times). Each target's
+    lines are kept as one piece per family and remade only when what they show changed, so
+    a scrape of 10,000 targets costs their join, not their rendering.
     """
 
     def __init__(
         self,
-        read: Callable[[], Awaitable[Snapshot]],
+        read: Read,
         config: Callable[[], Config],
         held: Callable[[], Mapping[str, TargetState]] = dict,
     ) -> None:
@@ -144,12 +151,27 @@ class StateCollector(Collector):
         self._config = config
         # Quiet sentinel scans the service has not written yet: their times are newer.
         self._held = held
-        self._snapshot: Snapshot = ({}, 0)
-        self._chunks: dict[str, _Chunk] = {}
+        self._mark: GaugeMark | None = None  # None: the next read is a full one
+        self._rows: dict[str, TargetGauges] = {}  # every stored target, as of the last read
+        self._times: dict[str, Mapping[str, int]] = {}  # kind -> micros, as of the last read
+        self._pending = 0
+        self._pieces: dict[str, _Piece] = {}
+        # Concurrent scrapes read one after the other: each read starts at the last one's
+        # mark, and an older read can never overwrite a newer one's rows.
+        self._reading = asyncio.Lock()
 
     async def refresh(self) -> None:
-        """Read the store now; the next `collect()` shows this snapshot."""
-        self._snapshot = await self._read()
+        """Read what changed in the store; the next `collect()` shows this snapshot."""
+        async with self._reading:
+            snap = await self._read(self._mark)
+            if snap.complete:
+                self._rows, self._times = {}, {}
+            self._rows.update(snap.rows)
+            # A re-read row brings its times; a new object either way (pieces compare identity).
+            self._times.update((name, row.last_scan) for name, row in snap.rows.items())
+            self._times.update(snap.times)
+            self._pending = snap.pending
+            self._mark = snap.mark
 
     def describe(self) -> Iterator[Metric]:
         """The families (without samples), so registering does not read the store."""
@@ -165,72 +187,97 @@ class StateCollector(Collector):
 
     def families(self) -> list[Family]:
         """The state families from the last `refresh()`, one sample set per configured target."""
-        stored, pending = self._snapshot
+        rows, times = self._rows, self._times
         held = self._held()
         config = self._config()
         f = _Families()
-        static = f.static()
-        cache: dict[str, _Chunk] = {}
+        pieces: dict[str, _Piece] = {}
         for target in config.targets:
-            row = stored.get(target.name) or _UNSCANNED
-            chunk = self._chunks.get(target.name)
-            # Most targets are unchanged between scrapes: their lines are reused, not remade.
-            if chunk is None or chunk.row != row or chunk.target is not target:
+            name = target.name
+            row = rows.get(name, _UNSCANNED)
+            stamped = times.get(name, _NO_TIMES)
+            newer = held.get(name)
+            piece = self._pieces.get(name)
+            # Most targets are unchanged between scrapes: their pieces are reused as they are;
+            # identity tells (a re-read row or times is a new object, so is a reloaded target).
+            if piece is None or piece.target is not target:
                 schedule = target.effective_schedule(config.schedule)
-                chunk = _Chunk(row, target, _target_lines(f, target.name, schedule, row))
-            cache[target.name] = chunk
-            for family, lines in zip(static, chunk.lines, strict=True):
-                family.lines.extend(lines)
-            # Scan times change with every quiet sentinel scan (held, not yet written).
-            name = exposition.escape(target.name)
-            times = {kind: micros / _MICROS for kind, micros in row.last_scan.items()}
-            newer = held.get(target.name)
-            if newer is not None:
-                for kind, when in newer.last_scan.items():
-                    times[kind.value] = max(times.get(kind.value, 0.0), when.timestamp())
-            for kind_name, seconds in sorted(times.items()):
-                f.last_scan.add((name, kind_name), seconds)
-        self._chunks = cache
-        f.outbox.add((), pending)
+                piece = _Piece(target, row, _static_lines(f, target.name, schedule, row))
+            elif piece.row is not row:
+                if piece.row != row:  # re-read, but an apply may have changed only times
+                    schedule = target.effective_schedule(config.schedule)
+                    piece.lines = _static_lines(f, target.name, schedule, row)
+                piece.row = row
+            if piece.times is not stamped or piece.held is not newer or piece.time_lines is None:
+                piece.times, piece.held = stamped, newer
+                piece.time_lines = _time_lines(f, name, stamped, newer)
+            pieces[name] = piece
+        self._pieces = pieces
+        ordered = list(pieces.values())
+        for i, family in enumerate(f.static()):
+            family.lines = [p.lines[i] for p in ordered]
+        f.last_scan.lines = [p.time_lines or "" for p in ordered]
+        f.outbox.add((), self._pending)
         return f.all()
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Chunk:
-    """One target's sample lines of the static families, and what they were made from."""
+@dataclasses.dataclass(slots=True, eq=False)
+class _Piece:
+    """One target's lines, one string per family, and what they were made from."""
 
-    row: TargetGauges
     target: TargetConfig
-    lines: tuple[list[str], ...]
+    row: TargetGauges
+    lines: tuple[str, ...]  # per family of `_Families.static()`
+    times: Mapping[str, int] | None = None
+    held: TargetState | None = None
+    time_lines: str | None = None  # of the last-scan family; None until made
 
 
 _UNSCANNED = TargetGauges(TargetStatus.UNKNOWN.value, {}, 0, 0)
+_NO_TIMES: Mapping[str, int] = {}
 
 
-def _target_lines(
+def _static_lines(
     f: _Families, target: str, schedule: ScheduleConfig, row: TargetGauges
-) -> tuple[list[str], ...]:
-    """One target's lines of each of `f.static()`, in that order."""
+) -> tuple[str, ...]:
+    """One target's lines of each of `f.static()`, in that order, each family's as one string."""
     name = exposition.escape(target)
     number = exposition.number
     unexpected = f.unexpected.template
     port_open = f.port_open.template
-    up: list[str] = []
+    up = ""
     if row.status != TargetStatus.UNKNOWN.value:  # never answered nor failed: no guess
-        up.append(f.up.template.format(name, 1 if row.status == TargetStatus.UP.value else 0))
+        up = f.up.template.format(name, 1 if row.status == TargetStatus.UP.value else 0)
     return (
-        [port_open.format(name, port, 1) for port in row.open_ports],
-        [unexpected.format(name, port, severity, 1) for port, severity in row.unexpected],
-        [f.unexpected_n.template.format(name, len(row.unexpected))],
+        "".join([port_open.format(name, port, 1) for port in row.open_ports]),
+        "".join([unexpected.format(name, port, severity, 1) for port, severity in row.unexpected]),
+        f.unexpected_n.template.format(name, len(row.unexpected)),
         up,
-        [f.findings.template.format(name, s, row.findings.get(s, 0)) for s in _FINDING_STATES],
-        [f.reopened.template.format(name, row.reopened_total)],
-        [f.reboots.template.format(name, row.reboots_total)],
-        [
-            f.interval.template.format(name, kind.value, number(schedule.interval(kind)))
-            for kind in ScanKind
-        ],
+        "".join(
+            [f.findings.template.format(name, s, row.findings.get(s, 0)) for s in _FINDING_STATES]
+        ),
+        f.reopened.template.format(name, row.reopened_total),
+        f.reboots.template.format(name, row.reboots_total),
+        "".join(
+            [
+                f.interval.template.format(name, kind.value, number(schedule.interval(kind)))
+                for kind in _KINDS
+            ]
+        ),
     )
+
+
+def _time_lines(
+    f: _Families, target: str, stored: Mapping[str, int], held: TargetState | None
+) -> str:
+    """One target's last-scan lines: the stored times, or the held ones where newer."""
+    times = {kind: micros / _MICROS for kind, micros in stored.items()}
+    if held is not None:
+        for kind, when in held.last_scan.items():
+            times[kind.value] = max(times.get(kind.value, 0.0), when.timestamp())
+    name = exposition.escape(target)
+    template, number = f.last_scan.template, exposition.number
+    return "".join([template.format(name, kind, number(s)) for kind, s in sorted(times.items())])
 
 
 def _parse(text: str) -> Iterator[Metric]:

@@ -16,7 +16,14 @@ from exposuremon.store.database import (
     db_path,
 )
 from exposuremon.store.outbox import Delivery, Outgoing, ReminderRule
-from exposuremon.store.queries import FindingCounts, TargetGauges, TargetOverview, TargetPage
+from exposuremon.store.queries import (
+    FindingCounts,
+    GaugeMark,
+    GaugeSnapshot,
+    TargetGauges,
+    TargetOverview,
+    TargetPage,
+)
 
 __all__ = [
     "DEFAULT_RETENTION",
@@ -24,6 +31,8 @@ __all__ = [
     "Applied",
     "Delivery",
     "FindingCounts",
+    "GaugeMark",
+    "GaugeSnapshot",
     "Outgoing",
     "ReminderRule",
     "ScanRecord",

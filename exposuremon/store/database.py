@@ -345,6 +345,7 @@ class Store:
             await queries.sync_ports(conn, name, outcome_state.ports)
             state, changed = await queries.save_findings(conn, outcome_state, findings)
             await queries.update_target(conn, state)
+            await queries.stamp(conn, name, times=True)
             saved = await queries.insert_events(conn, events, scan_id, state, changed)
             await queries.insert_outbox(conn, saved, route, str(scan_id), now)
         return Applied(
@@ -364,8 +365,10 @@ class Store:
         if not states:
             return
         async with self._write(f"touch {len(states)} targets") as conn:
+            # One stamp for the whole batch: readers ask for rows stamped after their last.
+            seq = await queries.next_stamp(conn, schema.targets.c.times_seq)
             for state in states:
-                await queries.touch_times(conn, state)
+                await queries.touch_times(conn, state, seq)
 
     async def last_scans(self) -> dict[tuple[str, ScanKind], dt.datetime]:
         """When each target's last complete scan of each kind finished."""
@@ -463,6 +466,9 @@ class Store:
             result = await conn.execute(stmt)
             if result.rowcount == 0:
                 raise LookupError(f"finding #{finding.id} not found, or resolved")
+            # The target's findings{state} gauges change: the next scrape re-reads it.
+            target = sa.select(t.c.target).where(t.c.id == finding.id)
+            await queries.stamp(conn, (await conn.execute(target)).scalar_one(), times=False)
 
     # ------------------------------------------------------------------------- upkeep
 
@@ -487,10 +493,13 @@ class Store:
             "outbox": outbox_n.rowcount,
         }
 
-    async def gauges(self) -> tuple[dict[str, queries.TargetGauges], int]:
-        """What the state metrics show: per-target gauges and the pending outbox count."""
+    async def gauges(self, since: queries.GaugeMark | None = None) -> queries.GaugeSnapshot:
+        """What the state metrics show: every target's gauges, or those changed after `since`.
+
+        `since` is the `mark` of an earlier snapshot (of this database); see `GaugeSnapshot`.
+        """
         async with self._read("read gauges") as conn:
-            return await queries.gauge_snapshot(conn)
+            return await queries.gauge_snapshot(conn, since)
 
     async def outbox_pending(self) -> int:
         """How many notification deliveries are waiting."""

@@ -74,8 +74,11 @@ async def update_target(conn: AsyncConnection, state: TargetState) -> None:
     await conn.execute(sa.update(t).where(t.c.name == state.name).values(row))
 
 
-async def touch_times(conn: AsyncConnection, state: TargetState) -> None:
-    """Advance a target's scan times and its ports' last-seen times; never move one back."""
+async def touch_times(conn: AsyncConnection, state: TargetState, seq: int) -> None:
+    """Advance a target's scan times and its ports' last-seen times; never move one back.
+
+    `seq` (from `next_stamp` of `targets.times_seq`) stamps the target when its times advance.
+    """
     t, p = schema.targets, schema.port_state
     row = schema.target_row(state)
     observed = row["last_observed"]
@@ -88,6 +91,7 @@ async def touch_times(conn: AsyncConnection, state: TargetState) -> None:
             last_observed=observed,
             answered_at=row["answered_at"],
             silent_until=row["silent_until"],
+            times_seq=seq,
         )
     )
     times = []
@@ -323,6 +327,26 @@ async def _load_states(
     return states
 
 
+async def next_stamp(conn: AsyncConnection, column: sa.Column[int]) -> int:
+    """One more than the largest stamp of `column` (`targets.changed_seq` or `times_seq`).
+
+    Called by the writer inside its transaction: stamps only grow, so a reader that
+    remembers the largest stamps of its snapshot misses no later write (targets are never
+    deleted, which would let the largest stamp shrink).
+    """
+    largest = (await conn.execute(sa.select(sa.func.max(column)))).scalar()
+    return int(largest or 0) + 1
+
+
+async def stamp(conn: AsyncConnection, name: str, *, times: bool) -> None:
+    """Mark the target as changed for the state gauges (and its scan times, if `times`)."""
+    t = schema.targets
+    values = {"changed_seq": await next_stamp(conn, t.c.changed_seq)}
+    if times:
+        values["times_seq"] = await next_stamp(conn, t.c.times_seq)
+    await conn.execute(sa.update(t).where(t.c.name == name).values(values))
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class TargetGauges:
     """What the state gauges show of one target, read in one snapshot."""
@@ -338,12 +362,57 @@ class TargetGauges:
     findings: dict[str, int] = dataclasses.field(default_factory=dict)  # state -> count
 
 
-async def gauge_snapshot(conn: AsyncConnection) -> tuple[dict[str, TargetGauges], int]:
-    """Every target's gauges and the pending outbox count (call inside one transaction)."""
-    t, p, f, o = schema.targets, schema.port_state, schema.findings, schema.outbox
-    # One row per target, its ports and findings joined in SQL by correlated subqueries (each
-    # an index search): a scrape reads every open port of every target, and one query with
-    # 1000 rows costs half of one row per port over several queries.
+GaugeMark = tuple[int, int]  # the largest (changed_seq, times_seq) a snapshot saw
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GaugeSnapshot:
+    """What the state gauges read: every target, or only those written after a mark.
+
+    With `complete`, `rows` holds every stored target. Otherwise `rows` holds the targets
+    stamped after the mark asked for (whole rows) and `times` the scan times of those whose
+    times were written after it: what is absent is unchanged since that mark.
+    """
+
+    rows: dict[str, TargetGauges]
+    times: dict[str, Mapping[str, int]]
+    pending: int  # notification deliveries waiting (one count, cheap: always read)
+    mark: GaugeMark  # pass it to the next read
+    complete: bool
+
+
+async def gauge_snapshot(conn: AsyncConnection, since: GaugeMark | None = None) -> GaugeSnapshot:
+    """The state gauges' reading (call inside one transaction): all, or changes after `since`."""
+    t, o = schema.targets, schema.outbox
+    marks = sa.select(sa.func.max(t.c.changed_seq), sa.func.max(t.c.times_seq))
+    changed, timed = (await conn.execute(marks)).one()
+    mark = (int(changed or 0), int(timed or 0))
+    # A mark ahead of the store means another database (a restored backup): read it all.
+    complete = since is None or since[0] > mark[0] or since[1] > mark[1]
+    query = _gauge_rows()
+    if not complete:
+        assert since is not None
+        query = query.where(t.c.changed_seq > since[0])
+    rows = await _gauges_of(conn, query)
+    times: dict[str, Mapping[str, int]] = {}
+    if not complete and since is not None and mark[1] > since[1]:
+        # Scan times advance with every quiet scan: the main churn between scrapes, read
+        # without the joins the other gauges need.
+        query_times = sa.select(t.c.name, t.c.last_scan).where(t.c.times_seq > since[1])
+        times = {name: last_scan or {} for name, last_scan in await conn.execute(query_times)}
+    pending = await conn.execute(
+        sa.select(sa.func.count()).select_from(o).where(o.c.status == "pending")
+    )
+    return GaugeSnapshot(rows, times, int(pending.scalar_one()), mark, complete)
+
+
+def _gauge_rows() -> sa.Select[Any]:
+    """One row per target, its ports and findings joined in SQL by correlated subqueries.
+
+    Each subquery is an index search: a full read gets every open port of every target, and
+    one query with a row per target costs half of one row per port over several queries.
+    """
+    t, p, f = schema.targets, schema.port_state, schema.findings
     open_ports = (
         sa.select(sa.func.aggregate_strings(sa.cast(p.c.port, sa.Text), ","))
         .where(p.c.target == t.c.name, p.c.state == "open")
@@ -361,7 +430,7 @@ async def gauge_snapshot(conn: AsyncConnection) -> tuple[dict[str, TargetGauges]
         .scalar_subquery()
         for state in FindingState
     ]
-    query = sa.select(
+    return sa.select(
         t.c.name,
         t.c.status,
         t.c.last_scan,
@@ -371,6 +440,9 @@ async def gauge_snapshot(conn: AsyncConnection) -> tuple[dict[str, TargetGauges]
         active,
         *counts,
     )
+
+
+async def _gauges_of(conn: AsyncConnection, query: sa.Select[Any]) -> dict[str, TargetGauges]:
     targets = {}
     for name, status, last_scan, reopened, reboots, ports, pairs, *n in await conn.execute(query):
         unexpected = [] if not pairs else [_pair(x) for x in pairs.split(",")]
@@ -383,10 +455,7 @@ async def gauge_snapshot(conn: AsyncConnection) -> tuple[dict[str, TargetGauges]
             unexpected,
             {state.value: count for state, count in zip(FindingState, n, strict=True)},
         )
-    pending = await conn.execute(
-        sa.select(sa.func.count()).select_from(o).where(o.c.status == "pending")
-    )
-    return targets, int(pending.scalar_one())
+    return targets
 
 
 def _pair(text: str) -> tuple[str, str]:

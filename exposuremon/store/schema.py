@@ -67,6 +67,13 @@ targets = sa.Table(
     # {port: finding id}: the resolved findings detection keeps for reopen detection (not
     # every resolved finding: one resolved because the port became expected is not kept).
     sa.Column("resolved_ids", sa.JSON(none_as_null=True), nullable=False),
+    # Added by migration 0004: change stamps (see `queries.stamp`). `changed_seq` marks writes
+    # that may change what the state gauges show of the target, `times_seq` writes of its scan
+    # times; `/metrics` re-reads only rows stamped after its last read.
+    sa.Column("changed_seq", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("times_seq", sa.Integer, nullable=False, server_default="0"),
+    sa.Index(None, "changed_seq"),
+    sa.Index(None, "times_seq"),
 )
 
 scans = sa.Table(

@@ -50,7 +50,7 @@ from tests.support.records import scan_record_of
 T0 = dt.datetime(2026, 11, 20, 9, 12, 3, 123456, tzinfo=dt.UTC)
 CLOCK = dt.datetime(2026, 11, 26, 3, 14, 7, 654321, tzinfo=dt.UTC)
 TABLES = ("targets", "scans", "port_state", "findings", "events", "outbox")
-HEAD = "0004"
+HEAD = "0005"
 
 
 def at(minutes: float) -> dt.datetime:
@@ -819,6 +819,53 @@ async def test_touch_advances_only_times_and_never_back(store: Store) -> None:
     await store.touch([])  # nothing to do, no error
 
 
+async def test_gauges_since_a_mark_hold_only_what_was_written_after_it(store: Store) -> None:
+    """Applies and acks stamp a target's row, touches only its times; a mark asks for later ones."""
+    open_one = await saved_open_finding(store)
+    quiet = TargetState(name="q", last_observed=T0, last_scan={ScanKind.SENTINEL: T0})
+    await store.apply(scan_of("q", T0), quiet, [], [], [])
+    first = await store.gauges()
+    assert first.complete
+    assert set(first.rows) == {"r", "q"}
+    assert first.rows["r"].findings == {"open": 1, "acked": 0, "resolved": 0}
+
+    nothing = await store.gauges(first.mark)
+    assert (nothing.complete, nothing.rows, nothing.times) == (False, {}, {})
+    assert nothing.mark == first.mark
+
+    later = dataclasses.replace(quiet, last_observed=at(1), last_scan={ScanKind.SENTINEL: at(1)})
+    await store.touch([later])
+    timed = await store.gauges(nothing.mark)
+    assert timed.rows == {}
+    assert timed.times == {"q": {"sentinel": micros(at(1))}}
+    await store.touch([quiet])  # older: nothing advances, nothing is stamped after `timed`
+    assert (await store.gauges(timed.mark)).times == {}
+
+    acked = dataclasses.replace(
+        open_one, state=FindingState.ACKED, ack_until=at(600), ack_reason="change window"
+    )
+    await store.save_ack(acked)
+    after_ack = await store.gauges(timed.mark)
+    assert set(after_ack.rows) == {"r"}
+    assert after_ack.rows["r"].findings == {"open": 0, "acked": 1, "resolved": 0}
+    assert after_ack.times == {}
+
+    await store.apply(scan_of("q", at(2)), later, [], [], [])
+    applied = await store.gauges(after_ack.mark)
+    assert set(applied.rows) == {"q"}
+    assert applied.rows["q"].last_scan == {"sentinel": micros(at(1))}
+    assert applied.times == {"q": {"sentinel": micros(at(1))}}
+
+
+async def test_a_mark_ahead_of_the_store_reads_it_all(store: Store) -> None:
+    """A mark from another (newer) database, like a restored backup's reader, gets a full read."""
+    await saved_open_finding(store)
+    mark = (await store.gauges()).mark
+    ahead = await store.gauges((mark[0] + 10, mark[1]))
+    assert ahead.complete
+    assert set(ahead.rows) == {"r"}
+
+
 # ------------------------------------------------------------------------------- upkeep
 
 
@@ -1019,6 +1066,10 @@ async def test_an_older_schema_is_upgraded_and_keeps_its_rows(tmp_path: Path) ->
         assert (ev.id, ev.finding_id, ev.details) == (1, 2, {"reopen_count": 1})
         assert await store.outbox_pending() == 1
         assert await store.last_scans() == {("old", ScanKind.QUICK): T0}
+        assert rows(path, "SELECT changed_seq, times_seq FROM targets") == [(0, 0)]
+        gauges = await store.gauges()
+        assert gauges.rows["old"].open_ports == ["443"]
+        assert gauges.rows["old"].last_scan == {"quick": t}
         applied = await store.apply(
             scan_of("old", at(1)),
             state,
@@ -1119,4 +1170,5 @@ def test_migrations_ship_with_the_package() -> None:
         "0002_outbox_dedup_key.py",
         "0003_outbox_reminders.py",
         "0004_evidence_times.py",
+        "0005_target_change_stamps.py",
     ]
