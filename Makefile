@@ -39,6 +39,7 @@ check: lint typecheck sysdeps
 bench: $(STAMP) sysdeps
 	$(BIN)/python -m bench.scan_bench
 	$(BIN)/python -m bench.daemon_bench
+	$(BIN)/python -m bench.ratelimit_bench
 	$(BIN)/python -m bench.metrics_bench
 
 ## Issue 13: the outage, incident and loss tests 20 times in a row, one busy loop per core.
