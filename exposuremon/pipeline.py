@@ -124,6 +124,35 @@ def is_quiet(kind: ScanKind, complete: bool, prev: TargetState, ev: detect.Evalu
     )
 
 
+def contended_silence(
+    result: ScanResult, started_at: float, others_answered_at: Iterable[float | None]
+) -> bool:
+    """A scan the target did not answer at all while it answered another scan of ours.
+
+    Both scans draw on one bucket when the target limits new connections: a quick scan's first
+    window can empty it, and a sentinel scan at the same moment then hears nothing. That
+    silence is our own doing, no outage: it must not take the target down (and the other
+    scan's answers bring it "back up, reboot suspected"). `started_at` and the others' last
+    answers are monotonic times.
+    """
+    return not result.responded and any(
+        at is not None and at >= started_at for at in others_answered_at
+    )
+
+
+def kept_rate(stored: float | None, learned: float | None, overlapped: bool) -> float | None:
+    """The connection rate to keep for a target's next scan after one scan learned `learned`.
+
+    A scan that shared the target's bucket with another scan of ours saw only its share, so it
+    may raise the stored rate but not lower it; a scan that ran alone has the last word.
+    """
+    if learned is None:
+        return None if not overlapped else stored
+    if overlapped and stored is not None:
+        return max(stored, learned)
+    return learned
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class ScanDone:
     """What one run of the pipeline recorded (None from `run` when nothing was observed)."""
@@ -203,13 +232,19 @@ class ScanPipeline:
             target.effective_scan(config.scan).scan_options(),
             start_rate=self.connection_rates.get(target.name),
         )
-        result = await self._scan(
-            target, kind, sorted(target.ports_for(kind, ever_open(before))), options, known_open
-        )
+        ports = sorted(target.ports_for(kind, ever_open(before)))
+        result, overlapped, contended = await self._scan(target, kind, ports, options, known_open)
         if not result.address:
             return None  # stopped before the name resolved: nothing was observed
         self._metrics.record_scan(kind, result)
-        self._learn_rate(target.name, result)
+        self._learn_rate(target.name, result, overlapped)
+        if contended:
+            self.log.info(
+                "silent while another scan of the target was answered: not evidence of an outage",
+                target=target.name,
+                kind=kind.value,
+            )
+            return None
         confirmed = await self._confirm(target, result, known_open, options)
         fingerprints = await self._fingerprint(target, kind, result, confirmed, known_open)
         # The look ends after confirmation and fingerprints: dated then, a quick scan whose
@@ -226,9 +261,9 @@ class ScanPipeline:
         self._log_recorded(target.name, kind, result, evaluation)
         return ScanDone(result, evaluation)
 
-    def _learn_rate(self, name: str, result: ScanResult) -> None:
+    def _learn_rate(self, name: str, result: ScanResult, overlapped: bool) -> None:
         """Keep the rate the target accepts for its next scan (and show it as a metric)."""
-        learned = result.stats.learned_rate
+        learned = kept_rate(self.connection_rates.get(name), result.stats.learned_rate, overlapped)
         if learned is None:
             if self.connection_rates.pop(name, None) is not None:
                 self._metrics.forget_connection_rate(name)
@@ -243,20 +278,28 @@ class ScanPipeline:
         ports: list[int],
         options: ScanOptions,
         known_open: set[int],
-    ) -> ScanResult:
+    ) -> tuple[ScanResult, bool, bool]:
+        """The result, whether another scan of the target ran meanwhile, and whether this one
+        heard nothing while that one was answered (`contended_silence`)."""
         running = self._scanner.start(
             target.address, ports, options, hints=[*target.expected_open, *known_open]
         )
+        overlapped = any(name == target.name for name, _ in self._running)
         self._running[(target.name, kind)] = running
         self.log.debug("scan started", target=target.name, kind=kind.value, ports=len(ports))
         try:
             # The engine names results by what it resolved; the store knows the target's name.
-            return dataclasses.replace(await running.wait(), target=target.name)
+            result = dataclasses.replace(await running.wait(), target=target.name)
         except asyncio.CancelledError:
             running.stop()  # wait() is shielded: cancelling it alone would leave it scanning
             raise
         finally:
             self._running.pop((target.name, kind), None)
+        others = [s for (name, _), s in self._running.items() if name == target.name]
+        contended = contended_silence(
+            result, running.started_at, (s.last_answered_at for s in others)
+        )
+        return result, overlapped or bool(others), contended
 
     async def _confirm(
         self, target: TargetConfig, result: ScanResult, known_open: set[int], options: ScanOptions

@@ -120,7 +120,10 @@ class TargetScan:
         # Evidence times (monotonic; reported as seconds after `started`): when the probe that
         # decided each port was sent, and for each port's first attempt the answers counted
         # so far, so that a silence is known to have overlapped answers from the target.
-        self._t0 = _monotonic()
+        self._t0 = self.started_at = _monotonic()
+        # When the target last answered this scan (monotonic), for the caller to see that a
+        # silent scan of the same target ran while this one was being answered.
+        self.last_answered_at: float | None = None
         self._sent: dict[int, float] = {}
         self._first: dict[int, tuple[float, int]] = {}
         self._answer_sent: float | None = None  # newest answered probe's send time
@@ -339,7 +342,7 @@ class TargetScan:
             self._spare.append(sock)
         if state != _FILTERED:
             self.answered += 1
-            self._last_answer = now
+            self._last_answer = self.last_answered_at = now
             if self._answer_sent is None or sent > self._answer_sent:
                 self._answer_sent = sent
             if not ping:
