@@ -45,7 +45,6 @@ from exposuremon.config.fields import (
     ProbeTimeout,
     Rate,
     ScanRate,
-    _is_hostname,
     key_error,
     lower_text,
     parse_address,
@@ -117,18 +116,7 @@ def _allowed_host(value: object) -> str:
     # lower-cased, without a trailing dot, and addresses in their canonical form.
     if not isinstance(value, str):
         raise ValueError("expected a string")
-    text = value.strip().lower().removesuffix(".")
-    if text.startswith("[") and text.endswith("]"):
-        text = text[1:-1]
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        pass
-    if not _is_hostname(text):
-        raise ValueError(
-            f"not a hostname or IP address: {value[:64]!r} (write it without scheme or port)"
-        )
-    return text
+    return parse_address(value.strip().removesuffix("."))
 
 
 class HttpConfig(_Model):
