@@ -541,11 +541,12 @@ async def test_reminders_of_an_open_critical_finding_are_capped(
         (opened_event,) = applied.events
         for b in bodies:
             assert [e["id"] for e in b["events"]] == [opened_event.id]
-        # The first reminder is due `remind_every` after the finding opened (the first message
-        # may take a while under load); the next one that long after the first.
-        assert hook.requests[2].at - hook.requests[1].at >= 0.25
     reminders = [r for r in await rows_of(store) if r.kind == "reminder"]
     assert [r.reminder for r in reminders] == [1, 2]
+    # The second reminder is queued `remind_every` after the first. Their deliveries may come
+    # closer together (a loaded machine delays the first one), so the queue times are compared.
+    first, second = sorted(reminders, key=lambda r: r.created_at)
+    assert (second.created_at - first.created_at).total_seconds() >= 0.25
 
 
 def _reminder_pass_after(store: Store, seconds: float) -> Callable[[], Any]:
