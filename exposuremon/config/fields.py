@@ -10,7 +10,7 @@ import dataclasses
 import ipaddress
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -91,18 +91,25 @@ class DurationParser:
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             raise ValueError("expected a duration like '30s', '15m' or '24h'")
         seconds = parse_duration(value)  # refuses nan, inf and negative values
-        if seconds < self.low:
-            why = f" ({self.why})" if self.why else ""
-            raise ValueError(f"must be at least {duration_text(self.low)}{why}, got {value!r}")
-        if seconds > self.high:
-            raise ValueError(f"must be at most {duration_text(self.high)}, got {value!r}")
-        return seconds
+        return _within(seconds, self.low, self.high, self.why, duration_text, value)
 
     def describe(self) -> str:
         """What the key accepts, for docs/config.md."""
         if self.high == MAX_DURATION:
             return f"duration ≥ {duration_text(self.low)}"
         return f"duration {duration_text(self.low)}-{duration_text(self.high)}"
+
+
+def _within(
+    number: float, low: float, high: float, why: str, text: Callable[[float], str], value: object
+) -> float:
+    """`number` if within [low, high]; else the error naming the bound (`text` writes it)."""
+    if number < low:
+        reason = f" ({why})" if why else ""
+        raise ValueError(f"must be at least {text(low)}{reason}, got {value!r}")
+    if number > high:
+        raise ValueError(f"must be at most {text(high)}, got {value!r}")
+    return number
 
 
 def _finite(value: object) -> float:
@@ -135,13 +142,7 @@ class NumberParser:
     why: str = ""
 
     def __call__(self, value: object) -> float:
-        number = _finite(value)
-        if number < self.low:
-            why = f" ({self.why})" if self.why else ""
-            raise ValueError(f"must be at least {_plain(self.low)}{why}, got {value!r}")
-        if number > self.high:
-            raise ValueError(f"must be at most {_plain(self.high)}, got {value!r}")
-        return number
+        return _within(_finite(value), self.low, self.high, self.why, _plain, value)
 
     def describe(self) -> str:
         """What the key accepts, for docs/config.md."""
