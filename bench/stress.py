@@ -11,6 +11,9 @@ With `--suite` each run is the whole test suite instead (`make stress-suite`: 3 
 must survive on a busy machine).
 
     python -m bench.stress --suite --runs 3 --timeout 1800
+
+Each run's whole output is kept in `--log-dir` (default `bench/results/stress/`) as
+`run-N.log`, so a failure late in a long suite can be read in full afterwards.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 TESTS = (
     "tests/e2e/test_daemon.py::test_long_outage_changes_no_port",
@@ -39,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--busy", type=int, default=os.cpu_count() or 2, help="busy loops")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per run")
     parser.add_argument("--suite", action="store_true", help="run the whole suite each time")
+    parser.add_argument("--log-dir", type=Path, default=Path("bench/results/stress"))
     args = parser.parse_args(argv)
+    args.log_dir.mkdir(parents=True, exist_ok=True)
     tests = () if args.suite else TESTS
     busy = [subprocess.Popen([sys.executable, "-c", _BUSY]) for _ in range(args.busy)]
     passed = 0
@@ -61,8 +67,12 @@ def main(argv: list[str] | None = None) -> int:
                 ok, tail = False, f"timed out after {args.timeout:.0f} s"
             passed += ok
             took = time.monotonic() - start
+            log = args.log_dir / f"run-{run}.log"
+            if proc is not None:
+                log.write_text(proc.stdout + proc.stderr)
             print(f"run {run:2}/{args.runs}: {'ok  ' if ok else 'FAIL'} {took:6.1f} s  {tail}")
             if not ok and proc is not None:
+                print(f"whole output: {log}", file=sys.stderr)
                 print(proc.stdout[-4000:], file=sys.stderr)
             sys.stdout.flush()
     finally:
