@@ -11,19 +11,38 @@ few of them) and one test-bed router, for two phases:
 3. 100 targets at 10x: as many scans per second as 1000 on the default schedule, so the
    time-to-detect measured there is the one of that load, with sentinel = 3 s.
 
-Results go to bench/results/daemon.json. Needs root (the test bed) and a few minutes.
+4. 1000 targets on the default schedule with the expected port closed on 98% of them: the
+   cost of a state that does not change (the goal: <= 0.25 core steady, <= 1 core for at
+   most 60 s at start).
+
+With `--targets 10000` it runs the one-box phase of issue 15 instead: 10,000 targets on the
+default schedule, 90% with their expected 443 open, 5% with it closed, 5% with an unexpected
+8080 open too, plus the test-bed router. It measures the time to `/readyz`, CPU over the
+first 60 s and after, peak RSS, the share of targets whose sentinel scan is fresh (within
+interval + 15 s) at each scrape from 60 s on, scans late and the sentinel lag p95 (from
+`/metrics`), the `/metrics` time, and the time from a port reopening on the router to
+`finding_reopened` in the store. `--profile` records the daemon with py-spy meanwhile.
+
+Results go to bench/results/daemon.json (each run replaces its own phases). Needs root (the
+test bed) and a few minutes.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
+import json
 import os
+import resource
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +58,9 @@ WITH_LISTENER = 10  # targets with an expected open port
 WITH_FINDING = 5  # targets with an unexpected open port too
 REOPEN_PORT = 8081
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+COMPRESSED = {"sentinel": "3s", "quick": "90s", "full": "8640s"}
+DEFAULT = {"sentinel": "30s", "quick": "15m", "full": "24h"}
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def address(i: int) -> str:
@@ -188,34 +210,334 @@ def phase(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Both phases; writes bench/results/daemon.json."""
+    """The 1000-target phases, or the 10,000-target one; writes bench/results/daemon.json."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=300)
     parser.add_argument("--rounds", type=int, default=25)
+    parser.add_argument("--targets", type=int, default=N_TARGETS, choices=(N_TARGETS, 10_000))
+    parser.add_argument("--profile", type=Path, help="py-spy raw profile of the 10,000 phase")
     args = parser.parse_args(argv)
     reason = missing_requirements()
     if reason:
         print(f"daemon benchmark needs the namespace test bed: {reason}", file=sys.stderr)
         return 2
-    compressed = {"sentinel": "3s", "quick": "90s", "full": "8640s"}
-    default = {"sentinel": "30s", "quick": "15m", "full": "24h"}
+    if args.targets != N_TARGETS:
+        return one_box(args.targets, max(args.seconds, 240.0), args.rounds, args.profile)
     results = {
-        "compressed_10x": phase("compressed 10x", compressed, args.seconds, args.rounds),
-        "default": phase("default schedule", default, args.seconds, 0),
+        "compressed_10x": phase("compressed 10x", COMPRESSED, args.seconds, args.rounds),
+        "default": phase("default schedule", DEFAULT, args.seconds, 0),
         # 100 targets at 10x make as many scans per second as 1000 on the default schedule:
         # time-to-detect at that load, with ten times the reopen events per minute.
         "load_of_1000_default": phase(
-            "100 targets at 10x", compressed, args.seconds, args.rounds, n_targets=100
+            "100 targets at 10x", COMPRESSED, args.seconds, args.rounds, n_targets=100
         ),
+        "closed_1000_default": closed_phase(args.seconds),
     }
     goals = {
         "peak_rss_mb": "<= 150 (default schedule)",
         "cpu_share_of_one_core": "<= 0.25 (default schedule)",
         "time_to_detect_p95_s": "<= sentinel interval + 5 s",
+        "closed_1000_default": "<= 0.25 core steady, <= 1 core for <= 60 s at start",
     }
-    path = write_results("daemon", {"machine": machine(), "goals": goals, "phases": results})
+    path = save(goals, results)
     print(f"written {path}")
     return 0
+
+
+def save(goals: dict[str, Any], phases: dict[str, Any]) -> Path:
+    """Merge these phases and goals into bench/results/daemon.json (others are kept)."""
+    old: dict[str, Any] = {}
+    existing = RESULTS / "daemon.json"
+    if existing.exists():
+        old = json.loads(existing.read_text())
+    doc = {
+        "machine": machine(),
+        "goals": {**old.get("goals", {}), **goals},
+        "phases": {**old.get("phases", {}), **phases},
+    }
+    return write_results("daemon", doc)
+
+
+# -- the expected port closed on 98% of 1000 targets ----------------------------------------
+
+
+def closed_phase(seconds: float) -> dict[str, Any]:
+    """1000 targets expecting 443, 2% of them listening on it: CPU at start and steady."""
+    listeners = Listeners()
+    with tempfile.TemporaryDirectory(prefix="emdaemon-") as tmp:
+        directory = Path(tmp)
+        for i in range(N_TARGETS):
+            if i % 50 == 0:
+                listeners.open(address(i), 443)
+        http_port = free_port()
+        targets = [(f"t{i:04d}", address(i), "443") for i in range(N_TARGETS)]
+        config = write_mix_config(directory, DEFAULT, targets, http_port)
+        try:
+            result = observe(directory, config, http_port, seconds, router=None, rounds=0)
+        finally:
+            listeners.close()
+    print(f"closed 1000: {result}", flush=True)
+    return result
+
+
+# -- 10,000 targets --------------------------------------------------------------------------
+
+
+def one_box(n_targets: int, seconds: float, rounds: int, profile: Path | None) -> int:
+    """Issue 15's phase: `n_targets` on the default schedule with the realistic mix."""
+    _raise_nofile()
+    listeners = Listeners()
+    with tempfile.TemporaryDirectory(prefix="emdaemon-") as tmp, make_router() as router:
+        directory = Path(tmp)
+        router.listen(443)
+        router.listen(REOPEN_PORT)
+        router.set_policy("reject", {443: "accept"})
+        targets = [("router", router.addr, "443")]
+        for i in range(n_targets):
+            share = i % 20  # 18 of 20: 443 open; 1: closed; 1: 443 and an unexpected 8080
+            if share != 18:
+                listeners.open(address(i), 443)
+            if share == 19:
+                listeners.open(address(i), 8080)
+            targets.append((f"t{i:05d}", address(i), "443"))
+        http_port = free_port()
+        config = write_mix_config(directory, DEFAULT, targets, http_port)
+        try:
+            result = observe(directory, config, http_port, seconds, router, rounds, profile)
+        finally:
+            listeners.close()
+    result["targets"] = n_targets + 1
+    print(f"{n_targets} targets: {json.dumps(result)}", flush=True)
+    goals = {
+        "one_box_10000": {
+            "steady_cpu_share_of_one_core": "<= 0.5",
+            "peak_rss_mb": "<= 400",
+            "sentinel_fresh_share_from_60s": "1.0 (within interval + 15 s)",
+            "time_to_detect_p95_s": "<= 35 (sentinel interval + 5 s)",
+            "metrics_median_s": "<= 0.25",
+            "ready_s": "<= 10",
+            "startup": "<= 1 core for no longer than 60 s",
+        }
+    }
+    path = save(goals, {f"one_box_{n_targets}": result})
+    print(f"written {path}")
+    return 0
+
+
+def write_mix_config(
+    directory: Path, schedule: dict[str, str], targets: list[tuple[str, str, str]], http_port: int
+) -> Path:
+    """A config of (name, address, expected_open) targets, listening on `http_port`."""
+    lines = [
+        "[daemon]",
+        f'state_dir = "{directory / "state"}"',
+        'log_format = "json"',
+        'log_level = "info"',
+        "[http]",
+        f'listen = "127.0.0.1:{http_port}"',
+        "[schedule]",
+        *(f'{k} = "{v}"' for k, v in schedule.items()),
+        "jitter = 0.1",
+    ]
+    for name, addr, expected in targets:
+        lines += ["[[targets]]", f'name = "{name}"', f'address = "{addr}"']
+        lines.append(f'expected_open = "{expected}"')
+    path = directory / "config.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def observe(
+    directory: Path,
+    config: Path,
+    http_port: int,
+    seconds: float,
+    router: Any,
+    rounds: int,
+    profile: Path | None = None,
+) -> dict[str, Any]:
+    """Run the daemon on `config` for `seconds`: readiness, CPU, RSS, freshness, lateness."""
+    log = (directory / "daemon.log").open("wb")
+    began = time.monotonic()
+    proc = subprocess.Popen([EXE, "run", "-c", str(config)], stdout=log, stderr=log)
+    base = f"http://127.0.0.1:{http_port}"
+    spy: subprocess.Popen[bytes] | None = None
+    samples: list[tuple[float, float]] = []  # (seconds since start, CPU seconds)
+    scrapes: list[dict[str, float]] = []
+    times: list[float] = []
+    try:
+        ready = _wait_ready(base, proc, 120)
+        if profile is not None:
+            spy = _py_spy(proc.pid, profile, seconds)
+        sampler = threading.Thread(
+            target=_sample, args=(proc, began, seconds, samples, scrapes, base), daemon=True
+        )
+        sampler.start()
+        if rounds and router is not None:
+            time.sleep(60)  # detection is measured from the first minute on
+            left = seconds - (time.monotonic() - began) - 5
+            times = asyncio.run(reopen_times(directory / "state", router, rounds, left))
+        sampler.join(timeout=seconds + 60)
+        _, peak = proc_usage(proc.pid)
+        final = _scrape(base)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        if spy is not None:
+            spy.wait(timeout=120)
+        log.close()
+    startup = [cpu for at, cpu in samples if at <= 60.0]
+    steady = [(at, cpu) for at, cpu in samples if at >= 120.0]
+    windows = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in itertools.pairwise(samples) if b[0] > a[0]]
+    after_60 = [
+        w for (a, _), w in zip(itertools.pairwise(samples), windows, strict=False) if a[0] >= 60
+    ]
+    fresh = [s["fresh"] for s in scrapes if s["at"] >= 60.0]
+    metric_times = sorted(s["seconds"] for s in scrapes)
+    ordered = sorted(times)
+    return {
+        "schedule": DEFAULT,
+        "seconds": round(time.monotonic() - began, 1),
+        "ready_s": round(ready, 2),
+        "startup_cpu_share_first_60s": round(startup[-1] / 60.0, 3) if startup else None,
+        "cpu_share_10s_windows_after_60s_max": round(max(after_60), 3) if after_60 else None,
+        "steady_cpu_share_of_one_core": round(
+            (steady[-1][1] - steady[0][1]) / (steady[-1][0] - steady[0][0]), 3
+        )
+        if len(steady) > 1
+        else None,
+        "peak_rss_mb": round(peak, 1),
+        "sentinel_fresh_share_from_60s": {
+            "min": min(fresh) if fresh else None,
+            "mean": round(statistics.mean(fresh), 4) if fresh else None,
+            "scrapes": len(fresh),
+        },
+        "scans_late": final["late"],
+        "sentinel_lag_p95_s": final["lag_p95"],
+        "metrics_s": {
+            "median": round(statistics.median(metric_times), 3) if metric_times else None,
+            "max": round(metric_times[-1], 3) if metric_times else None,
+            "lines": final["lines"],
+        },
+        "reopen_events": len(times),
+        "time_to_detect_s": {
+            "median": round(statistics.median(ordered), 2) if ordered else None,
+            "p95": round(ordered[max(0, int(len(ordered) * 0.95) - 1)], 2) if ordered else None,
+            "all": [round(t, 2) for t in times],
+        },
+        "exit_code": proc.returncode,
+    }
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the daemon binds it a moment later)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _raise_nofile() -> None:
+    """10,000 listeners need more descriptors than the default soft limit."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _wait_ready(base: str, proc: subprocess.Popen[bytes], deadline: float) -> float:
+    """Seconds from now until /readyz says 200 (the daemon was just started)."""
+    start = time.monotonic()
+    while time.monotonic() - start < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"daemon exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{base}/readyz", timeout=2) as resp:
+                if resp.status == 200:
+                    return time.monotonic() - start
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError("daemon not ready in time")
+
+
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and its children (worker processes), from /proc."""
+    total = proc_usage(pid)[0]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = (task / "children").read_text().split() if (task / "children").exists() else []
+        for child in children:
+            try:
+                total += _tree_cpu(int(child))
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+    return total
+
+
+def _sample(
+    proc: subprocess.Popen[bytes],
+    began: float,
+    seconds: float,
+    samples: list[tuple[float, float]],
+    scrapes: list[dict[str, float]],
+    base: str,
+) -> None:
+    """CPU every 10 s and a timed /metrics scrape with sentinel freshness, until `seconds`."""
+    next_at = 0.0
+    while time.monotonic() - began < seconds and proc.poll() is None:
+        now = time.monotonic() - began
+        if now >= next_at:
+            samples.append((now, _tree_cpu(proc.pid)))
+            if now >= 20.0:
+                scrape = _scrape(base)
+                scrapes.append({"at": now, "seconds": scrape["seconds"], "fresh": scrape["fresh"]})
+            next_at += 10.0
+        time.sleep(0.2)
+    samples.append((time.monotonic() - began, _tree_cpu(proc.pid)))
+
+
+_LAST_SENTINEL = 'exposuremon_last_scan_success_timestamp_seconds{kind="sentinel",target="'
+
+
+def _scrape(base: str) -> dict[str, Any]:
+    """One timed /metrics scrape: freshness of sentinel scans, lateness, lag p95, lines."""
+    start = time.monotonic()
+    with urllib.request.urlopen(f"{base}/metrics", timeout=60) as resp:
+        text = resp.read().decode()
+    took = time.monotonic() - start
+    now = time.time()
+    stamps, late, buckets = [], {}, []
+    for line in text.splitlines():
+        if line.startswith("exposuremon_last_scan_success_timestamp_seconds{"):
+            if 'kind="sentinel"' in line:
+                stamps.append(float(line.rsplit(" ", 1)[1]))
+        elif line.startswith("exposuremon_scans_late_total{"):
+            kind = line.split('kind="', 1)[1].split('"', 1)[0]
+            late[kind] = float(line.rsplit(" ", 1)[1])
+        elif line.startswith('exposuremon_scan_lag_seconds_bucket{kind="sentinel"'):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float(le), float(line.rsplit(" ", 1)[1])))
+    fresh = sum(1 for stamp in stamps if now - stamp <= 30.0 + 15.0)
+    return {
+        "seconds": took,
+        "fresh": round(fresh / max(1, len(stamps)), 4),
+        "late": late,
+        "lag_p95": _quantile(buckets, 0.95),
+        "lines": text.count("\n"),
+    }
+
+
+def _quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
+    """The upper bound of the histogram bucket holding quantile `q` (None: no samples)."""
+    if not buckets or buckets[-1][1] == 0:
+        return None
+    total = buckets[-1][1]
+    return next(le for le, count in sorted(buckets) if count >= q * total)
+
+
+def _py_spy(pid: int, out: Path, seconds: float) -> subprocess.Popen[bytes]:
+    """py-spy recording the daemon for the rest of the run (raw collapsed stacks)."""
+    spy = Path(sys.executable).with_name("py-spy")
+    argv = [str(spy), "record", "-p", str(pid), "-d", str(int(seconds - 10)), "-r", "50"]
+    argv += ["-f", "raw", "-o", str(out), "--nonblocking"]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,9 @@ Pure: no I/O and no clock reads (time is an argument). Rules of docs/architectur
   finished; absent ports are unknown, never closed). Records are kept for ports seen open and
   for expected ports, not for closed ports never seen open (a full scan would add 65k rows).
   `closed_streak` counts consecutive observations that are evidence of a close (above) on an
-  answering target; open resets it. `times_reopened` counts opens after an earlier close.
+  answering target, up to `resolve_after` (all that resolving needs; a port that stays closed
+  then costs no write per scan); open resets it. `times_reopened` counts opens after an
+  earlier close.
   `port_opened` / `port_closed`; an expected port gets `expected_port_closed` instead, only on
   the transition from open or from never seen. Ignored ports are tracked without events or findings.
 - Findings: an open, confirmed port, neither expected nor ignored, without an active finding
@@ -386,7 +388,10 @@ class _Run:
                     self._fingerprint_change(rec, fp)
                 changes["fingerprint"] = fp
         else:
-            changes["closed_streak"] = rec.closed_streak + 1
+            # Counted up to what resolving needs and no further: a port that stays closed
+            # (an expected port down for days) then leaves its record as it was, and the scan
+            # is quiet (only time advanced) instead of a write every 30 s.
+            changes["closed_streak"] = min(rec.closed_streak + 1, policy.resolve_after)
             if before is Observed.OPEN:
                 changes["times_closed"] = rec.times_closed + 1
             if not quiet and expected and before in (None, Observed.OPEN):
@@ -640,7 +645,7 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 def only_time_advanced(before: TargetState, after: TargetState) -> bool:
     """True when `after` differs from `before` in scan and last-seen times only.
 
-    Such a result (a quiet sentinel scan: nothing opened, closed or changed) need not be
+    Such a result (a quiet scan: nothing opened, closed or changed) need not be
     written at once; the service batches the times.
     """
     return _timeless(before) == _timeless(after)

@@ -125,6 +125,23 @@ def configure_logging(
     root.setLevel(max(numeric, logging.WARNING))
     # APScheduler logs every job run at INFO: noise at our scan rates.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # Runs it skips it logs once per job; the service counts them and sums them up each
+    # minute ("scans late"), so the per-job lines would only bury the rest of the log.
+    for name in ("apscheduler.scheduler", "apscheduler.executors.default"):
+        library = logging.getLogger(name)
+        if not any(isinstance(f, SkippedRunsFilter) for f in library.filters):
+            library.addFilter(SkippedRunsFilter())
+
+
+class SkippedRunsFilter(logging.Filter):
+    """Drops APScheduler's per-job lines about runs it skipped or missed."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for "skipped: maximum number of running instances" and "was missed by"."""
+        message = str(record.msg)
+        return not (
+            "skipped: maximum number of running instances" in message or "was missed by" in message
+        )
 
 
 def get_logger(**context: Any) -> structlog.typing.FilteringBoundLogger:

@@ -1,15 +1,19 @@
-"""The daemon: one object owns the lifecycle, store → scheduler → HTTP server → run → stop.
+"""The daemon: one object owns the lifecycle, store → scheduling → HTTP server → run → stop.
 
-Signal handlers only set a flag or schedule work (`request_stop`, `request_reload`). Each
-scheduled scan claims its (target, kind), waits for one of `max_concurrent_scans` slots, and
-runs the scan pipeline (pipeline.py: scan → confirm → fingerprint → evaluate → apply or hold
-→ notify); a suspected reboot schedules follow-up scans.
+Signal handlers only set a flag or schedule work (`request_stop`, `request_reload`). Sentinel
+scans are started by the sweeper when due (schedule/sweep.py), quick and full scans by
+APScheduler jobs. Each scan claims its (target, kind), waits for a slot (one of
+`SENTINEL_SLOTS` for sentinel scans, of `max_concurrent_scans` for the others), and runs the
+scan pipeline (pipeline.py: scan → confirm → fingerprint → evaluate → apply or hold →
+notify); a suspected reboot schedules follow-up scans. A scan that starts late, or not at
+all, is counted and summed up in the log once a minute.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,7 +29,14 @@ from exposuremon.model import Finding, ScanKind
 from exposuremon.notify import Notifier, NullNotifier
 from exposuremon.pipeline import ScanPipeline
 from exposuremon.scan import ScanError, Scanner
-from exposuremon.scheduler import JobSpec, ScanScheduler
+from exposuremon.schedule import (
+    JobSpec,
+    LateScans,
+    ScanScheduler,
+    SentinelSweeper,
+    SweepSpec,
+    first_run,
+)
 from exposuremon.store import Store, StoreError
 from exposuremon.systemd import SystemdNotifier, service_status
 from exposuremon.units import utcnow
@@ -35,6 +46,13 @@ STOP_GRACE = 5.0  # seconds running scans get to record their partial results on
 QUIET_FLUSH = 60.0  # seconds between writes of quiet scans' times
 NOTIFY_TIMEOUT = 10.0  # seconds per webhook request
 STATUS_EVERY = 60.0  # seconds between STATUS= updates to systemd
+LATE_SUMMARY_EVERY = 60.0  # seconds between log summaries of late scans
+CHANGES_EVERY = 1.0  # seconds between looks for targets another process wrote (acks)
+# Sentinel scans running at once, over all targets. A sentinel scan is a few dozen probes and
+# the engine shares its socket budget fairly between scans, so many may run: 10,000 targets
+# every 30 s is 333 scans a second, and on routers that drop closed ports each takes a second
+# or two of timeouts.
+SENTINEL_SLOTS = 1024
 
 
 class StartError(RuntimeError):
@@ -70,12 +88,15 @@ class Service:
         self._store: Store | None = None
         self._scanner: Scanner | None = None
         self._http: HttpServer | None = None
-        self._scheduler = ScanScheduler(self.scan_target)
+        self._scheduler = ScanScheduler(self.scan_target, on_skipped=self._scan_skipped)
+        self._sweeper = SentinelSweeper(self._sentinel_due)
+        self._late = LateScans()
         self._pipeline: ScanPipeline | None = None
         self._claimed: set[tuple[str, ScanKind]] = set()  # scans in progress, any stage
         self._jobs: set[asyncio.Task[Any]] = set()
         self._stop_requested = asyncio.Event()
         self._slots = asyncio.Semaphore(config.scan.max_concurrent_scans)
+        self._sentinel_slots = asyncio.Semaphore(SENTINEL_SLOTS)
         self._ready = False
         self._started = False  # start() completed: only then is there a run to report as stopped
         self.scans_recorded = 0
@@ -141,11 +162,17 @@ class Service:
             await self._http.start()
         except OSError as exc:  # the port is taken, or the address is not this host's
             raise StartError(f"http.listen {self.config.http.listen}: {_reason(exc)}") from exc
+        await self._pipeline.refresh_changed()  # the store's mark, before any state is held
+        last_scans = await self._store.last_scans()
+        self._sweeper.sync(self._sweep_specs(), self._first_sentinels(last_scans))
+        self._sweeper.start()
         self._scheduler.start()
-        self._scheduler.sync(self._job_specs(), await self._store.last_scans(), self.clock())
+        self._scheduler.sync(self._job_specs(), last_scans, self.clock())
         self._scheduler.add_maintenance(self.prune, interval=3600.0)
         self._scheduler.add_maintenance(self.flush_quiet, interval=QUIET_FLUSH)
         self._scheduler.add_maintenance(self.refresh_status, interval=STATUS_EVERY)
+        self._scheduler.add_maintenance(self.report_late, interval=LATE_SUMMARY_EVERY)
+        self._scheduler.add_maintenance(self.refresh_changed, interval=CHANGES_EVERY)
         self._ready = True
         self._started = True
         self.log.info(
@@ -178,6 +205,7 @@ class Service:
         # Pause first, shut down last: APScheduler cancels jobs still running at shutdown,
         # and a stopped scan's job must live on to record its partial result.
         self._scheduler.pause()
+        self._sweeper.pause()
         if self._pipeline is not None:
             self._pipeline.stop_running()
         pending = [t for t in self._jobs if t is not asyncio.current_task()]
@@ -186,6 +214,7 @@ class Service:
             for task in late:
                 task.cancel()
         await self._scheduler.shutdown()
+        await self._sweeper.stop()
         if self._pipeline is not None:
             try:
                 await self.flush_quiet()
@@ -210,6 +239,8 @@ class Service:
             return "starting" if not self._stop_requested.is_set() else "stopping"
         if not self._scheduler.running:
             return "scheduler not running"
+        if not self._sweeper.running:
+            return "sentinel sweeper not running"
         return None
 
     async def refresh_status(self) -> None:
@@ -248,9 +279,9 @@ class Service:
                 if new.scan.max_concurrent_scans == self.config.scan.max_concurrent_scans
                 else asyncio.Semaphore(new.scan.max_concurrent_scans)
             )
-            plan = self._scheduler.plan(
-                self._job_specs(new), await self.store.last_scans(), self.clock()
-            )
+            last_scans = await self.store.last_scans()
+            plan = self._scheduler.plan(self._job_specs(new), last_scans, self.clock())
+            sweeps = self._sweep_specs(new)
         except ConfigError as exc:
             return self._reload_rejected(exc.errors)
         except Exception as exc:  # anything else that cannot be built: say what, keep running
@@ -261,6 +292,7 @@ class Service:
         self._slots = slots
         self.notifications.reconfigure(new.notify, new.http.public_url)
         self._scheduler.apply(plan)
+        self._sweeper.sync(sweeps, self._first_sentinels(last_scans))
         names = {t.name for t in new.targets}
         self.log.info(
             "reloaded",
@@ -294,14 +326,55 @@ class Service:
 
     # -- scanning --------------------------------------------------------------------------
 
+    async def refresh_changed(self) -> None:
+        """Let the next scan of a target another process wrote (`exposuremon ack`) read it."""
+        try:
+            await self.pipeline.refresh_changed()
+        except StoreError as exc:  # the next look tries again; scans go on meanwhile
+            self.log.warning("could not look for changed targets", error=str(exc))
+
+    async def report_late(self) -> None:
+        """Log the scans that ran late or not at all since the last call (one line per kind)."""
+        for late in self._late.summary():
+            self.log.warning(
+                "scans late",
+                kind=late.kind.value,
+                started_late=late.late,
+                skipped=late.skipped,
+                worst_lag_s=late.worst_lag,
+                every_s=LATE_SUMMARY_EVERY,
+            )
+
     def _job_specs(self, config: Config | None = None) -> list[JobSpec]:
+        """Quick and full scans: APScheduler jobs (sentinel scans are swept)."""
         config = self.config if config is None else config
         specs = []
         for target in config.targets:
             schedule = target.effective_schedule(config.schedule)
-            for kind in ScanKind:
+            for kind in (ScanKind.QUICK, ScanKind.FULL):
                 specs.append(JobSpec(target.name, kind, schedule.interval(kind), schedule.jitter))
         return specs
+
+    def _sweep_specs(self, config: Config | None = None) -> dict[str, SweepSpec]:
+        config = self.config if config is None else config
+        specs = {}
+        for target in config.targets:
+            schedule = target.effective_schedule(config.schedule)
+            specs[target.name] = SweepSpec(schedule.interval(ScanKind.SENTINEL), schedule.jitter)
+        return specs
+
+    def _first_sentinels(
+        self, last_scans: dict[tuple[str, ScanKind], dt.datetime]
+    ) -> Callable[[str, SweepSpec, int, int], float]:
+        """When a (re)planned target's first sentinel scan is due, on the monotonic clock."""
+        now, mono = self.clock(), time.monotonic()
+
+        def first_due(name: str, spec: SweepSpec, index: int, count: int) -> float:
+            job = JobSpec(name, ScanKind.SENTINEL, spec.interval, spec.jitter)
+            last = last_scans.get((name, ScanKind.SENTINEL))
+            return mono + (first_run(job, last, now, index, count) - now).total_seconds()
+
+        return first_due
 
     def _target(self, name: str) -> TargetConfig | None:
         return next((t for t in self.config.targets if t.name == name), None)
@@ -310,8 +383,23 @@ class Service:
         self._jobs.add(task)
         task.add_done_callback(self._jobs.discard)
 
-    async def scan_target(self, name: str, kind: ScanKind) -> None:
-        """One scheduled scan of one target (skipped if the same scan is still running)."""
+    def _scan_skipped(self, kind: ScanKind) -> None:
+        self._late.skipped(kind)
+        self.metrics.record_skipped(kind)
+
+    async def _sentinel_due(self, name: str, due: float) -> None:
+        await self.scan_target(name, ScanKind.SENTINEL, due=due)
+
+    async def scan_target(
+        self, name: str, kind: ScanKind, *, due: float | None = None, on_demand: bool = False
+    ) -> None:
+        """One scheduled scan of one target (skipped if the same scan is still running).
+
+        `due`: when it was due on the monotonic clock (sweeps); None: now (APScheduler jobs
+        call it when due). How long after that it gets its slot is its lag. `on_demand`: asked
+        for (API, CLI), so it is written at once even when it changed nothing.
+        """
+        due = time.monotonic() if due is None else due
         target = self._target(name)
         key = (name, kind)
         # Checked and reserved with no await in between: follow-up and on-demand jobs have
@@ -323,11 +411,14 @@ class Service:
         if task is not None:
             self._jobs_add(task)
         log = self.log.bind(target=name, kind=kind.value)
+        slots = self._sentinel_slots if kind is ScanKind.SENTINEL else self._slots
         try:
-            async with self._slots:
+            async with slots:
                 if self._stop_requested.is_set():  # waited for a slot through a stop
                     return
-                done = await self.pipeline.run(target, kind)
+                lag = time.monotonic() - due
+                self.metrics.record_start(kind, lag, self._late.started(kind, lag))
+                done = await self.pipeline.run(target, kind, hold_quiet=not on_demand)
             self.scans_recorded += done is not None
             if done and done.evaluation.reboot_suspected and not self._stop_requested.is_set():
                 self._scheduler.after_reboot(target.name, self.clock())

@@ -774,6 +774,46 @@ def test_resolving_keeps_stored_identity() -> None:
     assert of(out, E.FINDING_RESOLVED)[8080][0].finding_id == 7
 
 
+@given(resolve_after=st.integers(1, 6), scans=st.integers(1, 20))
+def test_a_port_that_stays_closed_costs_no_write_once_recorded(
+    resolve_after: int, scans: int
+) -> None:
+    """An expected port closed scan after scan changes the state only until its streak reaches
+    `resolve_after`; from then on each scan only advances times (quiet, no write)."""
+    walk = Walk(TargetPolicy(expected_open=frozenset({443}), resolve_after=resolve_after))
+    walk.sentinel({443})
+    changed = []
+    for _ in range(scans):
+        before = walk.state
+        out = walk.sentinel(set())
+        changed.append(not only_time_advanced(before, out.state))
+        assert out.state.ports[443].closed_streak == min(len(changed), resolve_after)
+    assert changed == [n < resolve_after for n in range(scans)]
+
+
+def test_a_finding_still_resolves_after_resolve_after_closed_scans() -> None:
+    """The capped streak still resolves a finding on the `resolve_after`th closed scan."""
+    walk = Walk(TargetPolicy(expected_open=frozenset({443}), resolve_after=3))
+    walk.sentinel({443, 8080})
+    walk.sentinel({443, 8080})
+    assert 8080 in walk.state.findings
+    assert not of(walk.sentinel({443}), E.FINDING_RESOLVED)
+    assert not of(walk.sentinel({443}), E.FINDING_RESOLVED)
+    assert of(walk.sentinel({443}), E.FINDING_RESOLVED)[8080]
+    quiet_before = walk.state
+    assert only_time_advanced(quiet_before, walk.sentinel({443}).state)
+
+
+def test_an_open_finding_costs_no_write_per_scan() -> None:
+    """A target with an open finding whose ports stay as they are has quiet scans too."""
+    walk = Walk(TargetPolicy(expected_open=frozenset({443})))
+    walk.sentinel({443, 8080})
+    walk.sentinel({443, 8080})
+    before = walk.state
+    assert before.findings
+    assert only_time_advanced(before, walk.sentinel({443, 8080}).state)
+
+
 def test_only_time_advanced_tells_quiet_scans_apart() -> None:
     """A repeated identical scan only advances times; a port change or a finding is more."""
     walk = Walk(TargetPolicy(expected_open=frozenset({443})))

@@ -136,3 +136,24 @@ def test_redact_secrets(key: str) -> None:
     assert out[key] == "<redacted>"
     assert out["public_url"] == "https://status.example"
     assert out["port"] == 1
+
+
+def test_skipped_runs_are_not_logged_per_job() -> None:
+    """APScheduler's per-job "skipped" and "missed" lines are dropped (the service counts them
+    and logs one summary a minute); its other warnings still come through."""
+    out = io.StringIO()
+    configure_logging("json", "info", stream=out, environ={})
+    scheduler = logging.getLogger("apscheduler.scheduler")
+    scheduler.warning(
+        'Execution of job "%s" skipped: maximum number of running instances reached (%d)',
+        "t/quick",
+        1,
+    )
+    logging.getLogger("apscheduler.executors.default").warning(
+        'Run time of job "%s" was missed by %s', "t/full", "0:00:05"
+    )
+    scheduler.warning("Error getting due jobs from job store %r: %s", "default", "boom")
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["event"] for line in lines] == [
+        "Error getting due jobs from job store 'default': boom"
+    ]

@@ -6,19 +6,22 @@ import datetime as dt
 import signal
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from exposuremon import acks
 from exposuremon.config.models import load_config
-from exposuremon.model import EventType, ScanKind, TargetStatus
+from exposuremon.model import EventType, FindingState, ScanKind, TargetStatus
 from exposuremon.service import Service
+from exposuremon.store import Store
 from tests.support.daemon import (
     all_events,
     daemon_process,
     running_service,
+    stored_last_scan,
     wait_until,
     write_config,
 )
@@ -56,6 +59,9 @@ async def test_health_ready_and_metrics(tmp_path: Path) -> None:
         assert 'exposuremon_build_info{version="' in text
         assert 'exposuremon_scan_duration_seconds_count{kind="sentinel"}' in text
         assert 'exposuremon_probes_total{result="open"}' in text
+        assert 'exposuremon_scans_late_total{kind="quick"} 0.0' in text  # there from the start
+        lag_count = 'exposuremon_scan_lag_seconds_count{kind="sentinel"} '
+        assert float(text.split(lag_count)[1].split()[0]) >= 1  # each start's lag observed
         state = await service.store.load_state("lo")
         assert state.status is TargetStatus.UP
         assert port in state.ports
@@ -95,6 +101,81 @@ async def test_quiet_scans_are_written_in_batches(tmp_path: Path) -> None:
             await service.flush_quiet()
             after = (await service.store.load_state("lo")).last_scan[ScanKind.SENTINEL]
             assert after > before
+    finally:
+        listeners.close()
+
+
+def stored_scans(state_dir: Path) -> int:
+    """Rows in the scans table, read by a connection of our own."""
+    db = sqlite3.connect(state_dir / "exposuremon.db")
+    try:
+        (rows,) = db.execute("SELECT count(*) FROM scans").fetchone()
+    finally:
+        db.close()
+    return int(rows)
+
+
+async def test_an_expected_port_that_stays_closed_costs_no_write_per_scan(tmp_path: Path) -> None:
+    """Once a closed expected port is recorded (streak at resolve_after), sentinel scans of it
+    are quiet: the scans table stops growing while scans go on."""
+    listeners = Listeners()
+    port = listeners.open("127.0.0.6")
+    listeners.close()  # nothing listens: the expected port refuses
+    config = write_config(
+        tmp_path, [{"name": "lo", "address": "127.0.0.6", "expected_open": str(port)}], quick="1h"
+    )
+    async with running_service(config) as service:
+
+        def recorded(count: int) -> Callable[[], Awaitable[bool]]:
+            async def check() -> bool:
+                return service.scans_recorded >= count
+
+            return check
+
+        await wait_until(recorded(6), 60, "six scans")
+        rows = stored_scans(tmp_path / "state")
+        state = service.pipeline.seen["lo"]
+        assert state.ports[port].closed_streak == 2  # resolve_after: capped there
+        await wait_until(recorded(12), 60, "six more scans")
+        assert stored_scans(tmp_path / "state") == rows  # held as quiet, not written
+
+
+async def test_an_ack_by_another_process_reaches_the_next_scan(tmp_path: Path) -> None:
+    """`exposuremon ack` writes with its own connection: the service notices within its
+    refresh, holds the acked finding, and its scans leave the ack standing."""
+    listeners = Listeners()
+    port = listeners.open("127.0.0.7")
+    config = write_config(tmp_path, [{"name": "lo", "address": "127.0.0.7"}], quick="1h")
+    try:
+        async with running_service(config) as service:
+
+            async def finding_id() -> int | None:
+                found = service.pipeline.seen.get("lo")
+                active = found.findings.get(port) if found else None
+                return None if active is None else active.id
+
+            fid = await wait_until(finding_id, 60, "a finding on the open port")
+            other = await Store.open(tmp_path / "state")
+            try:
+                now = dt.datetime.now(dt.UTC)
+                await acks.ack_finding(other, fid, now + dt.timedelta(days=1), "known", now)
+            finally:
+                await other.close()
+
+            async def held_acked() -> bool:
+                held = service.pipeline.seen.get("lo")
+                return bool(held and held.findings[port].state is FindingState.ACKED)
+
+            await wait_until(held_acked, 30, "the service holds the ack")
+            scans = service.scans_recorded
+
+            async def three_more() -> bool:
+                return service.scans_recorded >= scans + 3
+
+            await wait_until(three_more, 60, "three more scans")
+            finding = await service.store.finding(fid)
+            assert finding is not None
+            assert finding.state is FindingState.ACKED
     finally:
         listeners.close()
 
@@ -141,8 +222,8 @@ async def test_no_false_findings_with_loss_and_latency(
     async with running_service(config) as service:
 
         async def enough() -> bool:
-            last = await service.store.last_scans()
-            return service.scans_recorded >= 20 and ("r", ScanKind.QUICK) in last
+            last = await stored_last_scan(service, "r", ScanKind.QUICK)
+            return service.scans_recorded >= 20 and last is not None
 
         await wait_until(enough, 60, "20 scans, quick ones among them")
         events = await all_events(service.store, "r")

@@ -430,6 +430,7 @@ async def test_reload_is_atomic_and_reported(
 
         assert (metric("reload_failures_total"), metric("last_reload_successful")) == (0.0, 1.0)
         jobs = service._scheduler.next_runs()
+        sweeps = {name: service._sweeper.plan.spec(name) for name in ("lo", "renamed")}
         slots = service._slots
         running = service.config
         missing = tmp_path / "missing-url"
@@ -456,6 +457,7 @@ async def test_reload_is_atomic_and_reported(
             # Nothing of the new config was adopted.
             assert service.config is running
             assert service._scheduler.next_runs() == jobs
+            assert {name: service._sweeper.plan.spec(name) for name in sweeps} == sweeps
             assert service._slots is slots
             assert isinstance(service.notifications, Notifier)
             assert service.notifications._channels == {"ops": running.notify[0]}
@@ -466,3 +468,4 @@ async def test_reload_is_atomic_and_reported(
         assert (metric("reload_failures_total"), metric("last_reload_successful")) == (2.0, 1.0)
         assert [t.name for t in service.config.targets] == ["renamed"]
         assert any(job.startswith("renamed/") for job in service._scheduler.next_runs())
+        assert service._sweeper.plan.names == {"renamed"}

@@ -29,6 +29,7 @@ from exposuremon.store import GaugeMark, GaugeSnapshot, TargetGauges
 
 PREFIX = "exposuremon"
 _DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+_LAG_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 15, 30, 60, 120, 300, 900, 3600)
 
 
 class Metrics:
@@ -55,6 +56,24 @@ class Metrics:
             ["kind", "complete"],
             registry=self.registry,
         )
+        self.scans_late = Counter(
+            f"{PREFIX}_scans_late",
+            "Scans that started more than 15 s after they were due, or did not run at all "
+            "because the previous run of the same scan was still going, by kind.",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.scan_lag = Histogram(
+            f"{PREFIX}_scan_lag_seconds",
+            "How long after it was due each scan started (waiting for the loop or a slot), "
+            "by kind.",
+            ["kind"],
+            buckets=_LAG_BUCKETS,
+            registry=self.registry,
+        )
+        for kind in ScanKind:  # zero from the start, so that increase() sees the first one
+            self.scans_late.labels(kind=kind.value)
+            self.scan_lag.labels(kind=kind.value)
         self.notifications = Counter(
             f"{PREFIX}_notifications",
             "Notification delivery attempts by channel and result: sent, failed (will be "
@@ -100,6 +119,16 @@ class Metrics:
         """A target no longer shows a connection-rate limit: drop its series."""
         with contextlib.suppress(KeyError):
             self.connection_rate.remove(target)
+
+    def record_start(self, kind: ScanKind, lag: float, late: bool) -> None:
+        """A scan started `lag` s after it was due (`late`: past the threshold)."""
+        self.scan_lag.labels(kind=kind.value).observe(max(0.0, lag))
+        if late:
+            self.scans_late.labels(kind=kind.value).inc()
+
+    def record_skipped(self, kind: ScanKind) -> None:
+        """A scheduled scan did not run: the previous run of it was still going."""
+        self.scans_late.labels(kind=kind.value).inc()
 
     def record_scan(self, kind: ScanKind, result: ScanResult) -> None:
         """Count one finished scan and its probes."""
@@ -149,7 +178,7 @@ class StateCollector(Collector):
     ) -> None:
         self._read = read
         self._config = config
-        # Quiet sentinel scans the service has not written yet: their times are newer.
+        # Quiet scans the service has not written yet: their times are newer.
         self._held = held
         self._mark: GaugeMark | None = None  # None: the next read is a full one
         self._rows: dict[str, TargetGauges] = {}  # every stored target, as of the last read

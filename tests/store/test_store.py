@@ -277,7 +277,8 @@ async def test_reopen_a_closed_store(tmp_path: Path) -> None:
 async def test_opening_an_up_to_date_store_needs_no_write_lock(tmp_path: Path) -> None:
     """While another process holds the write lock, an up-to-date store opens and reads."""
     async with await Store.open(tmp_path) as first:
-        await first.apply(scan_of("r", T0), TargetState(name="r"), [], [], [])
+        state = TargetState(name="r", last_scan={ScanKind.QUICK: T0})
+        await first.apply(scan_of("r", T0), state, [], [], [])
     with contextlib.closing(sqlite3.connect(db_path(tmp_path), isolation_level=None)) as other:
         other.execute("BEGIN IMMEDIATE")
         other.execute("DELETE FROM scans")
@@ -716,18 +717,21 @@ async def test_pagination_and_filters(store: Store) -> None:
     assert [f.port for f in since] == [12, 11]
 
 
-async def test_last_scans_are_the_latest_complete_ones(store: Store) -> None:
-    """Per target and kind, the finish time of the last complete scan; incomplete ones skipped."""
-    state = TargetState(name="r")
-    await store.apply(scan_of("r", at(0), ScanKind.QUICK), state, [], [], [])
-    await store.apply(scan_of("r", at(5), ScanKind.QUICK), state, [], [], [])
-    await store.apply(scan_of("r", at(9), ScanKind.QUICK, complete=False), state, [], [], [])
-    await store.apply(scan_of("r", at(3), ScanKind.FULL), state, [], [], [])
-    await store.apply(scan_of("s", at(1), ScanKind.SENTINEL), TargetState(name="s"), [], [], [])
+async def test_last_scans_are_the_targets_own_times(store: Store) -> None:
+    """Per target and kind, the last complete scan detection recorded, quiet ones included."""
+    r = TargetState(name="r", last_scan={ScanKind.QUICK: at(5), ScanKind.FULL: at(3)})
+    await store.apply(scan_of("r", at(5), ScanKind.QUICK), r, [], [], [])
+    # An incomplete scan does not move the time (detection keeps it): the state says at(5).
+    await store.apply(scan_of("r", at(9), ScanKind.QUICK, complete=False), r, [], [], [])
+    s = TargetState(name="s", last_scan={ScanKind.SENTINEL: at(1)}, last_observed=at(1))
+    await store.apply(scan_of("s", at(1), ScanKind.SENTINEL), s, [], [], [])
+    # A quiet scan writes only its times, and no row of `scans`: it counts all the same.
+    quiet = dataclasses.replace(s, last_scan={ScanKind.SENTINEL: at(7)}, last_observed=at(7))
+    await store.touch([quiet])
     assert await store.last_scans() == {
         ("r", ScanKind.QUICK): at(5),
         ("r", ScanKind.FULL): at(3),
-        ("s", ScanKind.SENTINEL): at(1),
+        ("s", ScanKind.SENTINEL): at(7),
     }
 
 
@@ -741,6 +745,30 @@ async def saved_open_finding(store: Store) -> Finding:
         [],
     )
     return applied.state.findings[443]
+
+
+async def test_changed_since_names_the_targets_written_after_a_mark(store: Store) -> None:
+    """Applies and acks mark a target changed; writes of quiet scans' times do not; a mark
+    ahead of the store (a restored backup) names every target."""
+    names, mark = await store.changed_since(None)
+    assert names == frozenset()
+    stored = await saved_open_finding(store)
+    quiet = TargetState(name="q", last_scan={ScanKind.SENTINEL: T0}, last_observed=T0)
+    await store.apply(scan_of("q", T0, ScanKind.SENTINEL), quiet, [], [], [])
+    names, mark = await store.changed_since(mark)
+    assert names == {"r", "q"}
+    later = dataclasses.replace(quiet, last_scan={ScanKind.SENTINEL: at(1)}, last_observed=at(1))
+    await store.touch([later])
+    assert await store.changed_since(mark) == (frozenset(), mark)
+    acked = dataclasses.replace(
+        stored, state=FindingState.ACKED, ack_until=at(60), ack_reason="known"
+    )
+    await store.save_ack(acked)
+    names, newer = await store.changed_since(mark)
+    assert names == {"r"}
+    assert newer > mark
+    names, _ = await store.changed_since(newer + 100)
+    assert names == {"r", "q"}
 
 
 async def test_save_ack_persists_only_the_ack(store: Store) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from exposuremon.config.models import load_config
-from exposuremon.model import Event, EventType
+from exposuremon.model import Event, EventType, ScanKind
 from exposuremon.service import Service
 from exposuremon.store.database import Store
 
@@ -77,6 +78,13 @@ async def wait_until(check: Callable[[], Awaitable[Any]], deadline: float, what:
                 await asyncio.sleep(0.1)
     except TimeoutError:
         raise AssertionError(f"not within {deadline}s: {what}") from None
+
+
+async def stored_last_scan(service: Service, target: str, kind: ScanKind) -> dt.datetime | None:
+    """When the target's last complete scan of `kind` ended, as the store has it once the
+    quiet scans the service holds (any kind that changed nothing) are flushed."""
+    await service.flush_quiet()
+    return (await service.store.load_state(target)).last_scan.get(kind)
 
 
 async def all_events(store: Store, target: str) -> list[Event]:

@@ -31,7 +31,7 @@ from exposuremon.web.api import BadRequest
 from exposuremon.web.app import make_app
 from tests.cli.test_daemon_commands import observe
 from tests.support.apibed import TOKEN, StoreBackend, Story, build_story
-from tests.support.daemon import running_service, wait_until, write_config
+from tests.support.daemon import running_service, stored_last_scan, wait_until, write_config
 from tests.support.loopback import Listeners
 from tests.support.records import scan_record_of
 
@@ -624,7 +624,7 @@ async def test_service_scans_on_demand_and_acks_under_its_lock(
                 return next((f for f in rows if f.port == 8081), None)
 
             async def first_quick() -> Any:
-                return (await store.last_scans()).get(("gw", ScanKind.QUICK))
+                return await stored_last_scan(service, "gw", ScanKind.QUICK)
 
             finding = await wait_until(open_finding, 20, "a finding on 8081")
             quick_before = await wait_until(first_quick, 20, "the first quick scan")

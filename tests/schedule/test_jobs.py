@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from exposuremon.model import ScanKind
-from exposuremon.scheduler import JobSpec, ScanScheduler, first_run, follow_ups
+from exposuremon.schedule import JobSpec, ScanScheduler, first_run, follow_ups, kind_of_job
 
 NOW = dt.datetime(2026, 11, 26, 3, 0, tzinfo=dt.UTC)
 
@@ -32,10 +32,31 @@ def test_overdue_full_scans_are_spread(count: int) -> None:
     assert len(set(runs)) == count
 
 
-def test_quick_scans_come_within_two_minutes() -> None:
-    """Overdue quick scans of a thousand targets all run within two minutes of a restart."""
+@given(st.integers(min_value=2, max_value=10_000))
+def test_first_quick_scans_are_spread_over_their_interval(count: int) -> None:
+    """A fresh store's quick scans are spread evenly over the quick interval, not run at start."""
     spec = JobSpec("r", ScanKind.QUICK, 900)
-    assert first_run(spec, None, NOW, 999, 1000) < NOW + dt.timedelta(minutes=2)
+    runs = [first_run(spec, None, NOW, i, count) for i in (0, count // 2, count - 1)]
+    assert runs[0] == NOW
+    # The middle one half-way through, the last within the interval: about count/900 a second.
+    assert abs((runs[1] - NOW).total_seconds() - 900 * (count // 2) / count) < 1e-3
+    assert NOW + dt.timedelta(seconds=900 * (count - 1) / count - 1e-3) <= runs[2]
+    assert runs[2] < NOW + dt.timedelta(seconds=900)
+
+
+def test_job_ids_name_their_kind() -> None:
+    """Skipped runs are counted by kind: every scan job id names one, upkeep jobs none."""
+    assert kind_of_job("router/quick") is ScanKind.QUICK
+    assert kind_of_job("a/b/full") is ScanKind.FULL  # a target name may hold slashes
+    assert kind_of_job("router/now/quick") is ScanKind.QUICK
+    assert [kind_of_job(f"router/reboot/{n}") for n in range(4)] == [
+        ScanKind.QUICK,
+        ScanKind.FULL,
+        ScanKind.QUICK,
+        ScanKind.QUICK,
+    ]
+    assert kind_of_job("maintenance/prune") is None
+    assert kind_of_job("router/reboot/9") is None
 
 
 def test_window_never_exceeds_interval() -> None:
@@ -102,4 +123,25 @@ async def test_first_run_now_is_not_skipped() -> None:
         async with asyncio.timeout(10):
             await ran.wait()
     finally:
+        await sched.shutdown()
+
+
+async def test_a_run_skipped_while_the_last_one_runs_is_reported() -> None:
+    """APScheduler skipping a run (the previous one still going) reaches on_skipped, by kind."""
+    skipped: list[ScanKind] = []
+    release = asyncio.Event()
+
+    async def run_scan(target: str, kind: ScanKind) -> None:
+        await release.wait()  # still running when the next run is due
+
+    sched = ScanScheduler(run_scan, on_skipped=skipped.append)
+    sched.start()
+    try:
+        sched.sync([JobSpec("a", ScanKind.QUICK, 0.1, 0)], {}, dt.datetime.now(dt.UTC))
+        async with asyncio.timeout(10):
+            while not skipped:  # noqa: ASYNC110 - APScheduler's listener has no awaitable
+                await asyncio.sleep(0.05)
+        assert set(skipped) == {ScanKind.QUICK}
+    finally:
+        release.set()
         await sched.shutdown()

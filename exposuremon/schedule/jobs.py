@@ -1,7 +1,8 @@
-"""Scheduling of scans: sentinel / quick / full jobs per target on APScheduler 3.
+"""Quick and full scans, reboot follow-ups and upkeep as APScheduler 3 jobs.
 
 The decisions (when a target's first scan after start-up runs, which follow-ups a suspected
-reboot triggers) are pure functions; `ScanScheduler` only turns them into jobs.
+reboot triggers) are pure functions; `ScanScheduler` only turns them into jobs. Sentinel
+scans have their own loop (`sweep.py`); `first_run` spreads their first runs too.
 """
 
 from __future__ import annotations
@@ -12,21 +13,24 @@ import datetime as dt
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from exposuremon.model import ScanKind
 
-RunScan = Callable[[str, ScanKind], Awaitable[None]]
+RunScan = Callable[..., Awaitable[None]]  # (target, kind, *, on_demand=False)
+Skipped = Callable[[ScanKind], None]
 
 # How far first scans after a start-up are spread, per kind (capped by the interval):
-# overdue targets get their look within this window, staggered, not all at once. Full scans
-# spread over their whole interval: 1000 targets x 65535 ports in ten minutes would be 100k
-# probes a second, and the quick scans (top 1000 + hot ports) come within two minutes anyway.
+# overdue targets get their look within this window, staggered, not all at once. Sentinel
+# scans come first, within 30 s. Quick and full scans spread over their whole interval:
+# 10,000 fresh targets x 1000 quick ports in two minutes would be 83k probes a second ahead
+# of the sentinel scans; over 15 minutes it is the steady rate of quick scans anyway.
 FIRST_RUN_WINDOW = {
     ScanKind.SENTINEL: 30.0,
-    ScanKind.QUICK: 120.0,
+    ScanKind.QUICK: float("inf"),
     ScanKind.FULL: float("inf"),
 }
 # After a suspected reboot: quick at once, full soon, quick again as late services come up.
@@ -88,13 +92,35 @@ def follow_ups(now: dt.datetime) -> list[tuple[ScanKind, dt.datetime]]:
     return [(kind, now + dt.timedelta(seconds=delay)) for kind, delay in REBOOT_FOLLOW_UPS]
 
 
+def kind_of_job(job_id: str) -> ScanKind | None:
+    """The scan kind a job id names (`t/quick`, `t/now/quick`, `t/reboot/1`); None: upkeep."""
+    head, _, last = job_id.rpartition("/")
+    if head.endswith("/reboot") and last.isdigit() and int(last) < len(REBOOT_FOLLOW_UPS):
+        return REBOOT_FOLLOW_UPS[int(last)][0]
+    if head.startswith("maintenance"):
+        return None
+    try:
+        return ScanKind(last)
+    except ValueError:
+        return None
+
+
 class ScanScheduler:
     """Keeps APScheduler's jobs in line with the configured targets."""
 
-    def __init__(self, run_scan: RunScan) -> None:
+    def __init__(self, run_scan: RunScan, on_skipped: Skipped | None = None) -> None:
         self._run_scan = run_scan
         self._scheduler = AsyncIOScheduler(timezone=dt.UTC)
         self._specs: dict[str, JobSpec] = {}
+        self._on_skipped = on_skipped
+        # A run APScheduler does not start (the last one still runs, or it is past its grace
+        # time) is a late scan: counted by the service, not logged once per job.
+        self._scheduler.add_listener(self._skipped, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
+
+    def _skipped(self, event: JobEvent) -> None:
+        kind = kind_of_job(event.job_id)
+        if kind is not None and self._on_skipped is not None:
+            self._on_skipped(kind)
 
     @property
     def running(self) -> bool:
@@ -195,11 +221,12 @@ class ScanScheduler:
             )
 
     def run_soon(self, target: str, kind: ScanKind) -> None:
-        """Run one scan of a target now (API / CLI request)."""
+        """Run one scan of a target now (API / CLI request); it is recorded even if quiet."""
         self._scheduler.add_job(
             self._run_scan,
             trigger=DateTrigger(timezone=dt.UTC),
             args=[target, kind],
+            kwargs={"on_demand": True},
             id=f"{target}/now/{kind.value}",
             max_instances=1,
             misfire_grace_time=60,

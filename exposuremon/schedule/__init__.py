@@ -1,0 +1,39 @@
+"""When scans run: sentinel sweeps, quick and full jobs, reboot follow-ups, late scans.
+
+`SentinelSweeper` runs every target's sentinel scan on its interval, many per tick;
+`ScanScheduler` keeps APScheduler 3 jobs for quick and full scans, reboot follow-ups and
+upkeep; `LateScans` tallies scans that did not run on time. The decisions (first runs after
+a start, due times, follow-ups, lateness) are pure functions and plans; its modules are
+private.
+"""
+
+from __future__ import annotations
+
+from exposuremon.schedule.jobs import (
+    FIRST_RUN_WINDOW,
+    REBOOT_FOLLOW_UPS,
+    JobSpec,
+    ScanScheduler,
+    first_run,
+    follow_ups,
+    kind_of_job,
+)
+from exposuremon.schedule.lateness import LATE_AFTER, LateScans, LateSummary, is_late
+from exposuremon.schedule.sweep import SentinelSweeper, SweepPlan, SweepSpec
+
+__all__ = [
+    "FIRST_RUN_WINDOW",
+    "LATE_AFTER",
+    "REBOOT_FOLLOW_UPS",
+    "JobSpec",
+    "LateScans",
+    "LateSummary",
+    "ScanScheduler",
+    "SentinelSweeper",
+    "SweepPlan",
+    "SweepSpec",
+    "first_run",
+    "follow_ups",
+    "is_late",
+    "kind_of_job",
+]
