@@ -43,6 +43,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=25)
     parser.add_argument("--targets", type=int, default=N_TARGETS, choices=(N_TARGETS, 10_000))
     parser.add_argument("--profile", type=Path, help="py-spy raw profile of the 10,000 phase")
+    parser.add_argument("--only", help="run only this 1000-target phase (e.g. closed_1000_default)")
     args = parser.parse_args(argv)
     reason = missing_requirements()
     if reason:
@@ -223,16 +225,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.targets != N_TARGETS:
         return one_box(args.targets, max(args.seconds, 240.0), args.rounds, args.profile)
-    results = {
-        "compressed_10x": phase("compressed 10x", COMPRESSED, args.seconds, args.rounds),
-        "default": phase("default schedule", DEFAULT, args.seconds, 0),
+    phases: dict[str, Callable[[], dict[str, Any]]] = {
+        "compressed_10x": lambda: phase("compressed 10x", COMPRESSED, args.seconds, args.rounds),
+        "default": lambda: phase("default schedule", DEFAULT, args.seconds, 0),
         # 100 targets at 10x make as many scans per second as 1000 on the default schedule:
         # time-to-detect at that load, with ten times the reopen events per minute.
-        "load_of_1000_default": phase(
+        "load_of_1000_default": lambda: phase(
             "100 targets at 10x", COMPRESSED, args.seconds, args.rounds, n_targets=100
         ),
-        "closed_1000_default": closed_phase(args.seconds),
+        "closed_1000_default": lambda: closed_phase(args.seconds),
     }
+    results = {name: run() for name, run in phases.items() if args.only in (None, name)}
     goals = {
         "peak_rss_mb": "<= 150 (default schedule)",
         "cpu_share_of_one_core": "<= 0.25 (default schedule)",
@@ -304,9 +307,12 @@ def one_box(n_targets: int, seconds: float, rounds: int, profile: Path | None) -
         config = write_mix_config(directory, DEFAULT, targets, http_port)
         try:
             result = observe(directory, config, http_port, seconds, router, rounds, profile)
+            # The same store again, full now: a restart's readiness and start-up cost.
+            restart = observe(directory, config, http_port, 150.0, router=None, rounds=0)
         finally:
             listeners.close()
     result["targets"] = n_targets + 1
+    result["restart_on_full_store"] = restart
     print(f"{n_targets} targets: {json.dumps(result)}", flush=True)
     goals = {
         "one_box_10000": {
@@ -357,7 +363,7 @@ def observe(
     profile: Path | None = None,
 ) -> dict[str, Any]:
     """Run the daemon on `config` for `seconds`: readiness, CPU, RSS, freshness, lateness."""
-    log = (directory / "daemon.log").open("wb")
+    log = (directory / "daemon.log").open("ab")
     began = time.monotonic()
     proc = subprocess.Popen([EXE, "run", "-c", str(config)], stdout=log, stderr=log)
     base = f"http://127.0.0.1:{http_port}"
@@ -411,7 +417,9 @@ def observe(
             "min": min(fresh) if fresh else None,
             "mean": round(statistics.mean(fresh), 4) if fresh else None,
             "scrapes": len(fresh),
+            "by_second": {round(s["at"]): s["fresh"] for s in scrapes},
         },
+        "cpu_share_by_10s": [round(w, 2) for w in windows],
         "scans_late": final["late"],
         "sentinel_lag_p95_s": final["lag_p95"],
         "metrics_s": {

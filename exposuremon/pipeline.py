@@ -225,6 +225,11 @@ class ScanPipeline:
             self.seen.pop(name, None)
         return changed
 
+    async def preload(self, names: list[str]) -> None:
+        """Hold the stored state of `names` (one read); an empty one for those never scanned."""
+        stored = await self._store.states_of(names)
+        self.seen.update({name: stored.get(name) or TargetState(name=name) for name in names})
+
     def stop_running(self) -> None:
         """Stop every scan in progress; each still records what it finished (incomplete)."""
         for running in list(self._running.values()):

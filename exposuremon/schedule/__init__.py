@@ -19,9 +19,17 @@ from exposuremon.schedule.jobs import (
     kind_of_job,
 )
 from exposuremon.schedule.lateness import LATE_AFTER, LateScans, LateSummary, is_late
-from exposuremon.schedule.sweep import SentinelSweeper, SweepPlan, SweepSpec
+from exposuremon.schedule.sweep import (
+    BEHIND_AFTER,
+    CAUGHT_UP_POLL,
+    SentinelSweeper,
+    SweepPlan,
+    SweepSpec,
+)
 
 __all__ = [
+    "BEHIND_AFTER",
+    "CAUGHT_UP_POLL",
     "FIRST_RUN_WINDOW",
     "LATE_AFTER",
     "REBOOT_FOLLOW_UPS",

@@ -12,6 +12,12 @@ re-plans each target when its scan ends. All scans of a tick run at once in the 
 which shares the global socket budget round-robin between them, so a sweep is one engine pass
 over many targets' sentinel ports. They do not wait for the quick and full scans' slots: a
 sentinel scan is a few dozen probes, and it is what catches a reopened port within a minute.
+
+Sentinel scans come first. When the machine cannot do everything (a CPU-starved loop, or more
+targets than it can scan), the sweeper falls `behind`: a sentinel scan due `BEHIND_AFTER` s
+ago has not started yet, or the last one started that late. Quick and full scans wait for
+`caught_up()` before they start, so what is left of the CPU goes to them, and the sentinel
+scans stay on time; the waiting shows in their lag and `scans_late_total`.
 """
 
 from __future__ import annotations
@@ -27,6 +33,12 @@ from typing import Any
 
 TICK = 1.0  # seconds between looks at the plan when nothing is due sooner
 MIN_TICK = 0.02  # never spin: targets due within this much of each other share a tick
+# Sentinel scans running at once. A sentinel scan is a few dozen probes and the engine shares
+# its socket budget fairly between scans, so many may run: 10,000 targets every 30 s is 333
+# scans a second, and on routers that drop closed ports each takes a second or two.
+SLOTS = 1024
+BEHIND_AFTER = 5.0  # seconds a sentinel scan may wait past its due time before others wait
+CAUGHT_UP_POLL = 0.25  # seconds between looks while quick and full scans wait
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -149,10 +161,14 @@ class SentinelSweeper:
         *,
         plan: SweepPlan | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        slots: int = SLOTS,
     ) -> None:
         self._scan = scan
         self.plan = plan if plan is not None else SweepPlan()
         self._monotonic = monotonic
+        self._slots = asyncio.Semaphore(slots)
+        self._unstarted: dict[str, float] = {}  # due times of scans waiting for a slot
+        self._last_lag = 0.0  # how late the last sentinel scan started
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._scans: set[asyncio.Task[Any]] = set()
@@ -197,6 +213,22 @@ class SentinelSweeper:
         """The sentinel scans running now."""
         return tuple(self._scans)
 
+    def behind(self) -> bool:
+        """Sentinel scans are late: one due `BEHIND_AFTER` s ago waits, or the last began late."""
+        now = self._monotonic()
+        if self._last_lag > BEHIND_AFTER:
+            return True
+        upcoming = self.plan.next_due()
+        if upcoming is not None and upcoming < now - BEHIND_AFTER:
+            return True  # the loop itself has not looked at the plan in time
+        return any(due < now - BEHIND_AFTER for due in self._unstarted.values())
+
+    async def caught_up(self) -> None:
+        """Return once sentinel scans are on time (at once when they are)."""
+        # A condition of the clock as much as of events: looked at a few times a second.
+        while self.running and self.behind():  # noqa: ASYNC110
+            await asyncio.sleep(CAUGHT_UP_POLL)
+
     async def _sweep(self) -> None:
         plan = self.plan
         while True:
@@ -216,9 +248,14 @@ class SentinelSweeper:
                 pass
 
     async def _one(self, name: str, due: float) -> None:
+        self._unstarted[name] = due
         try:
-            await self._scan(name, due)
+            async with self._slots:
+                del self._unstarted[name]
+                self._last_lag = self._monotonic() - due
+                await self._scan(name, due)
         finally:
+            self._unstarted.pop(name, None)
             due_next = self.plan.done(name, self._monotonic())
             if due_next is not None and due_next < self._wakes_at:
                 self._wake.set()  # due before the loop would look again (short intervals)

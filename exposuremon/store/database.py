@@ -367,8 +367,7 @@ class Store:
         async with self._write(f"touch {len(states)} targets") as conn:
             # One stamp for the whole batch: readers ask for rows stamped after their last.
             seq = await queries.next_stamp(conn, schema.targets.c.times_seq)
-            for state in states:
-                await queries.touch_times(conn, state, seq)
+            await queries.touch_times(conn, states, seq)
 
     async def last_scans(self) -> dict[tuple[str, ScanKind], dt.datetime]:
         """When each target's last complete scan of each kind finished (quiet ones included).

@@ -74,39 +74,55 @@ async def update_target(conn: AsyncConnection, state: TargetState) -> None:
     await conn.execute(sa.update(t).where(t.c.name == state.name).values(row))
 
 
-async def touch_times(conn: AsyncConnection, state: TargetState, seq: int) -> None:
-    """Advance a target's scan times and its ports' last-seen times; never move one back.
+async def touch_times(conn: AsyncConnection, states: Sequence[TargetState], seq: int) -> None:
+    """Advance targets' scan times and their ports' last-seen times; never move one back.
 
-    `seq` (from `next_stamp` of `targets.times_seq`) stamps the target when its times advance.
+    Two statements for the whole batch (executemany): a minute of quiet scans of 10,000
+    targets is one flush, and one statement per target held the writer for seconds.
+    `seq` (from `next_stamp` of `targets.times_seq`) stamps the targets whose times advance.
     """
     t, p = schema.targets, schema.port_state
-    row = schema.target_row(state)
-    observed = row["last_observed"]
-    newer = sa.or_(t.c.last_observed.is_(None), t.c.last_observed < observed)
-    await conn.execute(
-        sa.update(t)
-        .where(t.c.name == state.name, newer)
-        .values(
-            last_scan=row["last_scan"],
-            last_observed=observed,
-            answered_at=row["answered_at"],
-            silent_until=row["silent_until"],
-            times_seq=seq,
-        )
-    )
-    times = []
-    for port, rec in state.ports.items():
-        prow = schema.port_row(state.name, rec)
-        times.append(
+    targets, ports = [], []
+    for state in states:
+        row = schema.target_row(state)
+        targets.append(
             {
-                "k_target": state.name,
-                "k_port": port,
-                "v_seen": prow["last_seen"],
-                "v_open": prow["last_open"],
-                "v_observed": prow["observed_at"],
+                "k_name": state.name,
+                "v_scan": row["last_scan"],
+                "v_observed": row["last_observed"],
+                "v_answered": row["answered_at"],
+                "v_silent": row["silent_until"],
             }
         )
-    if times:
+        for port, rec in state.ports.items():
+            prow = schema.port_row(state.name, rec)
+            ports.append(
+                {
+                    "k_target": state.name,
+                    "k_port": port,
+                    "v_seen": prow["last_seen"],
+                    "v_open": prow["last_open"],
+                    "v_observed": prow["observed_at"],
+                }
+            )
+    if targets:
+        observed: sa.BindParameter[int] = sa.bindparam("v_observed")
+        stmt = (
+            sa.update(t)
+            .where(
+                t.c.name == sa.bindparam("k_name"),
+                sa.or_(t.c.last_observed.is_(None), t.c.last_observed < observed),
+            )
+            .values(
+                last_scan=sa.bindparam("v_scan", type_=t.c.last_scan.type),
+                last_observed=observed,
+                answered_at=sa.bindparam("v_answered"),
+                silent_until=sa.bindparam("v_silent"),
+                times_seq=seq,
+            )
+        )
+        await conn.execute(stmt, targets)
+    if ports:
         stmt = (
             sa.update(p)
             .where(
@@ -120,7 +136,7 @@ async def touch_times(conn: AsyncConnection, state: TargetState, seq: int) -> No
                 observed_at=sa.bindparam("v_observed"),
             )
         )
-        await conn.execute(stmt, times)
+        await conn.execute(stmt, ports)
 
 
 async def sync_ports(conn: AsyncConnection, name: str, records: Mapping[int, PortRecord]) -> None:

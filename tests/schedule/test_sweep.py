@@ -12,7 +12,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exposuremon.schedule import SentinelSweeper, SweepPlan, SweepSpec
+from exposuremon.schedule import (
+    BEHIND_AFTER,
+    CAUGHT_UP_POLL,
+    SentinelSweeper,
+    SweepPlan,
+    SweepSpec,
+)
 
 
 def planned(count: int, interval: float = 30.0, jitter: float = 0.0) -> SweepPlan:
@@ -153,3 +159,49 @@ async def test_the_sweeper_starts_each_target_when_due_and_follows_changes() -> 
     after_stop = sum(len(s) for s in starts.values())
     await asyncio.sleep(0)  # any scan the loop had started has had its turn
     assert sum(len(s) for s in starts.values()) == after_stop
+
+
+async def test_quick_and_full_scans_wait_while_sentinel_scans_are_behind() -> None:
+    """With its one slot held, a sentinel scan due over BEHIND_AFTER s ago puts the sweeper
+    behind; caught_up() returns only once that scan has started on time again."""
+    clock = [1000.0]
+    release = asyncio.Event()
+    started: list[str] = []
+
+    async def scan(name: str, due: float) -> None:
+        started.append(name)
+        if name == "slow":
+            await release.wait()
+
+    sweeper = SentinelSweeper(scan, monotonic=lambda: clock[0], slots=1)
+    specs = {"slow": SweepSpec(30.0, 0.0), "next": SweepSpec(30.0, 0.0)}
+    sweeper.sync(specs, lambda name, _spec, _i, _n: 1000.0 if name == "slow" else 1001.0)
+    sweeper.start()
+    try:
+        async with asyncio.timeout(10):
+            while started != ["slow"]:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            clock[0] = 1002.0  # "next" is due and waits for the slot "slow" holds
+            while "next" not in sweeper._unstarted:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        assert not sweeper.behind()  # 1 s past due: not yet behind
+        clock[0] = 1001.0 + BEHIND_AFTER + 1
+        assert sweeper.behind()
+        waiter = asyncio.create_task(sweeper.caught_up())
+        await asyncio.sleep(CAUGHT_UP_POLL * 2)
+        assert not waiter.done()  # quick and full scans wait
+        release.set()
+        async with asyncio.timeout(10):
+            while "next" not in started:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        assert sweeper.behind()  # "next" started late: the last lag says so
+        async with asyncio.timeout(10):
+            while not sweeper.plan.due_at("next"):  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        clock[0] = 1031.0  # both due again now, a slot free: they start on time
+        async with asyncio.timeout(10):
+            await waiter
+        assert not sweeper.behind()
+    finally:
+        release.set()
+        await sweeper.stop()
