@@ -39,6 +39,7 @@ check: lint typecheck sysdeps
 bench: $(STAMP) sysdeps
 	$(BIN)/python -m bench.scan_bench
 	$(BIN)/python -m bench.daemon_bench
+	$(BIN)/python -m bench.daemon_bench --targets 10000 --seconds 420
 	$(BIN)/python -m bench.ratelimit_bench
 	$(BIN)/python -m bench.metrics_bench
 

@@ -79,7 +79,9 @@ class Service:
         self.metrics = Metrics(registry)
         # Not in the registry: /metrics adds its families with a faster renderer (exposition.py).
         self.state_metrics = StateCollector(
-            lambda since: self.store.gauges(since), lambda: self.config, lambda: self.pipeline.quiet
+            lambda since: self.store.gauges(since),
+            lambda: self.config,
+            lambda: self.pipeline.held(),
         )
         self.log = get_logger()
         self._store: Store | None = None
