@@ -267,6 +267,7 @@ def _merge(
     # A worker that died without a result leaves its ports UNKNOWN: the scan is incomplete.
     complete = first.complete and all(o is not None and o[0] for o in others)
     table = int.from_bytes(first.table, "little")
+    size = max([len(first.table), *(len(o[2]) for o in others if o is not None)])
     stats = [first.stats]
     for other in others:
         if other is not None:
@@ -294,7 +295,7 @@ def _merge(
         first,
         ports=ports,
         complete=complete,
-        table=table.to_bytes(len(first.table), "little"),
+        table=table.to_bytes(size, "little"),
         stats=merged,
     )
 

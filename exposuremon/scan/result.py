@@ -68,14 +68,16 @@ class ScanResult:
     started: dt.datetime
     finished: dt.datetime
     complete: bool
-    # One byte per port number (index = port), holding a PortState: 64 KiB for any scan size.
+    # One byte per port number (index = port) up to the highest port scanned, holding a
+    # PortState; ports past its end are UNKNOWN.
     table: bytes
     stats: ScanStats = dataclasses.field(default_factory=ScanStats)
     evidence: Evidence | None = None  # None: a result made without evidence times
 
     def state(self, port: int) -> PortState:
         """State of one port (UNKNOWN when it was not scanned or not finished)."""
-        return PortState(self.table[port])
+        table = self.table
+        return PortState(table[port]) if 0 <= port < len(table) else PortState.UNKNOWN
 
     def items(self) -> Iterator[tuple[int, PortState]]:
         """(port, state) for every scanned port, in port order, unfinished ones as UNKNOWN."""

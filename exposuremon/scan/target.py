@@ -81,7 +81,9 @@ class TargetScan:
         self._given_address = address
         self.total = len(self._ports)
         self.done = 0
-        self._table = bytearray(65536)
+        # Up to the highest port scanned, not all 65536: a sentinel scan's table (and its
+        # result's copy) is then a few hundred bytes, not 128 KB, at 333 scans a second.
+        self._table = bytearray(max(self._ports, default=0) + 1)
         self._order: list[int] = []
         self._next = 0
         self._retry_q: collections.deque[tuple[int, int]] = collections.deque()

@@ -68,6 +68,24 @@ async def test_ipv6_loopback(listeners: Listeners) -> None:
     assert set(result.open) == listening_ports("::1") & set(range(port - 200, port + 200))
 
 
+async def test_a_small_scan_keeps_a_small_table(listeners: Listeners) -> None:
+    """A scan's result holds one byte per port up to the highest scanned, not 64 KiB; the
+    ports past it read as unknown, the scanned ones as what they are."""
+    port = listeners.open("127.0.0.9")
+    scanner = Scanner()
+    try:
+        result = await scanner.scan("127.0.0.9", [port, port - 1])
+    finally:
+        scanner.close()
+    assert len(result.table) == port + 1
+    assert result.state(port) is PortState.OPEN
+    assert result.state(port - 1) is (
+        PortState.OPEN if port - 1 in listening_ports("127.0.0.9") else PortState.CLOSED
+    )
+    assert result.state(port + 1) is PortState.UNKNOWN  # past the table: not scanned
+    assert result.counts["unknown"] == 0
+
+
 async def test_hostname_resolved_at_scan_time(listeners: Listeners) -> None:
     """A hostname is resolved when the scan runs and the scanned address is reported."""
     port = listeners.open("127.0.0.1")
