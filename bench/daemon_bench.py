@@ -73,28 +73,10 @@ def write_config(
     directory: Path, router_addr: str, schedule: dict[str, str], n_targets: int = N_TARGETS
 ) -> Path:
     """The benchmark's config: `n_targets` loopback targets and the router."""
-    lines = [
-        "[daemon]",
-        f'state_dir = "{directory / "state"}"',
-        'log_format = "json"',
-        'log_level = "info"',
-        "[http]",
-        'listen = "127.0.0.1:0"',
-        "[schedule]",
-        *(f'{k} = "{v}"' for k, v in schedule.items()),
-        "jitter = 0.1",
-        "[[targets]]",
-        'name = "router"',
-        f'address = "{router_addr}"',
-        'expected_open = "443"',
-    ]
+    targets = [("router", router_addr, "443")]
     for i in range(n_targets):
-        lines += ["[[targets]]", f'name = "t{i:04d}"', f'address = "{address(i)}"']
-        if i < WITH_LISTENER:
-            lines.append('expected_open = "8443"')
-    path = directory / "config.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+        targets.append((f"t{i:04d}", address(i), "8443" if i < WITH_LISTENER else ""))
+    return write_mix_config(directory, schedule, targets, http_port=0)
 
 
 def proc_usage(pid: int) -> tuple[float, float]:
@@ -333,7 +315,7 @@ def one_box(n_targets: int, seconds: float, rounds: int, profile: Path | None) -
 def write_mix_config(
     directory: Path, schedule: dict[str, str], targets: list[tuple[str, str, str]], http_port: int
 ) -> Path:
-    """A config of (name, address, expected_open) targets, listening on `http_port`."""
+    """A config of (name, address, expected_open) targets ("": none), on `http_port` (0: any)."""
     lines = [
         "[daemon]",
         f'state_dir = "{directory / "state"}"',
@@ -347,7 +329,8 @@ def write_mix_config(
     ]
     for name, addr, expected in targets:
         lines += ["[[targets]]", f'name = "{name}"', f'address = "{addr}"']
-        lines.append(f'expected_open = "{expected}"')
+        if expected:
+            lines.append(f'expected_open = "{expected}"')
     path = directory / "config.toml"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -14,10 +14,12 @@ over many targets' sentinel ports. They do not wait for the quick and full scans
 sentinel scan is a few dozen probes, and it is what catches a reopened port within a minute.
 
 Sentinel scans come first. When the machine cannot do everything (a CPU-starved loop, or more
-targets than it can scan), the sweeper falls `behind`: a sentinel scan due `BEHIND_AFTER` s
-ago has not started yet, or the last one started that late. Quick and full scans wait for
-`caught_up()` before they start, so what is left of the CPU goes to them, and the sentinel
-scans stay on time; the waiting shows in their lag and `scans_late_total`.
+targets than it can scan), the sweeper falls `behind`: a sentinel scan has waited more than
+`BEHIND_AFTER` s to start since it was ready (due, and its last scan over), or one that just
+started had. Quick and full scans wait for `caught_up()` before they start, so what is left of
+the CPU goes to them, and the sentinel scans stay on time; the waiting shows in their lag and
+`scans_late_total`. A target whose own scans overrun its interval (a slow, rate-limited
+router) is late, but it does not hold up the others: its wait counts from when it was ready.
 """
 
 from __future__ import annotations
@@ -167,8 +169,10 @@ class SentinelSweeper:
         self.plan = plan if plan is not None else SweepPlan()
         self._monotonic = monotonic
         self._slots = asyncio.Semaphore(slots)
-        self._unstarted: dict[str, float] = {}  # due times of scans waiting for a slot
-        self._last_lag = 0.0  # how late the last sentinel scan started
+        self._planned_at: dict[str, float] = {}  # when each target's due time was set
+        self._unstarted: dict[str, float] = {}  # since when scans waiting for a slot were ready
+        self._last_wait = 0.0  # how long the last sentinel scan to start waited once ready
+        self._last_start = -math.inf
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._scans: set[asyncio.Task[Any]] = set()
@@ -203,10 +207,13 @@ class SentinelSweeper:
         """
         for name in self.plan.names - set(specs):
             self.plan.remove(name)
+            self._planned_at.pop(name, None)
         changed = [name for name, spec in specs.items() if self.plan.spec(name) != spec]
+        now = self._monotonic()
         for index, name in enumerate(changed):
             spec = specs[name]
             self.plan.set(name, spec, first_due(name, spec, index, len(changed)))
+            self._planned_at[name] = now
         self._wake.set()
 
     def in_flight(self) -> Iterable[asyncio.Task[Any]]:
@@ -214,14 +221,12 @@ class SentinelSweeper:
         return tuple(self._scans)
 
     def behind(self) -> bool:
-        """Sentinel scans are late: one due `BEHIND_AFTER` s ago waits, or the last began late."""
+        """Sentinel scans wait: one ready `BEHIND_AFTER` s ago has not started, or one that
+        started within the last `BEHIND_AFTER` s had waited that long."""
         now = self._monotonic()
-        if self._last_lag > BEHIND_AFTER:
+        if self._last_wait > BEHIND_AFTER and now - self._last_start <= BEHIND_AFTER:
             return True
-        upcoming = self.plan.next_due()
-        if upcoming is not None and upcoming < now - BEHIND_AFTER:
-            return True  # the loop itself has not looked at the plan in time
-        return any(due < now - BEHIND_AFTER for due in self._unstarted.values())
+        return any(ready < now - BEHIND_AFTER for ready in self._unstarted.values())
 
     async def caught_up(self) -> None:
         """Return once sentinel scans are on time (at once when they are)."""
@@ -248,14 +253,21 @@ class SentinelSweeper:
                 pass
 
     async def _one(self, name: str, due: float) -> None:
-        self._unstarted[name] = due
+        # Ready when due, or when its due time was set if that was later (the last scan of the
+        # target overran its interval): only the wait after that is the machine's doing.
+        ready = max(due, self._planned_at.get(name, due))
+        self._unstarted[name] = ready
         try:
             async with self._slots:
                 del self._unstarted[name]
-                self._last_lag = self._monotonic() - due
+                self._last_start = self._monotonic()
+                self._last_wait = self._last_start - ready
                 await self._scan(name, due)
         finally:
             self._unstarted.pop(name, None)
-            due_next = self.plan.done(name, self._monotonic())
+            now = self._monotonic()
+            due_next = self.plan.done(name, now)
+            if due_next is not None:
+                self._planned_at[name] = now
             if due_next is not None and due_next < self._wakes_at:
                 self._wake.set()  # due before the loop would look again (short intervals)

@@ -205,3 +205,29 @@ async def test_quick_and_full_scans_wait_while_sentinel_scans_are_behind() -> No
     finally:
         release.set()
         await sweeper.stop()
+
+
+async def test_a_target_whose_scans_overrun_does_not_hold_up_the_others() -> None:
+    """A scan that outlasts its interval makes the next one start late (its lag), but it was
+    ready only when the last ended: the sweeper is not behind, quick and full scans go on."""
+    clock = [1000.0]
+    lags: list[float] = []
+
+    async def scan(name: str, due: float) -> None:
+        lags.append(clock[0] - due)
+        if len(lags) == 1:
+            clock[0] += 18.0  # a slow router: 18 s for a scan due every 10 s
+
+    sweeper = SentinelSweeper(scan, monotonic=lambda: clock[0])
+    sweeper.sync({"slow": SweepSpec(10.0, 0.0)}, lambda _name, _spec, _i, _n: 1000.0)
+    sweeper.start()
+    try:
+        async with asyncio.timeout(10):
+            while len(lags) < 2:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        assert lags[1] >= 8.0  # due at 1010, started at 1018: late, and counted so
+        assert not sweeper.behind()
+        async with asyncio.timeout(1):
+            await sweeper.caught_up()
+    finally:
+        await sweeper.stop()
