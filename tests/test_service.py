@@ -129,9 +129,11 @@ async def test_an_expected_port_that_stays_closed_costs_no_write_per_scan(tmp_pa
     listeners = Listeners()
     port = listeners.open("127.0.0.6")
     listeners.close()  # nothing listens: the expected port refuses
-    config = write_config(
-        tmp_path, [{"name": "lo", "address": "127.0.0.6", "expected_open": str(port)}], quick="1h"
-    )
+    # Quick and full scans only of that port: a listener another process has on the
+    # wildcard address would otherwise be a finding here, and its scans writes.
+    only = str(port)
+    target = {"name": "lo", "address": "127.0.0.6", "expected_open": only}
+    config = write_config(tmp_path, [target | {"ports_quick": only, "ports_full": only}])
     async with running_service(config) as service:
 
         def recorded(count: int) -> Callable[[], Awaitable[bool]]:
@@ -142,7 +144,7 @@ async def test_an_expected_port_that_stays_closed_costs_no_write_per_scan(tmp_pa
 
         await wait_until(recorded(6), 60, "six scans")
         rows = stored_scans(tmp_path / "state")
-        state = service.pipeline.seen["lo"]
+        state = await service.store.load_state("lo")
         assert state.ports[port].closed_streak == 2  # resolve_after: capped there
         await wait_until(recorded(12), 60, "six more scans")
         assert stored_scans(tmp_path / "state") == rows  # held as quiet, not written
