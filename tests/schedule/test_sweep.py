@@ -144,7 +144,8 @@ async def test_the_sweeper_starts_each_target_when_due_and_follows_changes() -> 
         for runs in starts.values():
             assert all(started >= due for started, due in runs)  # never before it is due
             dues = [due for _, due in runs]
-            assert all(b - a == pytest.approx(0.3, abs=0.31) for a, b in itertools.pairwise(dues))
+            # One interval apart at least (more only when a busy loop made it start over).
+            assert all(b - a >= 0.3 - 1e-9 for a, b in itertools.pairwise(dues))
         del specs["t0"]
         sweeper.sync(specs, lambda _name, spec, i, n: time.monotonic())
         seen_t0 = len(starts["t0"])
