@@ -69,6 +69,13 @@ def address(i: int) -> str:
     return f"127.1.{i // 250}.{i % 250 + 1}"
 
 
+def serve_reopen_ports(router: Any) -> None:
+    """The router: 443 open (expected), REOPEN_PORT listening but rejected until a round."""
+    router.listen(443)
+    router.listen(REOPEN_PORT)
+    router.set_policy("reject", {443: "accept"})
+
+
 def write_config(
     directory: Path, router_addr: str, schedule: dict[str, str], n_targets: int = N_TARGETS
 ) -> Path:
@@ -145,9 +152,7 @@ def phase(
     listeners = Listeners()
     with tempfile.TemporaryDirectory(prefix="emdaemon-") as tmp, make_router() as router:
         directory = Path(tmp)
-        router.listen(443)
-        router.listen(REOPEN_PORT)
-        router.set_policy("reject", {443: "accept"})
+        serve_reopen_ports(router)
         for i in range(WITH_LISTENER):
             listeners.open(address(i), 8443)
         for i in range(WITH_FINDING):
@@ -274,9 +279,7 @@ def one_box(n_targets: int, seconds: float, rounds: int, profile: Path | None) -
     listeners = Listeners()
     with tempfile.TemporaryDirectory(prefix="emdaemon-") as tmp, make_router() as router:
         directory = Path(tmp)
-        router.listen(443)
-        router.listen(REOPEN_PORT)
-        router.set_policy("reject", {443: "accept"})
+        serve_reopen_ports(router)
         targets = [("router", router.addr, "443")]
         for i in range(n_targets):
             share = i % 20  # 18 of 20: 443 open; 1: closed; 1: 443 and an unexpected 8080
