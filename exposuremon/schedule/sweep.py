@@ -30,7 +30,7 @@ import heapq
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 TICK = 1.0  # seconds between looks at the plan when nothing is due sooner
@@ -175,7 +175,7 @@ class SentinelSweeper:
         self._last_start = -math.inf
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
-        self._scans: set[asyncio.Task[Any]] = set()
+        self._scans: set[asyncio.Task[Any]] = set()  # a reference keeps each task alive
         self._wakes_at = float("inf")  # when the loop looks at the plan next
 
     @property
@@ -215,10 +215,6 @@ class SentinelSweeper:
             self.plan.set(name, spec, first_due(name, spec, index, len(changed)))
             self._planned_at[name] = now
         self._wake.set()
-
-    def in_flight(self) -> Iterable[asyncio.Task[Any]]:
-        """The sentinel scans running now."""
-        return tuple(self._scans)
 
     def behind(self) -> bool:
         """Sentinel scans wait: one ready `BEHIND_AFTER` s ago has not started, or one that
@@ -269,5 +265,5 @@ class SentinelSweeper:
             due_next = self.plan.done(name, now)
             if due_next is not None:
                 self._planned_at[name] = now
-            if due_next is not None and due_next < self._wakes_at:
-                self._wake.set()  # due before the loop would look again (short intervals)
+                if due_next < self._wakes_at:
+                    self._wake.set()  # due before the loop would look again (short intervals)
