@@ -92,6 +92,9 @@ class Service:
         self._late = LateScans()
         self._pipeline: ScanPipeline | None = None
         self._claimed: set[tuple[str, ScanKind]] = set()  # scans in progress, any stage
+        # Scans asked for while the same scan was in progress, to run once it ends (the value:
+        # on demand). The one in progress may have started before what they must see.
+        self._again: dict[tuple[str, ScanKind], bool] = {}
         self._jobs: set[asyncio.Task[Any]] = set()
         self._stop_requested = asyncio.Event()
         self._slots = asyncio.Semaphore(config.scan.max_concurrent_scans)
@@ -399,20 +402,35 @@ class Service:
         await self.scan_target(name, ScanKind.SENTINEL, due=due)
 
     async def scan_target(
-        self, name: str, kind: ScanKind, *, due: float | None = None, on_demand: bool = False
+        self,
+        name: str,
+        kind: ScanKind,
+        *,
+        due: float | None = None,
+        on_demand: bool = False,
+        fresh: bool = False,
     ) -> None:
-        """One scheduled scan of one target (skipped if the same scan is still running).
+        """One scan of one target.
 
         `due`: when it was due on the monotonic clock (sweeps); None: now (APScheduler jobs
         call it when due). How long after that it gets its slot is its lag. `on_demand`: asked
-        for (API, CLI), so it is written at once even when it changed nothing.
+        for (API, CLI), so it is written at once even when it changed nothing. `fresh`: it
+        must see the target as it is from now on (a reboot's follow-up).
+
+        While the same scan of the target is in progress, a scheduled one is skipped (the
+        one in progress does its work); an on-demand or fresh one runs after it ends, since
+        the one in progress may have started before the moment it must see.
         """
         due = time.monotonic() if due is None else due
         target = self._target(name)
         key = (name, kind)
+        if target is None or self._stop_requested.is_set():
+            return
         # Checked and reserved with no await in between: follow-up and on-demand jobs have
         # their own ids, so APScheduler's max_instances alone does not keep them apart.
-        if target is None or self._stop_requested.is_set() or key in self._claimed:
+        if key in self._claimed:
+            if on_demand or fresh:
+                self._again[key] = self._again.get(key, False) or on_demand
             return
         self._claimed.add(key)
         task = asyncio.current_task()
@@ -442,6 +460,18 @@ class Service:
             log.exception("scan job crashed")
         finally:
             self._claimed.discard(key)
+            self._run_again(key)
+
+    def _run_again(self, key: tuple[str, ScanKind]) -> None:
+        """Start the scan asked for while `key`'s last one was in progress, if any."""
+        on_demand = self._again.pop(key, None)
+        if on_demand is None or self._stop_requested.is_set():
+            return
+        name, kind = key
+        task = asyncio.get_running_loop().create_task(
+            self.scan_target(name, kind, on_demand=on_demand, fresh=True)
+        )
+        self._jobs_add(task)
 
     # -- API backend (exposuremon.web.api.Backend; also: store, config, not_ready) ----------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import signal
 import sqlite3
@@ -148,6 +149,51 @@ async def test_an_expected_port_that_stays_closed_costs_no_write_per_scan(tmp_pa
         assert state.ports[port].closed_streak == 2  # resolve_after: capped there
         await wait_until(recorded(12), 60, "six more scans")
         assert stored_scans(tmp_path / "state") == rows  # held as quiet, not written
+
+
+def stored_quick_scans(state_dir: Path) -> int:
+    """Rows of quick scans in the scans table, read by a connection of our own."""
+    db = sqlite3.connect(state_dir / "exposuremon.db")
+    try:
+        (rows,) = db.execute("SELECT count(*) FROM scans WHERE kind = 'quick'").fetchone()
+    finally:
+        db.close()
+    return int(rows)
+
+
+async def test_a_scan_asked_for_while_the_same_scan_runs_runs_after_it(tmp_path: Path) -> None:
+    """An on-demand quick scan asked for while a quick scan of the target is in progress is
+    not dropped: it runs once that one ends, and is written."""
+    listeners = Listeners()
+    port = listeners.open("127.0.0.8")
+    only = str(port)
+    target = {"name": "lo", "address": "127.0.0.8", "expected_open": only}
+    config = write_config(
+        tmp_path, [target | {"ports_quick": only, "ports_full": only}], quick="1h"
+    )
+    state_dir = tmp_path / "state"
+    try:
+        async with running_service(config) as service:
+            await service.scan_target("lo", ScanKind.QUICK, on_demand=True)
+            rows = stored_quick_scans(state_dir)
+            assert rows >= 1
+            # The scan in progress waits for the target's lock to record its result.
+            async with service.pipeline.target_lock("lo"):
+                running = asyncio.create_task(service.scan_target("lo", ScanKind.QUICK))
+                # One turn of the loop (not a wait for time): the new task runs up to its
+                # first await, by which point it has claimed the target's quick scan.
+                await asyncio.sleep(0)
+                await service.scan_target("lo", ScanKind.QUICK, on_demand=True)
+                assert stored_quick_scans(state_dir) == rows  # nothing ran yet
+            await running  # quiet: held, not written
+
+            async def written() -> bool:
+                return stored_quick_scans(state_dir) > rows
+
+            await wait_until(written, 30, "the on-demand scan run after the other")
+            assert stored_quick_scans(state_dir) == rows + 1
+    finally:
+        listeners.close()
 
 
 async def test_an_ack_by_another_process_reaches_the_next_scan(tmp_path: Path) -> None:

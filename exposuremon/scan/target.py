@@ -12,6 +12,7 @@ import asyncio
 import collections
 import errno
 import ipaddress
+import math
 import select
 import socket
 import struct
@@ -129,6 +130,12 @@ class TargetScan:
         self._sent: dict[int, float] = {}
         self._first: dict[int, tuple[float, int]] = {}
         self._answer_sent: float | None = None  # newest answered probe's send time
+        # The earliest answered probe's send time: whatever was sent before it met a target
+        # (or path) that answered nothing at all, a silence no rate limit explains.
+        self._first_answer_sent = math.inf
+        # Silent ports (every attempt timed out) and when their last attempt was sent.
+        self._silent_sent: dict[int, float] = {}
+        self._reprobed = False  # silent ports sent only into a total silence were probed again
         self._live: set[int] = set()  # filtered ports during whose silence the target answered
         self._future: asyncio.Future[ScanResult] = self._loop.create_future()
         self._queued = False
@@ -347,6 +354,8 @@ class TargetScan:
             self._last_answer = self.last_answered_at = now
             if self._answer_sent is None or sent > self._answer_sent:
                 self._answer_sent = sent
+            if sent < self._first_answer_sent:
+                self._first_answer_sent = sent
             if not ping:
                 self._sent[port] = sent
             if self._ref_port is None or port == self._ref_port:
@@ -377,6 +386,11 @@ class TargetScan:
         self._max_attempts = max(
             self._max_attempts, 1 + self.options.retries + self.options.retries_on_loss
         )
+        if lost_sent < self._first_answer_sent:
+            # Nothing sent before it was answered either: the target (or the path) was silent
+            # and came back, as after a reboot. A rate limit lets its first tokens through, so
+            # this is no evidence of one, and pacing on it would crawl through the rest.
+            return
         learner.drop(lost_sent, now, self._settle(), confirmed)
         if learner.rate is None:
             # Paced, the learned rate is the congestion control: halving the window as well
@@ -427,6 +441,8 @@ class TargetScan:
         silent = self._silent
         if not silent or self._stopped:
             self._finish(complete=True)
+        elif not self._reprobed and self._reprobe_dark():
+            return
         elif self._checked or self.answered == 0 or self._learner.limited:
             # Nothing answered at all (down, or filtered everywhere): no limit to find.
             table = self._table
@@ -441,6 +457,29 @@ class TargetScan:
             if self._rate_timer is not None:
                 self._rate_timer.cancel()
             self._rate_timer = self._loop.call_later(max(delay, 0.0), self._run_check)
+
+    def _reprobe_dark(self) -> bool:
+        """Probe again the silent ports whose every attempt went out before anything answered.
+
+        The target was silent when they were sent and answered later (it came up mid-scan):
+        their silence says nothing about them, and calling them filtered, or taking the
+        answers that follow for a rate limit's, would both be wrong. Once per scan; True if
+        any went back to the queue.
+        """
+        self._reprobed = True
+        first_answer = self._first_answer_sent
+        if first_answer == math.inf:
+            return False  # nothing answered at all: down, or filtered everywhere
+        sent_at = self._silent_sent
+        dark = [port for port in self._silent if sent_at[port] < first_answer]
+        if not dark:
+            return False
+        still = set(dark)
+        self._silent[:] = [port for port in self._silent if port not in still]
+        self.done -= len(dark)
+        self._retry_q.extend((port, 1) for port in dark)
+        self.fill()
+        return True
 
     def _run_check(self) -> None:
         """Probe a few silent ports again after a pause in which a token bucket refills."""
@@ -486,6 +525,7 @@ class TargetScan:
         else:
             self._unanswered_at.pop(port, None)  # a filtered host has thousands of these
             self._silent.append(port)
+            self._silent_sent[port] = sent
             self.done += 1
             if self.done == self.total:
                 self._at_end()

@@ -20,7 +20,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from exposuremon.model import ScanKind
 
-RunScan = Callable[..., Awaitable[None]]  # (target, kind, *, on_demand=False)
+RunScan = Callable[..., Awaitable[None]]  # (target, kind, *, on_demand=False, fresh=False)
 Skipped = Callable[[ScanKind], None]
 
 # How far first scans after a start-up are spread, per kind (capped by the interval):
@@ -214,6 +214,7 @@ class ScanScheduler:
                 self._run_scan,
                 trigger=DateTrigger(run_date=when, timezone=dt.UTC),
                 args=[target, kind],
+                kwargs={"fresh": True},
                 id=f"{target}/reboot/{n}",
                 max_instances=1,
                 misfire_grace_time=120,

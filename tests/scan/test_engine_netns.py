@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterable, Sequence
 
 import pytest
@@ -213,5 +214,36 @@ async def test_silent_ports_without_a_limit_stay_filtered_after_the_check(router
     ports = range(900, 1201)
     result = await scan(router.addr, ports, hints=(22, 443))
     assert_exact(result, expected(ports, set(), set(range(1000, 1100))))
+    assert not result.stats.rate_limited
+    assert result.stats.learned_rate is None
+
+
+async def test_a_target_that_comes_up_mid_scan_is_not_taken_for_a_rate_limit(
+    router: Router,
+) -> None:
+    """Ports probed only while the target was down are probed again, and start no pacing."""
+    open_ = {22, 80, 443}
+    serve(router, open_)
+    router.save_boot_state()
+    router.power_off()
+
+    def boot_after(downtime: float) -> None:
+        # The downtime is the behaviour under test (the router boots while the scan runs),
+        # not a stand-in for waiting on a condition.
+        time.sleep(downtime)
+        router.power_on()
+
+    boot = asyncio.create_task(asyncio.to_thread(boot_after, 1.0))
+    # At 20 connects a second the 80 ports take 4 s to send: the first ones (both attempts)
+    # go out while the router is down, the later ones are answered.
+    ports = range(1, 81)
+    try:
+        result = await scan(
+            router.addr, ports, rate=20.0, timeout_initial=0.3, timeout_max=0.3, retries=1
+        )
+    finally:
+        await boot
+    assert result.stats.retries > 0  # attempts went out while it was down
+    assert_exact(result, expected(ports, open_))
     assert not result.stats.rate_limited
     assert result.stats.learned_rate is None

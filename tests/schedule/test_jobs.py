@@ -75,12 +75,15 @@ def test_reboot_follow_ups() -> None:
 
 
 async def test_jobs_fire_and_follow_config_changes() -> None:
-    """Jobs run repeatedly; a removed target stops running; follow-ups run once each."""
+    """Jobs run repeatedly; a removed target stops running; follow-ups run once each, fresh."""
     calls: list[tuple[str, ScanKind]] = []
+    fresh_calls: list[tuple[str, ScanKind]] = []
     fired = asyncio.Event()
 
-    async def run_scan(target: str, kind: ScanKind) -> None:
+    async def run_scan(target: str, kind: ScanKind, *, fresh: bool = False) -> None:
         calls.append((target, kind))
+        if fresh:
+            fresh_calls.append((target, kind))
         fired.set()
 
     sched = ScanScheduler(run_scan)
@@ -102,6 +105,7 @@ async def test_jobs_fire_and_follow_config_changes() -> None:
                 fired.clear()
                 await fired.wait()
         assert any(job.startswith("a/reboot/") for job in sched.next_runs())
+        assert fresh_calls == [("a", ScanKind.QUICK)]  # only the follow-up must see it anew
         sched.after_reboot("gone", dt.datetime.now(dt.UTC))  # unknown targets are ignored
         assert not any(job.startswith("gone/") for job in sched.next_runs())
     finally:
