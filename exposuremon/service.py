@@ -170,10 +170,11 @@ class Service:
         # it (and are quiet when nothing changed) instead of a read each.
         await self._pipeline.preload([t.name for t in self.config.targets])
         last_scans = await self._store.last_scans()
-        self._sweeper.sync(self._sweep_specs(), self._first_sentinels(last_scans))
+        jobs, sweeps = self._schedules(self.config)
+        self._sweeper.sync(sweeps, self._first_sentinels(last_scans))
         self._sweeper.start()
         self._scheduler.start()
-        self._scheduler.sync(self._job_specs(), last_scans, self.clock())
+        self._scheduler.sync(jobs, last_scans, self.clock())
         self._scheduler.add_maintenance(self.prune, interval=3600.0)
         self._scheduler.add_maintenance(self.flush_quiet, interval=QUIET_FLUSH)
         self._scheduler.add_maintenance(self.refresh_status, interval=STATUS_EVERY)
@@ -286,8 +287,8 @@ class Service:
                 else asyncio.Semaphore(new.scan.max_concurrent_scans)
             )
             last_scans = await self.store.last_scans()
-            plan = self._scheduler.plan(self._job_specs(new), last_scans, self.clock())
-            sweeps = self._sweep_specs(new)
+            jobs, sweeps = self._schedules(new)
+            plan = self._scheduler.plan(jobs, last_scans, self.clock())
         except ConfigError as exc:
             return self._reload_rejected(exc.errors)
         except Exception as exc:  # anything else that cannot be built: say what, keep running
@@ -351,23 +352,16 @@ class Service:
                 every_s=LATE_SUMMARY_EVERY,
             )
 
-    def _job_specs(self, config: Config | None = None) -> list[JobSpec]:
-        """Quick and full scans: APScheduler jobs (sentinel scans are swept)."""
-        config = self.config if config is None else config
-        specs = []
+    def _schedules(self, config: Config) -> tuple[list[JobSpec], dict[str, SweepSpec]]:
+        """What to schedule: quick and full scans as APScheduler jobs, sentinel scans swept."""
+        jobs: list[JobSpec] = []
+        sweeps: dict[str, SweepSpec] = {}
         for target in config.targets:
             schedule = target.effective_schedule(config.schedule)
             for kind in (ScanKind.QUICK, ScanKind.FULL):
-                specs.append(JobSpec(target.name, kind, schedule.interval(kind), schedule.jitter))
-        return specs
-
-    def _sweep_specs(self, config: Config | None = None) -> dict[str, SweepSpec]:
-        config = self.config if config is None else config
-        specs = {}
-        for target in config.targets:
-            schedule = target.effective_schedule(config.schedule)
-            specs[target.name] = SweepSpec(schedule.interval(ScanKind.SENTINEL), schedule.jitter)
-        return specs
+                jobs.append(JobSpec(target.name, kind, schedule.interval(kind), schedule.jitter))
+            sweeps[target.name] = SweepSpec(schedule.interval(ScanKind.SENTINEL), schedule.jitter)
+        return jobs, sweeps
 
     def _first_sentinels(
         self, last_scans: dict[tuple[str, ScanKind], dt.datetime]

@@ -175,9 +175,13 @@ class StateCollector(Collector):
         read: Read,
         config: Callable[[], Config],
         held: Callable[[], Mapping[str, TargetState]] = dict,
+        owns: Callable[[str], bool] = lambda _name: True,
     ) -> None:
         self._read = read
         self._config = config
+        # In a fleet every node reads the whole store, but shows only the targets whose shard
+        # it holds: each state series appears once across the fleet, so alerts fire once.
+        self._owns = owns
         # Quiet scans the service has not written yet: their times are newer.
         self._held = held
         self._mark: GaugeMark | None = None  # None: the next read is a full one
@@ -221,8 +225,11 @@ class StateCollector(Collector):
         config = self._config()
         f = _Families()
         pieces: dict[str, _Piece] = {}
+        owns = self._owns
         for target in config.targets:
             name = target.name
+            if not owns(name):
+                continue
             row = rows.get(name, _UNSCANNED)
             stamped = times.get(name, _NO_TIMES)
             newer = held.get(name)

@@ -179,6 +179,29 @@ def test_collector_registers_without_reading_the_store(tmp_path: Path) -> None:
     assert value(found, "exposuremon_findings", target="a", state="acked") == 0
 
 
+def test_a_fleet_node_shows_only_the_targets_it_holds(tmp_path: Path) -> None:
+    """Two nodes splitting the targets show each target's state series on one node only."""
+
+    async def never() -> tuple[dict[str, object], int]:
+        raise AssertionError("not read")
+
+    names = ["a", "b", "c", "d"]
+    config = load_config(
+        write_config(
+            tmp_path, [{"name": n, "address": f"127.0.0.{20 + i}"} for i, n in enumerate(names)]
+        )
+    )
+    mine = {"a", "c"}
+    shown = []
+    for owns in (mine.__contains__, lambda name: name not in mine):
+        collector = StateCollector(never, lambda: config, owns=owns)  # type: ignore[arg-type]
+        found = samples(collector)
+        shown.append({dict(labels)["target"] for (_, labels) in found if "target" in dict(labels)})
+    assert shown[0] == mine
+    assert shown[1] == set(names) - mine
+    assert value(found, "exposuremon_outbox_pending") == 0  # not per target: on every node
+
+
 async def test_scrape_serves_both_formats_over_http(tmp_path: Path) -> None:
     """/metrics answers OpenMetrics to Prometheus, text otherwise, the state included."""
     listeners = Listeners()
