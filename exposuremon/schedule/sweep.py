@@ -170,7 +170,11 @@ class SentinelSweeper:
         self._monotonic = monotonic
         self._slots = asyncio.Semaphore(slots)
         self._planned_at: dict[str, float] = {}  # when each target's due time was set
-        self._unstarted: dict[str, float] = {}  # since when scans waiting for a slot were ready
+        # Scans waiting for a slot: a heap of (ready since, entry number, name), and the entry
+        # number of each name's live entry (a started scan's entry is skipped when on top).
+        self._waiting: list[tuple[float, int, str]] = []
+        self._unstarted: dict[str, int] = {}
+        self._entries = 0
         self._last_wait = 0.0  # how long the last sentinel scan to start waited once ready
         self._last_start = -math.inf
         self._wake = asyncio.Event()
@@ -222,7 +226,15 @@ class SentinelSweeper:
         now = self._monotonic()
         if self._last_wait > BEHIND_AFTER and now - self._last_start <= BEHIND_AFTER:
             return True
-        return any(ready < now - BEHIND_AFTER for ready in self._unstarted.values())
+        waiting = self._waiting_since()
+        return waiting is not None and waiting < now - BEHIND_AFTER
+
+    def _waiting_since(self) -> float | None:
+        """Since when the longest-waiting unstarted sentinel scan was ready (None: none wait)."""
+        waiting, unstarted = self._waiting, self._unstarted
+        while waiting and unstarted.get(waiting[0][2]) != waiting[0][1]:
+            heapq.heappop(waiting)  # started (or gone) since it was pushed
+        return waiting[0][0] if waiting else None
 
     async def caught_up(self) -> None:
         """Return once sentinel scans are on time (at once when they are)."""
@@ -252,10 +264,13 @@ class SentinelSweeper:
         # Ready when due, or when its due time was set if that was later (the last scan of the
         # target overran its interval): only the wait after that is the machine's doing.
         ready = max(due, self._planned_at.get(name, due))
-        self._unstarted[name] = ready
+        self._entries += 1
+        self._unstarted[name] = self._entries
+        heapq.heappush(self._waiting, (ready, self._entries, name))
         try:
             async with self._slots:
                 del self._unstarted[name]
+                self._waiting_since()  # drops started entries, so the heap holds the waiting
                 self._last_start = self._monotonic()
                 self._last_wait = self._last_start - ready
                 await self._scan(name, due)
