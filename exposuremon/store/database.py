@@ -177,7 +177,7 @@ def _on_begin(conn: sa.Connection) -> None:
     conn.exec_driver_sql(conn.get_execution_options().get(_BEGIN, "BEGIN"))
 
 
-def _setup_sqlite(engine: sa.Engine) -> None:
+def setup_sqlite(engine: sa.Engine) -> None:
     sa.event.listen(engine, "connect", _on_connect)
     sa.event.listen(engine, "begin", _on_begin)
 
@@ -189,7 +189,7 @@ def sqlite_engine(path: Path) -> sa.Engine:
         connect_args={"isolation_level": None},
         poolclass=sa.NullPool,
     )
-    _setup_sqlite(engine)
+    setup_sqlite(engine)
     return engine
 
 
@@ -309,8 +309,15 @@ def _current_revisions(script: ScriptDirectory, conn: sa.Connection, path: objec
     return current
 
 
+async def lock_postgres_writers(conn: AsyncConnection) -> None:
+    """Wait for, then hold until commit, the lock every PostgreSQL writer of the store takes
+    first: other processes' writers wait here, as SQLite's BEGIN IMMEDIATE makes them."""
+    await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_WRITER_LOCK)))
+
+
 @contextlib.contextmanager
-def _errors(what: str) -> Iterator[None]:
+def errors(what: str) -> Iterator[None]:
+    """SQLAlchemy's errors as StoreError, prefixed with what was being done."""
     try:
         yield
     except sa.exc.SQLAlchemyError as exc:
@@ -358,7 +365,7 @@ class Store:
         # Alembic is synchronous; keep the event loop free while it runs.
         await asyncio.to_thread(_prepare, path)
         engine = create_async_engine(url, connect_args={"isolation_level": None})
-        _setup_sqlite(engine.sync_engine)
+        setup_sqlite(engine.sync_engine)
         return cls(engine, path, clock)
 
     async def close(self) -> None:
@@ -374,18 +381,16 @@ class Store:
     @contextlib.asynccontextmanager
     async def _read(self, what: str) -> AsyncIterator[AsyncConnection]:
         # One transaction per read, so a multi-query read sees one snapshot.
-        with _errors(what):
+        with errors(what):
             async with self._reader.connect() as conn:
                 yield conn
 
     @contextlib.asynccontextmanager
     async def _write(self, what: str) -> AsyncIterator[AsyncConnection]:
-        with _errors(what):
+        with errors(what):
             async with self._write_lock, self._writer.begin() as conn:
                 if self.postgres:
-                    # Other processes' writers (an `ack`, `migrate-store`) wait here, as
-                    # SQLite's BEGIN IMMEDIATE makes them; released at commit or rollback.
-                    await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_WRITER_LOCK)))
+                    await lock_postgres_writers(conn)
                 yield conn
 
     # ---------------------------------------------------------------------------- state
