@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
 
 from tests.support import postgres
 from tests.support.testbed import Router, cleanup_stale, make_router, missing_requirements
+
+# Subprocesses (the `exposuremon` console script, `python -c`) import the package of this
+# checkout, not the one the venv's editable install points at: a second worktree sharing the
+# venv would otherwise test another branch's code in every subprocess.
+_ROOT = str(Path(__file__).resolve().parents[1])
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (_ROOT, os.environ.get("PYTHONPATH", "")) if p
+)
 
 # Hypothesis: pure functions here take microseconds, so its default 200 ms deadline per example
 # would only ever trip on a loaded CI machine; keep a deadline, but one that measures the code.
