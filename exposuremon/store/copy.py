@@ -61,7 +61,7 @@ async def copy_store(source: str, target: str, progress: Progress) -> dict[str, 
     shown = database.describe_url(dst_url)
     src = create_async_engine(src_url, connect_args={"isolation_level": None})
     database.setup_sqlite(src.sync_engine)
-    dst = create_async_engine(dst_url)
+    dst = database.postgres_engine(dst_url)
     try:
         with database.errors(f"copy into {shown}"):
             async with src.connect() as reading, dst.begin() as writing:

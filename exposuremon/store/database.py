@@ -143,6 +143,20 @@ def database_url(where: Path | str) -> sa.URL:
     raise ValueError("only postgresql:// and sqlite:/// database URLs are supported")
 
 
+def postgres_engine(url: sa.URL, **options: Any) -> AsyncEngine:
+    """An async engine on a PostgreSQL URL that honours every libpq parameter in it.
+
+    SQLAlchemy hands asyncpg the URL's query as keyword arguments, which asyncpg refuses for
+    libpq's own (`sslmode`, `sslrootcert`, `passfile`, ...); asyncpg reads them all from a
+    connection string, so it gets the URL as one. psycopg takes them as they are.
+    """
+    if url.get_driver_name() != "asyncpg":
+        return create_async_engine(url, **options)
+    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    connect_args = {**options.pop("connect_args", {}), "dsn": dsn}
+    return create_async_engine("postgresql+asyncpg://", connect_args=connect_args, **options)
+
+
 def describe_url(url: sa.URL) -> str:
     """A database URL safe to log or show: no password, and no value of a query parameter
     that may hold one (libpq also takes `password=` and `sslpassword=` there)."""
@@ -251,7 +265,7 @@ async def migrate_postgres(url: sa.URL, revision: str = "head") -> None:
     shown = describe_url(url)
     config = alembic_config()
     script = ScriptDirectory.from_config(config)
-    engine = create_async_engine(url, poolclass=sa.NullPool)
+    engine = postgres_engine(url, poolclass=sa.NullPool)
     try:
         async with engine.connect() as conn:
             current = await conn.run_sync(lambda c: _current_revisions(script, c, shown))
@@ -262,6 +276,9 @@ async def migrate_postgres(url: sa.URL, revision: str = "head") -> None:
             await conn.run_sync(lambda c: _upgrade(c, config, script, revision, shown))
     except sa.exc.SQLAlchemyError as exc:
         raise StoreError(f"{shown}: schema migration failed: {exc}") from exc
+    except OSError as exc:
+        # Unreachable server, a TLS file not there: the URL (password hidden) says which.
+        raise StoreError(f"{shown}: cannot connect: {exc.strerror or exc}") from exc
     finally:
         await engine.dispose()
 
@@ -332,6 +349,8 @@ class Store:
         engine: AsyncEngine,
         path: Path | None,
         clock: Callable[[], dt.datetime] = utcnow,
+        *,
+        shown: str | None = None,
     ) -> None:
         self._engine = engine
         self.postgres = is_postgres(engine.url)
@@ -348,7 +367,8 @@ class Store:
         self._write_lock = asyncio.Lock()
         self._clock = clock
         self.path = path  # the SQLite file; None on PostgreSQL
-        self.location = str(path) if path is not None else describe_url(engine.url)
+        # What logs and errors call the database: the SQLite file, or the URL without secrets.
+        self.location = shown or (str(path) if path is not None else describe_url(engine.url))
 
     @classmethod
     async def open(cls, where: Path | str, *, clock: Callable[[], dt.datetime] = utcnow) -> Store:
@@ -360,7 +380,7 @@ class Store:
         url = database_url(where)
         if is_postgres(url):
             await migrate_postgres(url)
-            return cls(create_async_engine(url), None, clock)
+            return cls(postgres_engine(url), None, clock, shown=describe_url(url))
         path = Path(url.database or "")
         # Alembic is synchronous; keep the event loop free while it runs.
         await asyncio.to_thread(_prepare, path)

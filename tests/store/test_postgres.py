@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from exposuremon.model import ScanKind, TargetState
-from exposuremon.store import Store
+from exposuremon.store import Store, StoreError
 from exposuremon.store.database import database_url, describe_url
 from tests.store.test_store import HEAD, T0, scan_of
 from tests.support.daemon import wait_until
@@ -136,3 +136,13 @@ async def test_a_writer_of_another_process_waits_for_the_store(pg_url: str) -> N
 
 
 WRITER = 0x656D6F6E_00000001  # the store's writers' advisory lock key (database._WRITER_LOCK)
+
+
+async def test_libpq_parameters_in_the_url_reach_the_driver(tmp_path: Path, pg_url: str) -> None:
+    """libpq's TLS parameters in the URL are the driver's: `sslmode=disable` connects, and
+    `verify-full` with a CA file that is not there fails on it, the URL naming which."""
+    async with await Store.open(f"{pg_url}&sslmode=disable") as store:
+        assert await store.load_states() == {}
+    ca = tmp_path / "no-such-ca.pem"
+    with pytest.raises(StoreError, match=r"sslrootcert=.*: cannot connect: No such file"):
+        await Store.open(f"{pg_url}&sslmode=verify-full&sslrootcert={ca}")

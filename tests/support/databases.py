@@ -16,7 +16,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from exposuremon.store.database import database_url, db_path, migrate, migrate_postgres
+from exposuremon.store.database import (
+    database_url,
+    db_path,
+    migrate,
+    migrate_postgres,
+    postgres_engine,
+)
 
 SQLITE, POSTGRESQL = "sqlite", "postgresql"
 # Every table of the store, parents before children (the order rows can be copied in).
@@ -63,7 +69,12 @@ class Backend:
     async def run(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         """Run SQL in its own transaction on a separate connection; the rows it returned."""
         text, names = named_params(sql)
-        engine = create_async_engine(database_url(self.url), poolclass=sa.NullPool)
+        url = database_url(self.url)
+        engine = (
+            postgres_engine(url, poolclass=sa.NullPool)
+            if self.postgres
+            else create_async_engine(url, poolclass=sa.NullPool)
+        )
         try:
             async with engine.begin() as conn:
                 result = await conn.execute(sa.text(text), dict(zip(names, args, strict=True)))
