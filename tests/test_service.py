@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import json
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -275,4 +279,17 @@ async def test_the_daemon_runs_on_postgresql_named_by_url_env(
         listeners.close()
     assert '"store": "postgresql+asyncpg://postgres:***@/test_' in log
     assert "hunter2" not in log
+    assert not (tmp_path / "state" / "exposuremon.db").exists()
+    # The CLI reads the same database through the same [store].
+    exe = Path(sys.executable).with_name("exposuremon")
+    status = await asyncio.to_thread(
+        subprocess.run,
+        [str(exe), "status", "-c", str(config), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert status.returncode == 0, status.stderr
+    assert [t["name"] for t in json.loads(status.stdout)["targets"]] == ["lo"]
     assert not (tmp_path / "state" / "exposuremon.db").exists()
