@@ -310,7 +310,7 @@ def _prepare(path: Path) -> None:
     migrate(path)
 
 
-def _current_revisions(script: ScriptDirectory, conn: sa.Connection, path: object) -> set[str]:
+def _current_revisions(script: ScriptDirectory, conn: sa.Connection, shown: object) -> set[str]:
     """The database's revisions; refuses one from a newer exposuremon, which this must not touch."""
     current = set(MigrationContext.configure(conn).get_current_heads())
     for rev in current:
@@ -320,7 +320,7 @@ def _current_revisions(script: ScriptDirectory, conn: sa.Connection, path: objec
             known = False
         if not known:
             raise StoreError(
-                f"{path}: schema revision {rev!r} is unknown to this exposuremon (newest known "
+                f"{shown}: schema revision {rev!r} is unknown to this exposuremon (newest known "
                 f"{script.get_current_head()!r}); it was written by a newer version"
             )
     return current
