@@ -134,11 +134,7 @@ class Service:
         """Open the store, start scanning and serving; ready when this returns."""
         # Pinging from the start: migrations may take long, and run in a thread.
         self.systemd.start_watchdog()
-        state_dir = self.config.daemon.state_dir
-        try:
-            self._store = await Store.open(state_dir, clock=self.clock)
-        except (OSError, StoreError) as exc:
-            raise StartError(f"daemon.state_dir {state_dir}: {_reason(exc)}") from exc
+        self._store = await self._open_store()
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=NOTIFY_TIMEOUT))
         self.notifications = Notifier(
             self._store,
@@ -186,10 +182,29 @@ class Service:
             "started",
             targets=len(self.config.targets),
             listen=f"{self.config.http.host}:{self.config.http.port}",
-            state_dir=str(self.config.daemon.state_dir),
+            store=self._store.location,  # the SQLite file, or the URL without its password
         )
         self.systemd.ready()
         await self.refresh_status()
+
+    async def _open_store(self) -> Store:
+        """Open `[store]`'s database, or SQLite under state_dir; StartError naming the key."""
+        try:
+            url = self.config.store.resolve_url()
+        except ConfigError as exc:
+            raise StartError("; ".join(exc.errors)) from None
+        if url is None:
+            state_dir = self.config.daemon.state_dir
+            try:
+                return await Store.open(state_dir, clock=self.clock)
+            except (OSError, StoreError) as exc:
+                raise StartError(f"daemon.state_dir {state_dir}: {_reason(exc)}") from exc
+        try:
+            return await Store.open(url, clock=self.clock)
+        except (OSError, StoreError, ValueError) as exc:
+            # StoreError names the database by its URL without the password; OSError (the
+            # server unreachable) names an address at most.
+            raise StartError(f"store: {_reason(exc)}") from exc
 
     async def run(self) -> None:
         """Serve until a stop is requested."""
@@ -301,6 +316,8 @@ class Service:
         self._scheduler.apply(plan)
         self._sweeper.sync(sweeps, self._first_sentinels(last_scans))
         names = {t.name for t in new.targets}
+        if new.store != self.config.store or new.daemon.state_dir != self.config.daemon.state_dir:
+            self.log.warning("store or state_dir changed: takes effect at the next restart")
         self.log.info(
             "reloaded",
             targets=len(names),

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
 
+from tests.support import postgres
 from tests.support.testbed import Router, cleanup_stale, make_router, missing_requirements
+
+# Subprocesses (the `exposuremon` console script, `python -c`) import the package of this
+# checkout, not the one the venv's editable install points at: a second worktree sharing the
+# venv would otherwise test another branch's code in every subprocess.
+_ROOT = str(Path(__file__).resolve().parents[1])
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (_ROOT, os.environ.get("PYTHONPATH", "")) if p
+)
 
 # Hypothesis: pure functions here take microseconds, so its default 200 ms deadline per example
 # would only ever trip on a loaded CI machine; keep a deadline, but one that measures the code.
@@ -56,3 +67,27 @@ def router_factory(testbed_available: None) -> Iterator[Callable[..., Router]]:
 def router(router_factory: Callable[..., Router]) -> Router:
     """One router, direct path only, default policy reject, nothing listening."""
     return router_factory()
+
+
+# ============================================================================================
+# PostgreSQL (tests/support/postgres.py): one throwaway cluster per session, a fresh database
+# per test. Needs root and the Debian server packages (deploy/sysdeps.sh); otherwise the
+# fixtures skip with the reason. CI runs as root: there they never skip.
+# ============================================================================================
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[postgres.Cluster]:
+    """The session's cluster on a Unix socket in a temp dir; stopped and removed at the end."""
+    reason = postgres.missing_requirements()
+    if reason:
+        pytest.skip(f"needs a throwaway PostgreSQL cluster: {reason}")
+    with postgres.running_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def pg_url(pg_cluster: postgres.Cluster) -> Iterator[str]:
+    """The `postgresql://` URL of a new empty database, dropped after the test."""
+    with pg_cluster.database() as url:
+        yield url

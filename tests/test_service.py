@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -287,3 +290,51 @@ async def test_no_false_findings_with_loss_and_latency(
     assert EventType.FINDING_OPENED not in kinds
     assert EventType.TARGET_DOWN not in kinds
     assert EventType.EXPECTED_PORT_CLOSED not in kinds
+
+
+async def test_the_daemon_runs_on_postgresql_named_by_url_env(
+    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With [store] url_env the daemon keeps its state in PostgreSQL (no SQLite file), and
+    its log names the database without the URL's password."""
+    listeners = Listeners()
+    port = listeners.open("127.0.0.5")
+    # Trust authentication ignores the password: it is there to be kept out of the log.
+    url = pg_url.replace("postgres@/", "postgres:hunter2@/", 1)
+    monkeypatch.setenv("EM_TEST_STORE_URL", url)
+    config = write_config(
+        tmp_path,
+        [{"name": "lo", "address": "127.0.0.5", "expected_open": str(port)}],
+        extra='[store]\nurl_env = "EM_TEST_STORE_URL"\n',
+    )
+    try:
+        with daemon_process(config, tmp_path / "daemon.log") as daemon:
+            daemon.start()
+            daemon.wait_log('"started"', 30)
+            async with await Store.open(pg_url) as store:
+
+                async def up() -> bool:
+                    return (await store.load_state("lo")).status is TargetStatus.UP
+
+                await wait_until(up, 30, "a scan of lo stored in PostgreSQL")
+            daemon.signal(signal.SIGTERM)
+            assert daemon.wait(10) == 0
+            log = daemon.log()
+    finally:
+        listeners.close()
+    assert '"store": "postgresql+asyncpg://postgres:***@/test_' in log
+    assert "hunter2" not in log
+    assert not (tmp_path / "state" / "exposuremon.db").exists()
+    # The CLI reads the same database through the same [store].
+    exe = Path(sys.executable).with_name("exposuremon")
+    status = await asyncio.to_thread(
+        subprocess.run,
+        [str(exe), "status", "-c", str(config), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert status.returncode == 0, status.stderr
+    assert [t["name"] for t in json.loads(status.stdout)["targets"]] == ["lo"]
+    assert not (tmp_path / "state" / "exposuremon.db").exists()

@@ -1,7 +1,7 @@
 """The daemon's commands: `run`, `check-config`, `status`, `findings`, `ack`, `notify-test`.
 
 `status`, `findings` and `ack` read and write the daemon's store directly (SQLite in WAL mode
-allows that while the daemon runs), through the same views the HTTP API uses.
+and PostgreSQL allow that while the daemon runs), through the same views the HTTP API uses.
 """
 
 from __future__ import annotations
@@ -54,13 +54,21 @@ def _load(config_path: Path) -> Config:
 def _with_store(config: Config, work: Callable[[Store], Awaitable[T]]) -> T:
     """Run `work` on the daemon's store; a missing or unusable store is one line and exit 1."""
 
+    try:
+        url = config.store.resolve_url()
+    except ConfigError as exc:
+        raise click.ClickException("; ".join(exc.errors)) from None
+
     async def run() -> T:
-        path = db_path(config.daemon.state_dir)
-        # Only the daemon creates the database: under systemd's DynamicUser= a database made
-        # by a root-run `status` would belong to root.
-        if not path.exists():
-            raise StoreError(f"no database at {path}: the daemon has not run with this state_dir")
-        store = await Store.open(config.daemon.state_dir)
+        if url is None:
+            path = db_path(config.daemon.state_dir)
+            # Only the daemon creates the database: under systemd's DynamicUser= a database
+            # made by a root-run `status` would belong to root.
+            if not path.exists():
+                raise StoreError(
+                    f"no database at {path}: the daemon has not run with this state_dir"
+                )
+        store = await Store.open(config.daemon.state_dir if url is None else url)
         try:
             return await work(store)
         finally:
@@ -68,7 +76,7 @@ def _with_store(config: Config, work: Callable[[Store], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(run())
-    except StoreError as exc:
+    except (StoreError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:  # e.g. state_dir not creatable: mkdir runs before SQLite does
         raise click.ClickException(f"state_dir {config.daemon.state_dir}: {exc}") from None

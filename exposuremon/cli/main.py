@@ -220,7 +220,7 @@ def _scan_with_progress(
 
 def _add_daemon_commands() -> None:
     # Imported here so that `exposuremon scan` does not pay for the daemon's imports.
-    from exposuremon.cli import daemon_commands
+    from exposuremon.cli import daemon_commands, store_commands
 
     for command in (
         daemon_commands.run,
@@ -229,6 +229,7 @@ def _add_daemon_commands() -> None:
         daemon_commands.findings,
         daemon_commands.ack,
         daemon_commands.notify_test,
+        store_commands.migrate_store,
     ):
         cli.add_command(command)
 

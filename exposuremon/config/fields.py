@@ -316,6 +316,32 @@ def parse_http_url(value: object) -> str:
     return value
 
 
+def check_store_url(text: str) -> str:
+    """A `[store]` database URL: `postgresql://...` or `sqlite:////ABSOLUTE/FILE`.
+
+    The messages never echo the value: the URL may hold a password. The store maps
+    `postgresql://` to its async driver; naming a driver here is refused.
+    """
+    scheme, sep, rest = text.partition("://")
+    if scheme == "postgresql" and sep:
+        return text
+    if scheme.startswith(("postgresql+", "postgres")):
+        raise ValueError("write postgresql://, without a driver (the store picks its own)")
+    if scheme == "sqlite" and sep:
+        if not rest.startswith("//") or len(rest) <= 2:
+            raise ValueError("a sqlite URL needs an absolute file path: sqlite:////path/to/file.db")
+        return text
+    raise ValueError("must be a postgresql:// URL, or sqlite:////path/to/file.db")
+
+
+def parse_store_url(value: object) -> SecretStr:
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    return SecretStr(check_store_url(value))
+
+
 def parse_public_url(value: object) -> str:
     return parse_http_url(value).rstrip("/")
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import ipaddress
 import os
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import (
     BaseModel,
@@ -45,6 +45,7 @@ from exposuremon.config.fields import (
     ProbeTimeout,
     Rate,
     ScanRate,
+    check_store_url,
     key_error,
     lower_text,
     parse_address,
@@ -56,6 +57,7 @@ from exposuremon.config.fields import (
     parse_secret_url,
     parse_severity,
     parse_share,
+    parse_store_url,
     split_listen,
 )
 from exposuremon.detect import TargetPolicy
@@ -314,13 +316,8 @@ class NotifyConfig(_Model):
 
     @model_validator(mode="after")
     def _sources(self) -> NotifyConfig:
-        given = [k for k in ("url", "url_env", "url_file") if getattr(self, k) is not None]
-        if not given:
+        if not _url_sources(self):
             raise key_error("url", "one of url, url_env or url_file is required")
-        if len(given) > 1:
-            raise key_error(
-                given[1], f"set only one of url, url_env, url_file (also has {given[0]})"
-            )
         secret = [k for k in ("secret_env", "secret_file") if getattr(self, k) is not None]
         if secret and self.type != "webhook":
             raise key_error(secret[0], "only type 'webhook' signs its requests")
@@ -332,19 +329,9 @@ class NotifyConfig(_Model):
 
     def resolve_url(self) -> str:
         """The webhook URL, read from the config, env or file now; ConfigError if unavailable."""
-        if self.url is not None:
-            return self.url.get_secret_value()
-        owner = f"notify {self.name!r}"
-        url = _read_secret(
-            owner, self.url_env, self.url_file, env_key="url_env", file_key="url_file"
-        )
+        url = _resolve_url(f"notify {self.name!r}", self, _http_url)
         if url is None:  # unreachable: the validator demands one source
-            raise ConfigError([f"{owner}.url: no URL configured"])
-        try:
-            parse_http_url(url)
-        except ValueError:
-            key = "url_env" if self.url_env else "url_file"
-            raise ConfigError([f"{owner}.{key}: the URL read from it must be http(s)://"]) from None
+            raise ConfigError([f"notify {self.name!r}.url: no URL configured"])
         return url
 
     def resolve_secret(self) -> str | None:
@@ -358,6 +345,79 @@ class NotifyConfig(_Model):
         """Whether an event of `severity` for `target` goes to this channel."""
         in_scope = self.targets is None or target in self.targets
         return in_scope and severity >= self.min_severity
+
+
+class _UrlSources(Protocol):
+    """A table with a secret URL given one of three ways."""
+
+    @property
+    def url(self) -> SecretStr | None: ...
+    @property
+    def url_env(self) -> str | None: ...
+    @property
+    def url_file(self) -> Path | None: ...
+
+
+def _url_sources(model: _UrlSources) -> list[str]:
+    """Which of url, url_env, url_file are set; a key error when more than one is."""
+    given = [k for k in ("url", "url_env", "url_file") if getattr(model, k) is not None]
+    if len(given) > 1:
+        raise key_error(given[1], f"set only one of url, url_env, url_file (also has {given[0]})")
+    return given
+
+
+def _resolve_url(owner: str, model: _UrlSources, check: Callable[[str], object]) -> str | None:
+    """The URL from the config, or read from env or file now and checked; None if none is set.
+
+    `check` raises ValueError on a bad URL; its message must not echo the URL (a secret).
+    """
+    if model.url is not None:
+        return model.url.get_secret_value()
+    url = _read_secret(owner, model.url_env, model.url_file, env_key="url_env", file_key="url_file")
+    if url is None:
+        return None
+    try:
+        check(url)
+    except ValueError as exc:
+        key = "url_env" if model.url_env else "url_file"
+        raise ConfigError([f"{owner}.{key}: the URL read from it {_must(exc)}"]) from None
+    return url
+
+
+def _http_url(url: str) -> None:
+    try:
+        parse_http_url(url)
+    except ValueError:
+        raise ValueError("must be http(s)://") from None
+
+
+def _must(exc: ValueError) -> str:
+    # "must be an http:// URL" reads on after "the URL read from it"; others get a colon.
+    text = str(exc)
+    return text if text.startswith("must ") else f"is wrong: {text}"
+
+
+class StoreConfig(_Model):
+    """`[store]`: the database. None of url, url_env, url_file: SQLite under [daemon] state_dir.
+
+    The URL is a secret (it may hold a password): never in a repr, an error or a log line.
+    """
+
+    url: Annotated[SecretStr, BeforeValidator(parse_store_url)] | None = Field(
+        default=None, repr=False
+    )
+    url_env: EnvName | None = None
+    url_file: FilePath | None = None
+
+    @model_validator(mode="after")
+    def _sources(self) -> StoreConfig:
+        _url_sources(self)
+        return self
+
+    def resolve_url(self) -> str | None:
+        """The database URL, read from the config, env or file now; None for the default
+        (SQLite under state_dir). ConfigError naming the key if it cannot be read."""
+        return _resolve_url("store", self, check_store_url)
 
 
 def _read_secret(
@@ -396,6 +456,7 @@ class Config(_Model):
     http: HttpConfig = Field(default_factory=dict, validate_default=True)
     scan: ScanConfig = Field(default_factory=dict, validate_default=True)
     schedule: ScheduleConfig = Field(default_factory=dict, validate_default=True)
+    store: StoreConfig = Field(default_factory=dict, validate_default=True)
     targets: tuple[TargetConfig, ...] = ()
     notify: tuple[NotifyConfig, ...] = ()
 

@@ -38,6 +38,7 @@ _PARSER_TYPES = {
     "parse_address": "IP address or hostname",
     "parse_public_url": "http(s) URL",
     "parse_secret_url": "http(s) URL (a secret)",
+    "parse_store_url": "`postgresql://` or `sqlite:////` URL (a secret)",
     "parse_share": "share 0.1-1",
     "parse_jitter": 'fraction (`0.1`) or percentage (`"10%"`), at most 0.5',
     "parse_severity": '`"info"`, `"warning"` or `"critical"`',
@@ -210,7 +211,7 @@ def render(example_text: str | None = None) -> str:
         "",
         f"Environment: `{TOKEN_ENV}` holds the API token (it takes precedence over",
         "`[http] token_file`); `[[notify]]` channels name their own variables in `url_env` and",
-        "`secret_env`.",
+        "`secret_env`, and `[store] url_env` names the one holding the database URL.",
     ]
     for table, model, keys in _sections(Config, ""):
         array = table in ("targets", "notify")

@@ -6,6 +6,7 @@ Everything else uses `Store` and the value types exported here; its modules are 
 
 from __future__ import annotations
 
+from exposuremon.store.copy import Progress, copy_store, dialect_of
 from exposuremon.store.database import (
     DEFAULT_RETENTION,
     MAX_PAGE,
@@ -34,6 +35,7 @@ __all__ = [
     "GaugeMark",
     "GaugeSnapshot",
     "Outgoing",
+    "Progress",
     "ReminderRule",
     "ScanRecord",
     "Store",
@@ -41,5 +43,7 @@ __all__ = [
     "TargetGauges",
     "TargetOverview",
     "TargetPage",
+    "copy_store",
     "db_path",
+    "dialect_of",
 ]

@@ -1,10 +1,15 @@
-"""Persistence: SQLite (WAL) under `state_dir`, schema kept current by Alembic migrations.
+"""Persistence: SQLite (WAL) under `state_dir`, or PostgreSQL; schema kept current by Alembic.
 
 One writer: each scan result is applied in one transaction that writes the scan, the target's
 new state, its findings, the events and the notification outbox rows together, so a crash never
 leaves an event without its notification or the reverse. Readers (API, metrics) run
-concurrently thanks to WAL. Only the engine setup knows it is SQLite; queries are SQLAlchemy
-Core, so a PostgreSQL backend needs a different engine, not different queries.
+concurrently (SQLite: WAL; PostgreSQL: MVCC, one REPEATABLE READ snapshot per read). Only the
+engine setup and the write lock know the dialect; queries are SQLAlchemy Core.
+
+Writers are serialised twice: within the process by an asyncio lock, and across processes by
+the database: SQLite's `BEGIN IMMEDIATE`, PostgreSQL's transaction-scoped advisory lock taken
+as a write transaction's first statement (READ COMMITTED, so each statement after it sees what
+the writer before committed). The read-then-write upserts and the change stamps rely on that.
 """
 
 from __future__ import annotations
@@ -43,6 +48,12 @@ if TYPE_CHECKING:
     from exposuremon.scan import ScanResult
 
 DB_FILE = "exposuremon.db"
+# The async driver behind `postgresql://` URLs (bench/store_bench.py measured both).
+POSTGRES_DRIVER = "asyncpg"
+POSTGRES_DRIVERS = ("asyncpg", "psycopg")
+# Advisory lock keys (one 64-bit space per database): "emon" + a purpose.
+_WRITER_LOCK = 0x656D6F6E_00000001
+_MIGRATION_LOCK = 0x656D6F6E_00000002
 MIGRATIONS = Path(__file__).parent / "migrations"
 DEFAULT_RETENTION = dt.timedelta(days=90)
 MAX_PAGE = 1000
@@ -105,6 +116,62 @@ def db_path(state_dir: Path) -> Path:
     return state_dir / DB_FILE
 
 
+def database_url(where: Path | str) -> sa.URL:
+    """The async SQLAlchemy URL of a store: a `Path` is a state directory (SQLite file under
+    it); a string is `sqlite:///FILE` or `postgresql://...` (mapped to `POSTGRES_DRIVER`; an
+    explicit `postgresql+asyncpg://` or `postgresql+psycopg://` is kept). ValueError otherwise,
+    never echoing the URL (it may hold a password)."""
+    if isinstance(where, Path):
+        return sa.URL.create("sqlite+aiosqlite", database=str(db_path(where)))
+    try:
+        url = sa.make_url(where)
+    except sa.exc.ArgumentError:
+        raise ValueError("not a database URL (postgresql://... or sqlite:///FILE)") from None
+    backend, driver = url.get_backend_name(), url.get_driver_name()
+    if backend == "sqlite" and url.drivername in ("sqlite", "sqlite+aiosqlite"):
+        if not url.database or url.database == ":memory:":
+            raise ValueError("a sqlite URL needs a file: sqlite:///FILE")
+        return url.set(drivername="sqlite+aiosqlite")
+    if backend == "postgresql":
+        if "+" not in url.drivername:
+            return url.set(drivername=f"postgresql+{POSTGRES_DRIVER}")
+        if driver in POSTGRES_DRIVERS:
+            return url
+        raise ValueError(
+            f"postgresql driver {driver!r} is not one of {', '.join(POSTGRES_DRIVERS)}"
+        )
+    raise ValueError("only postgresql:// and sqlite:/// database URLs are supported")
+
+
+def postgres_engine(url: sa.URL, **options: Any) -> AsyncEngine:
+    """An async engine on a PostgreSQL URL that honours every libpq parameter in it.
+
+    SQLAlchemy hands asyncpg the URL's query as keyword arguments, which asyncpg refuses for
+    libpq's own (`sslmode`, `sslrootcert`, `passfile`, ...); asyncpg reads them all from a
+    connection string, so it gets the URL as one. psycopg takes them as they are.
+    """
+    if url.get_driver_name() != "asyncpg":
+        return create_async_engine(url, **options)
+    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    connect_args = {**options.pop("connect_args", {}), "dsn": dsn}
+    return create_async_engine("postgresql+asyncpg://", connect_args=connect_args, **options)
+
+
+def describe_url(url: sa.URL) -> str:
+    """A database URL safe to log or show: no password, and no value of a query parameter
+    that may hold one (libpq also takes `password=` and `sslpassword=` there)."""
+    query = {
+        key: ("<redacted>" if "password" in key.lower() or "secret" in key.lower() else value)
+        for key, value in url.query.items()
+    }
+    return url.set(query=query).render_as_string(hide_password=True)
+
+
+def is_postgres(url: sa.URL) -> bool:
+    """Whether the URL names a PostgreSQL database."""
+    return url.get_backend_name() == "postgresql"
+
+
 def _on_connect(dbapi_connection: Any, _record: Any) -> None:
     # busy_timeout first, so that switching to WAL waits for other processes' locks.
     cursor = dbapi_connection.cursor()
@@ -124,7 +191,7 @@ def _on_begin(conn: sa.Connection) -> None:
     conn.exec_driver_sql(conn.get_execution_options().get(_BEGIN, "BEGIN"))
 
 
-def _setup_sqlite(engine: sa.Engine) -> None:
+def setup_sqlite(engine: sa.Engine) -> None:
     sa.event.listen(engine, "connect", _on_connect)
     sa.event.listen(engine, "begin", _on_begin)
 
@@ -136,7 +203,7 @@ def sqlite_engine(path: Path) -> sa.Engine:
         connect_args={"isolation_level": None},
         poolclass=sa.NullPool,
     )
-    _setup_sqlite(engine)
+    setup_sqlite(engine)
     return engine
 
 
@@ -147,8 +214,20 @@ def alembic_config() -> Config:
     return config
 
 
-def migrate(path: Path, revision: str = "head") -> None:
-    """Upgrade the database file to `revision` in one transaction (creates it when missing)."""
+def migrate(where: Path | str, revision: str = "head") -> None:
+    """Upgrade the database to `revision` in one transaction (a SQLite file is created when
+    missing). `where` is a SQLite file's path or a database URL (see `database_url`); call it
+    outside an event loop (PostgreSQL's migration runs on the async driver)."""
+    if isinstance(where, str):
+        url = database_url(where)
+        if is_postgres(url):
+            asyncio.run(migrate_postgres(url, revision))
+            return
+        where = Path(url.database or "")
+    _migrate_sqlite(where, revision)
+
+
+def _migrate_sqlite(path: Path, revision: str) -> None:
     config = alembic_config()
     script = ScriptDirectory.from_config(config)
     engine = sqlite_engine(path)
@@ -160,13 +239,48 @@ def migrate(path: Path, revision: str = "head") -> None:
         if revision == "head" and current == set(script.get_heads()):
             return
         with engine.execution_options(**{_BEGIN: "BEGIN IMMEDIATE"}).begin() as conn:
-            _current_revisions(script, conn, path)
-            config.attributes["connection"] = conn
-            command.upgrade(config, revision)
+            _upgrade(conn, config, script, revision, path)
     except sa.exc.SQLAlchemyError as exc:
         raise StoreError(f"{path}: schema migration failed: {exc}") from exc
     finally:
         engine.dispose()
+
+
+def _upgrade(
+    conn: sa.Connection, config: Config, script: ScriptDirectory, revision: str, shown: object
+) -> None:
+    """Upgrade on `conn` inside its transaction, after refusing a revision from the future."""
+    _current_revisions(script, conn, shown)
+    config.attributes["connection"] = conn
+    command.upgrade(config, revision)
+
+
+async def migrate_postgres(url: sa.URL, revision: str = "head") -> None:
+    """Upgrade a PostgreSQL database to `revision` in one transaction.
+
+    Processes starting at the same instant on an empty database (a fleet's nodes) each take a
+    transaction-scoped advisory lock first: one migrates, the others then find it at head
+    and do nothing. An up-to-date database is only read, without the lock.
+    """
+    shown = describe_url(url)
+    config = alembic_config()
+    script = ScriptDirectory.from_config(config)
+    engine = postgres_engine(url, poolclass=sa.NullPool)
+    try:
+        async with engine.connect() as conn:
+            current = await conn.run_sync(lambda c: _current_revisions(script, c, shown))
+        if revision == "head" and current == set(script.get_heads()):
+            return
+        async with engine.begin() as conn:
+            await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
+            await conn.run_sync(lambda c: _upgrade(c, config, script, revision, shown))
+    except sa.exc.SQLAlchemyError as exc:
+        raise StoreError(f"{shown}: schema migration failed: {exc}") from exc
+    except OSError as exc:
+        # Unreachable server, a TLS file not there: the URL (password hidden) says which.
+        raise StoreError(f"{shown}: cannot connect: {exc.strerror or exc}") from exc
+    finally:
+        await engine.dispose()
 
 
 # Findings say which ports of which routers are open: owner-only, whatever the umask (outside
@@ -196,7 +310,7 @@ def _prepare(path: Path) -> None:
     migrate(path)
 
 
-def _current_revisions(script: ScriptDirectory, conn: sa.Connection, path: Path) -> set[str]:
+def _current_revisions(script: ScriptDirectory, conn: sa.Connection, shown: object) -> set[str]:
     """The database's revisions; refuses one from a newer exposuremon, which this must not touch."""
     current = set(MigrationContext.configure(conn).get_current_heads())
     for rev in current:
@@ -206,14 +320,21 @@ def _current_revisions(script: ScriptDirectory, conn: sa.Connection, path: Path)
             known = False
         if not known:
             raise StoreError(
-                f"{path}: schema revision {rev!r} is unknown to this exposuremon (newest known "
+                f"{shown}: schema revision {rev!r} is unknown to this exposuremon (newest known "
                 f"{script.get_current_head()!r}); it was written by a newer version"
             )
     return current
 
 
+async def lock_postgres_writers(conn: AsyncConnection) -> None:
+    """Wait for, then hold until commit, the lock every PostgreSQL writer of the store takes
+    first: other processes' writers wait here, as SQLite's BEGIN IMMEDIATE makes them."""
+    await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_WRITER_LOCK)))
+
+
 @contextlib.contextmanager
-def _errors(what: str) -> Iterator[None]:
+def errors(what: str) -> Iterator[None]:
+    """SQLAlchemy's errors as StoreError, prefixed with what was being done."""
     try:
         yield
     except sa.exc.SQLAlchemyError as exc:
@@ -224,25 +345,47 @@ class Store:
     """The daemon's database. Open with `await Store.open(state_dir)`; close when done."""
 
     def __init__(
-        self, engine: AsyncEngine, path: Path, clock: Callable[[], dt.datetime] = utcnow
+        self,
+        engine: AsyncEngine,
+        path: Path | None,
+        clock: Callable[[], dt.datetime] = utcnow,
+        *,
+        shown: str | None = None,
     ) -> None:
         self._engine = engine
-        self._writer = engine.execution_options(**{_BEGIN: "BEGIN IMMEDIATE"})
+        self.postgres = is_postgres(engine.url)
+        if self.postgres:
+            # One snapshot per read (READ COMMITTED would give one per statement); writers
+            # stay READ COMMITTED: their snapshot must follow the lock they wait for.
+            self._reader = engine.execution_options(
+                isolation_level="REPEATABLE READ", postgresql_readonly=True
+            )
+            self._writer = engine.execution_options(isolation_level="READ COMMITTED")
+        else:
+            self._reader = engine
+            self._writer = engine.execution_options(**{_BEGIN: "BEGIN IMMEDIATE"})
         self._write_lock = asyncio.Lock()
         self._clock = clock
-        self.path = path
+        self.path = path  # the SQLite file; None on PostgreSQL
+        # What logs and errors call the database: the SQLite file, or the URL without secrets.
+        self.location = shown or (str(path) if path is not None else describe_url(engine.url))
 
     @classmethod
-    async def open(cls, state_dir: Path, *, clock: Callable[[], dt.datetime] = utcnow) -> Store:
-        """Create or upgrade the database under `state_dir` and open it."""
-        path = db_path(state_dir)
+    async def open(cls, where: Path | str, *, clock: Callable[[], dt.datetime] = utcnow) -> Store:
+        """Create or upgrade the database and open it.
+
+        `where` is a state directory (the SQLite file under it) or a database URL
+        (`sqlite:///FILE`, `postgresql://...`; see `database_url`).
+        """
+        url = database_url(where)
+        if is_postgres(url):
+            await migrate_postgres(url)
+            return cls(postgres_engine(url), None, clock, shown=describe_url(url))
+        path = Path(url.database or "")
         # Alembic is synchronous; keep the event loop free while it runs.
         await asyncio.to_thread(_prepare, path)
-        engine = create_async_engine(
-            sa.URL.create("sqlite+aiosqlite", database=str(path)),
-            connect_args={"isolation_level": None},
-        )
-        _setup_sqlite(engine.sync_engine)
+        engine = create_async_engine(url, connect_args={"isolation_level": None})
+        setup_sqlite(engine.sync_engine)
         return cls(engine, path, clock)
 
     async def close(self) -> None:
@@ -258,14 +401,16 @@ class Store:
     @contextlib.asynccontextmanager
     async def _read(self, what: str) -> AsyncIterator[AsyncConnection]:
         # One transaction per read, so a multi-query read sees one snapshot.
-        with _errors(what):
-            async with self._engine.connect() as conn:
+        with errors(what):
+            async with self._reader.connect() as conn:
                 yield conn
 
     @contextlib.asynccontextmanager
     async def _write(self, what: str) -> AsyncIterator[AsyncConnection]:
-        with _errors(what):
+        with errors(what):
             async with self._write_lock, self._writer.begin() as conn:
+                if self.postgres:
+                    await lock_postgres_writers(conn)
                 yield conn
 
     # ---------------------------------------------------------------------------- state

@@ -143,9 +143,11 @@ async def sync_ports(conn: AsyncConnection, name: str, records: Mapping[int, Por
     """Make the target's port_state rows equal `records`, writing only what changed."""
     t = schema.port_state
     rows = {port: schema.port_row(name, rec) for port, rec in records.items()}
-    stored = {
-        r.port: dict(r._mapping) for r in await conn.execute(sa.select(t).where(t.c.target == name))
-    }
+    # The columns `port_row` writes (not the vantage, which every row keeps), so that an
+    # unchanged port compares equal and is not rewritten.
+    columns = [t.c[key] for key in schema.port_row_columns()]
+    query = sa.select(*columns).where(t.c.target == name)
+    stored = {r.port: dict(r._mapping) for r in await conn.execute(query)}
     inserts = [row for port, row in rows.items() if port not in stored]
     updates = [
         {**row, "k_target": name, "k_port": port}
@@ -461,17 +463,22 @@ def _gauge_rows() -> sa.Select[Any]:
 async def _gauges_of(conn: AsyncConnection, query: sa.Select[Any]) -> dict[str, TargetGauges]:
     targets = {}
     for name, status, last_scan, reopened, reboots, ports, pairs, *n in await conn.execute(query):
-        unexpected = [] if not pairs else [_pair(x) for x in pairs.split(",")]
+        # In port order: the aggregates' own order is unspecified (and differs by dialect).
+        unexpected = [] if not pairs else sorted((_pair(x) for x in pairs.split(",")), key=_port)
         targets[name] = TargetGauges(
             status,
             last_scan or {},
             reopened,
             reboots,
-            ports.split(",") if ports else [],
+            sorted(ports.split(","), key=int) if ports else [],
             unexpected,
             {state.value: count for state, count in zip(FindingState, n, strict=True)},
         )
     return targets
+
+
+def _port(pair: tuple[str, str]) -> int:
+    return int(pair[0])
 
 
 def _pair(text: str) -> tuple[str, str]:

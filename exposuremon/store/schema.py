@@ -46,6 +46,13 @@ metadata = sa.MetaData(
 # Microsecond timestamps; "at" columns are nullable unless the model requires a value.
 _Time = sa.BigInteger
 _SEVERITIES = "severity IN ('info', 'warning', 'critical')"
+# The vantage point of an observation (migration 0006); one node alone is "default".
+DEFAULT_VANTAGE = "default"
+
+
+def _vantage() -> sa.Column[str]:
+    return sa.Column("vantage", sa.Text, nullable=False, server_default=DEFAULT_VANTAGE)
+
 
 targets = sa.Table(
     "targets",
@@ -91,6 +98,7 @@ scans = sa.Table(
     sa.Column("closed_count", sa.Integer, nullable=False),
     sa.Column("filtered_count", sa.Integer, nullable=False),
     sa.Column("duration_s", sa.Float, nullable=False),
+    _vantage(),
     sa.Index(None, "target", "kind", "finished"),
     sa.Index(None, "finished"),
     # Ids are referenced from outside (outbox group keys); never reuse one after a prune.
@@ -114,6 +122,7 @@ port_state = sa.Table(
     sa.Column("closed_streak", sa.Integer, nullable=False),
     sa.Column("fingerprint", sa.JSON(none_as_null=True)),
     sa.Column("observed_at", _Time),  # when the evidence behind `state` was seen (0004)
+    _vantage(),
 )
 
 findings = sa.Table(
@@ -196,6 +205,38 @@ reminders = sa.Table(
     sa.Column("channel", sa.Text, primary_key=True),
     sa.Column("count", sa.Integer, nullable=False),
     sa.Column("last_at", _Time),
+)
+
+# Added by migration 0006 for fleet mode (not used yet): the nodes, which node of a vantage
+# leases which shard until when (the database's clock), and the fixed number of shards.
+nodes = sa.Table(
+    "nodes",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("vantage", sa.Text, nullable=False),
+    sa.Column("started_at", _Time, nullable=False),
+    sa.Column("last_seen", _Time, nullable=False),
+    sa.Column("version", sa.Text, nullable=False),
+    sa.Column("config_hash", sa.Text, nullable=False),
+)
+
+shard_leases = sa.Table(
+    "shard_leases",
+    metadata,
+    sa.Column("vantage", sa.Text, primary_key=True),
+    sa.Column("shard", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("node", sa.Text, nullable=False),
+    sa.Column("epoch", sa.BigInteger, nullable=False),
+    sa.Column("expires_at", _Time, nullable=False),
+)
+
+fleet = sa.Table(
+    "fleet",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("shards", sa.Integer, nullable=False),
+    sa.CheckConstraint("id = 1", name="one_row"),
+    sa.CheckConstraint("shards > 0", name="shards"),
 )
 
 Row = Mapping[Any, Any]  # a result row's mapping (SQLAlchemy also accepts columns as keys)
@@ -374,6 +415,11 @@ def port_row(target: str, rec: PortRecord) -> dict[str, Any]:
         "fingerprint": fingerprint_to_json(rec.fingerprint, f"{where}.fingerprint"),
         "observed_at": opt_micros(rec.observed_at, f"{where}.observed_at"),
     }
+
+
+def port_row_columns() -> tuple[str, ...]:
+    """The `port_state` columns `port_row` fills (all but the vantage)."""
+    return tuple(c.name for c in port_state.c if c.name != "vantage")
 
 
 def port_from_row(row: Row) -> PortRecord:

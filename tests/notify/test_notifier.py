@@ -583,6 +583,7 @@ async def test_acked_findings_get_no_reminder_until_the_ack_expires(
 
 def _count_is(store: Store, finding_id: int, count: int) -> Callable[[], Any]:
     async def check() -> bool:
+        assert store.path is not None  # a SQLite store
         with contextlib.closing(sqlite3.connect(store.path)) as db:
             row = db.execute(
                 "SELECT count FROM reminders WHERE finding_id = ?", (finding_id,)

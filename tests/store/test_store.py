@@ -1,4 +1,9 @@
-"""The store: real SQLite files (WAL) under tmp_path, real aiosqlite, real Alembic migrations."""
+"""The store on both dialects: real SQLite files (WAL) under tmp_path and real PostgreSQL
+databases (a throwaway cluster), real drivers, real Alembic migrations.
+
+Tests taking the `backend` fixture run once per dialect; the few about SQLite's own mechanics
+(pragmas, file locks) take `tmp_path` and run on SQLite only.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from exposuremon.model import (
     Event,
@@ -41,16 +48,17 @@ from exposuremon.store.database import (
     Store,
     StoreError,
     alembic_config,
+    database_url,
     db_path,
     migrate,
     sqlite_engine,
 )
+from tests.support.databases import POSTGRESQL, SQLITE, TABLES, Backend
 from tests.support.records import scan_record_of
 
 T0 = dt.datetime(2026, 11, 20, 9, 12, 3, 123456, tzinfo=dt.UTC)
 CLOCK = dt.datetime(2026, 11, 26, 3, 14, 7, 654321, tzinfo=dt.UTC)
-TABLES = ("targets", "scans", "port_state", "findings", "events", "outbox")
-HEAD = "0005"
+HEAD = "0006"
 
 
 def at(minutes: float) -> dt.datetime:
@@ -130,7 +138,7 @@ def rows(path: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
 
 
 def counts(path: Path) -> dict[str, int]:
-    """Row count of every table."""
+    """Row count of every table of a SQLite file."""
     return {t: rows(path, f"SELECT count(*) FROM {t}")[0][0] for t in TABLES}
 
 
@@ -226,10 +234,19 @@ def rich_state(name: str = "surgery-router") -> TargetState:
     )
 
 
+@pytest.fixture(params=[SQLITE, POSTGRESQL])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """An empty database of each dialect: a state directory that does not exist yet, or a new
+    PostgreSQL database."""
+    if request.param == POSTGRESQL:
+        return Backend.postgresql(request.getfixturevalue("pg_url"))
+    return Backend.sqlite(tmp_path / "state")
+
+
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    """A fresh store in a state directory that does not exist yet, with a fixed clock."""
-    opened = await Store.open(tmp_path / "state", clock=lambda: CLOCK)
+async def store(backend: Backend) -> AsyncIterator[Store]:
+    """A fresh store on each dialect, with a fixed clock."""
+    opened = await Store.open(backend.where, clock=lambda: CLOCK)
     yield opened
     await opened.close()
 
@@ -259,13 +276,13 @@ async def test_open_creates_a_wal_database_at_head(tmp_path: Path) -> None:
         await store.close()
 
 
-async def test_reopen_a_closed_store(tmp_path: Path) -> None:
+async def test_reopen_a_closed_store(backend: Backend) -> None:
     """State written before close is there after opening again, and ids continue."""
-    async with await Store.open(tmp_path) as first:
+    async with await Store.open(backend.where) as first:
         applied = await first.apply(
             scan_of("r", T0), rich_state("r"), [event("r", EventType.TARGET_UP, T0)], [], []
         )
-    async with await Store.open(tmp_path) as again:
+    async with await Store.open(backend.where) as again:
         assert await again.load_state("r") == applied.state
         more = await again.apply(
             scan_of("r", at(1)), applied.state, [event("r", EventType.PORT_OPENED, at(1))], [], []
@@ -349,7 +366,9 @@ async def test_times_in_other_offsets_are_stored_as_the_same_instant(store: Stor
     assert loaded.status_since == when
 
 
-async def test_naive_datetimes_are_rejected_naming_the_field(store: Store) -> None:
+async def test_naive_datetimes_are_rejected_naming_the_field(
+    store: Store, backend: Backend
+) -> None:
     """A naive datetime is an error that says which field holds it; nothing is stored."""
     naive = dt.datetime(2026, 11, 26, 3, 0)
     rec = PortRecord(443, Observed.OPEN, T0, naive, T0)
@@ -358,7 +377,7 @@ async def test_naive_datetimes_are_rejected_naming_the_field(store: Store) -> No
     bad_scan = dataclasses.replace(scan_of("r", T0), started=naive)
     with pytest.raises(ValueError, match=r"scan of r\.started: naive"):
         await store.apply(bad_scan, TargetState(name="r"), [], [], [])
-    assert counts(store.path) == dict.fromkeys(TABLES, 0)
+    assert await backend.counts() == dict.fromkeys(TABLES, 0)
 
 
 utc_times = st.datetimes(
@@ -444,11 +463,11 @@ def target_states(draw: st.DrawFn, name: str) -> TargetState:
     )
 
 
-def test_round_trip_property(tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_round_trip_property(backend: Backend) -> None:
     """For any state, load_state returns what apply stored (one real store, many targets)."""
     names = (f"t{i}" for i in itertools.count())
     with asyncio.Runner() as runner:
-        store = runner.run(Store.open(tmp_path_factory.mktemp("prop")))
+        store = runner.run(Store.open(backend.where))
 
         @settings(max_examples=40, deadline=None)
         @given(data=st.data())
@@ -469,12 +488,12 @@ def test_round_trip_property(tmp_path_factory: pytest.TempPathFactory) -> None:
 # ---------------------------------------------------------------------- one transaction
 
 
-async def test_a_failing_apply_stores_nothing_of_its_scan(store: Store) -> None:
+async def test_a_failing_apply_stores_nothing_of_its_scan(store: Store, backend: Backend) -> None:
     """When an insert fails midway, no scan, state, finding, event or outbox row remains."""
     base = await store.apply(
         scan_of("r", T0), rich_state("r"), [event("r", EventType.TARGET_UP, T0)], [], ["chat"]
     )
-    before = counts(store.path)
+    before = await backend.counts()
     changed = dataclasses.replace(
         base.state,
         address="203.0.113.9",
@@ -486,21 +505,20 @@ async def test_a_failing_apply_stores_nothing_of_its_scan(store: Store) -> None:
         # The last insert violates the foreign key to findings.
         event("r", EventType.PORT_CLOSED, at(1), port=80, finding_id=999_999),
     ]
-    with pytest.raises(StoreError, match="FOREIGN KEY"):
+    with pytest.raises(StoreError, match=r"(?i)foreign key"):
         await store.apply(scan_of("r", at(1)), changed, events, [finding("r", 8443)], ["chat"])
-    assert counts(store.path) == before
+    assert await backend.counts() == before
     assert await store.load_state("r") == base.state
     assert await store.outbox_pending() == 1
 
 
-async def test_every_event_has_its_outbox_rows(store: Store) -> None:
+async def test_every_event_has_its_outbox_rows(store: Store, backend: Backend) -> None:
     """Each event gets one pending row per channel, grouped by scan, due now."""
     events = [event("r", EventType.TARGET_UP, T0), event("r", EventType.PORT_OPENED, T0, 443)]
     applied = await store.apply(
         scan_of("r", T0), TargetState(name="r"), events, [], ["a", "b", "a"]
     )
-    got = rows(
-        store.path,
+    got = await backend.run(
         "SELECT channel, event_id, group_key, status, attempts, next_attempt_at, created_at,"
         " last_error, sent_at, dedup_key FROM outbox ORDER BY id",
     )
@@ -514,7 +532,7 @@ async def test_every_event_has_its_outbox_rows(store: Store) -> None:
     assert await store.outbox_pending() == 4
 
 
-async def test_mismatched_parts_are_rejected(store: Store) -> None:
+async def test_mismatched_parts_are_rejected(store: Store, backend: Backend) -> None:
     """Events, findings or a scan of another target are errors naming the part."""
     state = TargetState(name="r")
     with pytest.raises(ValueError, match=r"scan.target 'x'"):
@@ -524,10 +542,10 @@ async def test_mismatched_parts_are_rejected(store: Store) -> None:
     wrong = dataclasses.replace(state, findings={443: finding("r", 80)})
     with pytest.raises(ValueError, match=r"outcome_state.findings\[443\]"):
         await store.apply(scan_of("r", T0), wrong, [], [], [])
-    assert counts(store.path) == dict.fromkeys(TABLES, 0)
+    assert await backend.counts() == dict.fromkeys(TABLES, 0)
 
 
-async def test_a_stale_state_cannot_drop_an_active_finding(store: Store) -> None:
+async def test_a_stale_state_cannot_drop_an_active_finding(store: Store, backend: Backend) -> None:
     """An outcome lacking a stored active finding is refused rather than silently saved."""
     first = await store.apply(
         scan_of("r", T0),
@@ -536,14 +554,14 @@ async def test_a_stale_state_cannot_drop_an_active_finding(store: Store) -> None
         [finding("r", 443)],
         [],
     )
-    before = counts(store.path)
+    before = await backend.counts()
     with pytest.raises(ValueError, match=r"lacks active findings stored \(port 443 #"):
         await store.apply(scan_of("r", at(1)), TargetState(name="r"), [], [], [])
     ghost = dataclasses.replace(first.state.findings[443], id=4242)
     haunted = dataclasses.replace(first.state, findings={443: ghost})
     with pytest.raises(ValueError, match="no such finding stored"):
         await store.apply(scan_of("r", at(1)), haunted, [], [], [])
-    assert counts(store.path) == before
+    assert await backend.counts() == before
 
 
 # ---------------------------------------------------------------------- findings and events
@@ -897,7 +915,7 @@ async def test_a_mark_ahead_of_the_store_reads_it_all(store: Store) -> None:
 # ------------------------------------------------------------------------------- upkeep
 
 
-async def test_prune_keeps_events_awaiting_delivery(store: Store) -> None:
+async def test_prune_keeps_events_awaiting_delivery(store: Store, backend: Backend) -> None:
     """Old scans and events go; old events with pending outbox rows stay; new ones stay."""
     old, new = at(-60 * 24 * 100), at(0)
     state = TargetState(name="r")
@@ -910,8 +928,7 @@ async def test_prune_keeps_events_awaiting_delivery(store: Store) -> None:
         ["chat"],
     )
     sent_id, kept_id = pending.event_ids
-    with contextlib.closing(sqlite3.connect(store.path)) as db, db:
-        db.execute("UPDATE outbox SET status = 'sent' WHERE event_id = ?", (sent_id,))
+    await backend.run("UPDATE outbox SET status = 'sent' WHERE event_id = ?", sent_id)
     recent = await store.apply(
         scan_of("r", new), state, [event("r", EventType.PORT_CLOSED, new, 80)], [], []
     )
@@ -919,20 +936,20 @@ async def test_prune_keeps_events_awaiting_delivery(store: Store) -> None:
     assert removed == {"scans": 2, "events": 2, "outbox": 1}
     left, _ = await store.events()
     assert [e.id for e in left] == [recent.event_ids[0], kept_id]
-    assert rows(store.path, "SELECT id FROM scans") == [(recent.scan_id,)]
-    assert rows(store.path, "SELECT scan_id FROM events WHERE id = ?", kept_id) == [(None,)]
+    assert await backend.run("SELECT id FROM scans") == [(recent.scan_id,)]
+    assert await backend.run("SELECT scan_id FROM events WHERE id = ?", kept_id) == [(None,)]
     assert await store.outbox_pending() == 1
     assert await store.prune(new - dt.timedelta(days=90)) == {"scans": 0, "events": 0, "outbox": 0}
 
 
-async def test_ids_are_never_reused_after_a_prune(store: Store) -> None:
+async def test_ids_are_never_reused_after_a_prune(store: Store, backend: Backend) -> None:
     """Event and scan ids keep growing after the newest rows were pruned."""
     state = TargetState(name="r")
     first = await store.apply(
         scan_of("r", T0), state, [event("r", EventType.TARGET_UP, T0)], [], []
     )
     await store.prune(at(1))
-    assert counts(store.path)["events"] == 0
+    assert (await backend.counts())["events"] == 0
     second = await store.apply(
         scan_of("r", at(2)), state, [event("r", EventType.TARGET_UP, at(2))], [], []
     )
@@ -940,8 +957,16 @@ async def test_ids_are_never_reused_after_a_prune(store: Store) -> None:
     assert second.scan_id > first.scan_id
 
 
-async def test_readers_run_while_another_connection_writes(store: Store) -> None:
+async def test_readers_run_while_another_connection_writes(tmp_path: Path) -> None:
     """WAL: reads succeed during a write transaction and a write succeeds during a read."""
+    async with await Store.open(tmp_path) as store:
+        await readers_run_while_another_sqlite_connection_writes(store)
+
+
+async def readers_run_while_another_sqlite_connection_writes(store: Store) -> None:
+    """The SQLite part of the test above: another connection holds the write lock, then a
+    read transaction."""
+    assert store.path is not None
     base = await store.apply(scan_of("r", T0), rich_state("r"), [], [], [])
     with contextlib.closing(sqlite3.connect(store.path, isolation_level=None)) as other:
         other.execute("BEGIN IMMEDIATE")
@@ -1022,67 +1047,83 @@ def alembic_on(path: Path) -> Iterator[Any]:
         engine.dispose()
 
 
-def test_migrations_build_exactly_the_schema_the_store_uses(tmp_path: Path) -> None:
+async def test_migrations_build_exactly_the_schema_the_store_uses(backend: Backend) -> None:
     """Head of the migrations equals the store's table definitions (no autogenerate diff)."""
-    path = tmp_path / "x.db"
-    migrate(path)
-    engine = sqlite_engine(path)
+    await backend.migrate()
+    engine = create_async_engine(database_url(backend.url), poolclass=sa.NullPool)
     try:
-        with engine.connect() as conn:
-            diff = compare_metadata(MigrationContext.configure(conn), store_schema.metadata)
+        async with engine.connect() as conn:
+            diff = await conn.run_sync(
+                lambda c: compare_metadata(MigrationContext.configure(c), store_schema.metadata)
+            )
     finally:
-        engine.dispose()
+        await engine.dispose()
     assert diff == []
 
 
-async def test_an_older_schema_is_upgraded_and_keeps_its_rows(tmp_path: Path) -> None:
-    """A database at revision 0001 with data is upgraded to head; every row stays readable."""
-    path = db_path(tmp_path)
-    migrate(path, "0001")
-    t = micros(T0)
-    with contextlib.closing(sqlite3.connect(path)) as db, db:
-        db.execute(
-            "INSERT INTO targets VALUES ('old', '198.51.100.7', 'up', ?, 0, NULL, ?, 1, 0,"
-            " ?, NULL, '[]', '{\"80\": 1}')",
-            (t, f'{{"quick": {t}}}', t),
-        )
-        db.execute(
-            "INSERT INTO scans VALUES (1, 'old', 'quick', '198.51.100.7', ?, ?, 1, 1000,"
-            " 1, 999, 0, 2.5)",
-            (t, t),
-        )
-        db.execute(
-            "INSERT INTO port_state VALUES ('old', 443, 'open', ?, ?, ?, 2, 1, 1, ?, ?, 0,"
-            ' \'{"http_server": "bintec"}\')',
-            (t, t, t, t, t),
-        )
-        db.execute(
-            "INSERT INTO findings VALUES (1, 'old', 80, 'warning', 'resolved', ?, ?, 0, NULL,"
-            " NULL, NULL, NULL)",
-            (t, t),
-        )
-        db.execute(
-            "INSERT INTO findings VALUES (2, 'old', 443, 'critical', 'open', ?, NULL, 1, ?,"
-            " NULL, NULL, NULL)",
-            (t, t),
-        )
-        db.execute(
-            "INSERT INTO events VALUES (1, 'finding_reopened', 'critical', 'old', 443, ?,"
-            " 'port 443/tcp open again', '{\"reopen_count\": 1}', 2, 1)",
-            (t,),
-        )
-        db.execute(
-            "INSERT INTO outbox (channel, event_id, group_key, status, attempts,"
-            " next_attempt_at, created_at) VALUES ('chat', 1, '1', 'pending', 0, ?, ?)",
-            (t, t),
-        )
-    before = counts(path)
+async def reset_sequences(backend: Backend, *tables: str) -> None:
+    """After rows were inserted with explicit ids, let PostgreSQL's id sequences continue
+    after them (SQLite's AUTOINCREMENT does so by itself)."""
+    if backend.postgres:
+        for table in tables:
+            await backend.run(
+                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), max(id)) FROM {table}"
+            )
 
-    store = await Store.open(tmp_path)
+
+async def test_an_older_schema_is_upgraded_and_keeps_its_rows(backend: Backend) -> None:
+    """A database at revision 0001 with data is upgraded to head; every row stays readable."""
+    await backend.migrate("0001")
+    t = micros(T0)
+    await backend.run(
+        "INSERT INTO targets VALUES ('old', '198.51.100.7', 'up', ?, false, NULL, ?, 1, 0,"
+        " ?, NULL, '[]', '{\"80\": 1}')",
+        t,
+        f'{{"quick": {t}}}',
+        t,
+    )
+    await backend.run(
+        "INSERT INTO scans VALUES (1, 'old', 'quick', '198.51.100.7', ?, ?, true, 1000,"
+        " 1, 999, 0, 2.5)",
+        t,
+        t,
+    )
+    await backend.run(
+        "INSERT INTO port_state VALUES ('old', 443, 'open', ?, ?, ?, 2, 1, 1, ?, ?, 0,"
+        ' \'{"http_server": "bintec"}\')',
+        *[t] * 5,
+    )
+    await backend.run(
+        "INSERT INTO findings VALUES (1, 'old', 80, 'warning', 'resolved', ?, ?, 0, NULL,"
+        " NULL, NULL, NULL)",
+        t,
+        t,
+    )
+    await backend.run(
+        "INSERT INTO findings VALUES (2, 'old', 443, 'critical', 'open', ?, NULL, 1, ?,"
+        " NULL, NULL, NULL)",
+        t,
+        t,
+    )
+    await backend.run(
+        "INSERT INTO events VALUES (1, 'finding_reopened', 'critical', 'old', 443, ?,"
+        " 'port 443/tcp open again', '{\"reopen_count\": 1}', 2, 1)",
+        t,
+    )
+    await backend.run(
+        "INSERT INTO outbox (channel, event_id, group_key, status, attempts,"
+        " next_attempt_at, created_at) VALUES ('chat', 1, '1', 'pending', 0, ?, ?)",
+        t,
+        t,
+    )
+    await reset_sequences(backend, "scans", "findings", "events")
+    before = await backend.counts()
+
+    store = await Store.open(backend.where)
     try:
-        assert rows(path, "SELECT version_num FROM alembic_version") == [(HEAD,)]
-        assert counts(path) == before
-        assert rows(path, "SELECT dedup_key FROM outbox") == [("chat/1",)]
+        assert await backend.run("SELECT version_num FROM alembic_version") == [(HEAD,)]
+        assert await backend.counts() == before
+        assert await backend.run("SELECT dedup_key FROM outbox") == [("chat/1",)]
         state = await store.load_state("old")
         assert state.status is TargetStatus.UP
         assert state.last_scan == {ScanKind.QUICK: T0}
@@ -1094,7 +1135,11 @@ async def test_an_older_schema_is_upgraded_and_keeps_its_rows(tmp_path: Path) ->
         assert (ev.id, ev.finding_id, ev.details) == (1, 2, {"reopen_count": 1})
         assert await store.outbox_pending() == 1
         assert await store.last_scans() == {("old", ScanKind.QUICK): T0}
-        assert rows(path, "SELECT changed_seq, times_seq FROM targets") == [(0, 0)]
+        assert await backend.run("SELECT changed_seq, times_seq FROM targets") == [(0, 0)]
+        assert await backend.run(
+            "SELECT vantage FROM scans UNION SELECT vantage FROM port_state"
+        ) == [("default",)]
+        assert await backend.run("SELECT id, shards FROM fleet") == [(1, 64)]
         gauges = await store.gauges()
         assert gauges.rows["old"].open_ports == ["443"]
         assert gauges.rows["old"].last_scan == {"quick": t}
@@ -1147,44 +1192,40 @@ def test_downgrade_to_0001_and_back_keeps_rows(tmp_path: Path) -> None:
     assert counts(path)["outbox"] == 1
 
 
-async def test_a_failed_upgrade_changes_nothing(tmp_path: Path) -> None:
+async def test_a_failed_upgrade_changes_nothing(backend: Backend) -> None:
     """An upgrade failing midway (0002's unique index) rolls back whole: 0001, rows kept."""
-    path = db_path(tmp_path)
-    migrate(path, "0001")
+    await backend.migrate("0001")
     t = micros(T0)
-    with contextlib.closing(sqlite3.connect(path)) as db, db:
-        db.execute(
-            "INSERT INTO targets VALUES ('r', NULL, 'unknown', NULL, 0, NULL, '{}', 0, 0,"
-            " NULL, NULL, '[]', '{}')"
+    await backend.run(
+        "INSERT INTO targets VALUES ('r', NULL, 'unknown', NULL, false, NULL, '{}', 0, 0,"
+        " NULL, NULL, '[]', '{}')"
+    )
+    await backend.run(
+        "INSERT INTO events VALUES (1, 'target_up', 'info', 'r', NULL, ?, 'up', '{}', NULL, NULL)",
+        t,
+    )
+    for _ in range(2):  # two deliveries of one event to one channel: 0002 cannot index them
+        await backend.run(
+            "INSERT INTO outbox (channel, event_id, group_key, status, attempts,"
+            " next_attempt_at, created_at) VALUES ('a', 1, '1', 'pending', 0, ?, ?)",
+            t,
+            t,
         )
-        db.execute(
-            "INSERT INTO events VALUES (1, 'target_up', 'info', 'r', NULL, ?, 'up', '{}',"
-            " NULL, NULL)",
-            (t,),
-        )
-        for _ in range(2):  # two deliveries of one event to one channel: 0002 cannot index them
-            db.execute(
-                "INSERT INTO outbox (channel, event_id, group_key, status, attempts,"
-                " next_attempt_at, created_at) VALUES ('a', 1, '1', 'pending', 0, ?, ?)",
-                (t, t),
-            )
-    with pytest.raises(StoreError, match=r"schema migration failed.*UNIQUE"):
-        await Store.open(tmp_path)
-    assert rows(path, "SELECT version_num FROM alembic_version") == [("0001",)]
-    columns = [r[1] for r in rows(path, "PRAGMA table_info(outbox)")]
-    assert "dedup_key" not in columns
-    assert counts(path)["outbox"] == 2
+    with pytest.raises(StoreError, match=r"schema migration failed.*(?i:unique)"):
+        await Store.open(backend.where)
+    assert await backend.run("SELECT version_num FROM alembic_version") == [("0001",)]
+    with pytest.raises(sa.exc.DBAPIError, match="dedup_key"):
+        await backend.run("SELECT dedup_key FROM outbox")
+    assert (await backend.counts())["outbox"] == 2
 
 
-async def test_a_newer_schema_is_refused_and_left_alone(tmp_path: Path) -> None:
+async def test_a_newer_schema_is_refused_and_left_alone(backend: Backend) -> None:
     """A database from a newer version is not touched; the error names its revision."""
-    path = db_path(tmp_path)
-    migrate(path)
-    with contextlib.closing(sqlite3.connect(path)) as db, db:
-        db.execute("UPDATE alembic_version SET version_num = '0099'")
+    await backend.migrate()
+    await backend.run("UPDATE alembic_version SET version_num = '0099'")
     with pytest.raises(StoreError, match=r"revision '0099' is unknown .* newer version"):
-        await Store.open(tmp_path)
-    assert rows(path, "SELECT version_num FROM alembic_version") == [("0099",)]
+        await Store.open(backend.where)
+    assert await backend.run("SELECT version_num FROM alembic_version") == [("0099",)]
 
 
 def test_migrations_ship_with_the_package() -> None:
@@ -1199,4 +1240,5 @@ def test_migrations_ship_with_the_package() -> None:
         "0003_outbox_reminders.py",
         "0004_evidence_times.py",
         "0005_target_change_stamps.py",
+        "0006_vantages_and_fleet.py",
     ]

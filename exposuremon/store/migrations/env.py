@@ -4,7 +4,9 @@
 `config.attributes["connection"]` (inside the caller's transaction, so an upgrade commits whole
 or not at all). From the command line it works with an ini file holding
 `script_location = exposuremon.store:migrations` and
-`sqlalchemy.url = sqlite:////var/lib/exposuremon/exposuremon.db`, online or with `--sql`.
+`sqlalchemy.url = sqlite:////var/lib/exposuremon/exposuremon.db`, online or with `--sql`
+(a `postgresql://` URL there needs a synchronous driver, which exposuremon does not install;
+the store migrates PostgreSQL itself, on asyncpg, at start).
 """
 
 from __future__ import annotations
