@@ -72,7 +72,8 @@ def test_a_joining_node_gets_released_shards_a_few_per_round() -> None:
     assert set(decided.renew) == set(range(64)) - decided.release
     # Nobody below its share: nothing is released into a void.
     alone = plan(leases, {"a"}, "a", 64, now)
-    assert alone.release == frozenset() and len(alone.renew) == 64
+    assert alone.release == frozenset()
+    assert len(alone.renew) == 64
 
 
 def test_expired_and_missing_shards_are_taken_up_to_the_share() -> None:
