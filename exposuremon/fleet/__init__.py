@@ -8,11 +8,16 @@ node holds and under which fence its writes go. The SQL lives in `exposuremon.st
 from __future__ import annotations
 
 from exposuremon.fleet.balance import Plan, default_max_release, fair_shares, live_nodes, plan
+from exposuremon.fleet.keeper import Held, LeaseKeeper, NodeIdentity, describe_error
 from exposuremon.fleet.shards import shard_of
 
 __all__ = [
+    "Held",
+    "LeaseKeeper",
+    "NodeIdentity",
     "Plan",
     "default_max_release",
+    "describe_error",
     "fair_shares",
     "live_nodes",
     "plan",

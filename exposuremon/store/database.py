@@ -479,11 +479,14 @@ class Store:
             shards = await leases.fleet_shards(conn)
             return await leases.acquire(conn, vantage, node, take, renew, ttl_micros, shards)
 
-    async def release(self, vantage: str, node: str, shards: Collection[int]) -> int:
+    async def release(
+        self, vantage: str, node: str, shards: Collection[int], *, leave: bool = False
+    ) -> int:
         """Expire this node's leases of `shards` now (epochs kept), so that another node may
-        take them at once; how many were still this node's."""
+        take them at once; how many were still this node's. `leave` (a node stopping): its
+        `nodes` row is deleted as well, so that the others stop counting it as live."""
         async with self._lease_write(f"release leases of node {node}") as conn:
-            return await leases.release(conn, vantage, node, shards)
+            return await leases.release(conn, vantage, node, shards, leave)
 
     async def _check_fences(
         self, conn: AsyncConnection, what: str, fences: Collection[leases.Fence]

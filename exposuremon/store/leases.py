@@ -262,8 +262,13 @@ async def acquire(
     return Acquired(now=now, held=held, takeovers=takeovers)
 
 
-async def release(conn: AsyncConnection, vantage: str, node: str, shards: Collection[int]) -> int:
-    """Expire this node's unexpired leases of `shards` now (epochs kept); rows changed."""
+async def release(
+    conn: AsyncConnection, vantage: str, node: str, shards: Collection[int], leave: bool
+) -> int:
+    """Expire this node's unexpired leases of `shards` now (epochs kept); rows changed.
+    `leave`: the node stops, its `nodes` row goes too (the others count it out at once)."""
+    if leave:
+        await conn.execute(sa.delete(schema.nodes).where(schema.nodes.c.name == node))
     if not shards:
         return 0
     sl = schema.shard_leases
