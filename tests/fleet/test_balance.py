@@ -171,6 +171,7 @@ def test_a_simulated_fleet_converges_and_never_double_holds(
     db = FakeDb(shards)
     nodes = [SimNode(f"n{i}") for i in range(first)]
     now = TTL
+    joined = 0
     for action, arg in steps:
         if action == "round" and nodes:
             node = nodes[arg % len(nodes)]
@@ -183,7 +184,8 @@ def test_a_simulated_fleet_converges_and_never_double_holds(
         elif action == "resume" and nodes:
             nodes[arg % len(nodes)].running = True
         elif action == "join":
-            nodes.append(SimNode(f"j{len(nodes)}"))
+            joined += 1
+            nodes.append(SimNode(f"j{joined}"))  # names are unique, as in a fleet
         elif action == "kill" and nodes:
             nodes.pop(arg % len(nodes))  # its rows stay until they expire
         check_no_double_holder(db, nodes, now)
