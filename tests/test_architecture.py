@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "exposuremon"
 # The parts with a door (`__init__` exports); the top-level modules are the core.
-PACKAGES = ("cli", "config", "metrics", "notify", "scan", "schedule", "store", "web")
+PACKAGES = ("cli", "config", "fleet", "metrics", "notify", "scan", "schedule", "store", "web")
 SQL_LIBRARIES = ("sqlalchemy", "alembic")
 
 

@@ -21,6 +21,7 @@ from exposuremon.config.fields import (
 from exposuremon.config.models import (
     Config,
     DaemonConfig,
+    FleetConfig,
     HttpConfig,
     NotifyConfig,
     ScanConfig,
@@ -41,6 +42,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "DaemonConfig",
+    "FleetConfig",
     "HttpConfig",
     "IPAddress",
     "NotifyConfig",

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
+import socket
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -449,6 +451,45 @@ def _read_secret(
     return text
 
 
+class _SilenceShare:
+    """A share in (0, 1]; `describe` for docs/config.md."""
+
+    def __call__(self, value: object) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError("expected a number like 0.5")
+        if not 0 < value <= 1:  # NaN fails this too
+            raise ValueError(f"must be a share in (0, 1], got {value!r}")
+        return float(value)
+
+    def describe(self) -> str:
+        return "share in (0, 1]"
+
+
+# A lease renewed every third of it must survive a database hiccup (a failover, a vacuum
+# stall) and must not leave a dead node's targets unscanned for long.
+LeaseTtl = Annotated[
+    float,
+    BeforeValidator(DurationParser(3.0, 600.0, why="a database hiccup would move every shard")),
+]
+
+
+class FleetConfig(_Model):
+    """`[fleet]`: this node's name and vantage in a fleet sharing one PostgreSQL database."""
+
+    node: Name | None = None  # None: the host name (`node_name`)
+    vantage: Name = "default"
+    lease_ttl: LeaseTtl = 15.0
+    vantage_silence_share: Annotated[float, BeforeValidator(_SilenceShare())] = 0.5
+
+    @property
+    def node_name(self) -> str:
+        """`node`, or this host's name made a valid one (A-Z a-z 0-9 . _ -, at most 64)."""
+        if self.node is not None:
+            return self.node
+        host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:64]
+        return host or "node"
+
+
 class Config(_Model):
     """The whole configuration file."""
 
@@ -457,6 +498,7 @@ class Config(_Model):
     scan: ScanConfig = Field(default_factory=dict, validate_default=True)
     schedule: ScheduleConfig = Field(default_factory=dict, validate_default=True)
     store: StoreConfig = Field(default_factory=dict, validate_default=True)
+    fleet: FleetConfig = Field(default_factory=dict, validate_default=True)
     targets: tuple[TargetConfig, ...] = ()
     notify: tuple[NotifyConfig, ...] = ()
 

@@ -107,6 +107,31 @@ class Metrics:
             ["target"],
             registry=self.registry,
         )
+        # Fleet mode (docs/fleet.md): the lease keeper sets the first three, whoever catches
+        # a FencedWrite counts it.
+        self.shards_held = Gauge(
+            f"{PREFIX}_shards_held",
+            "Shards of targets this node holds a lease on (it scans only their targets).",
+            registry=self.registry,
+        )
+        self.lease_takeovers = Counter(
+            f"{PREFIX}_lease_takeovers",
+            "Shard leases this node took over from a previous holder (a dead, paused or "
+            "departing node, or its own lapsed lease).",
+            registry=self.registry,
+        )
+        self.fleet_nodes = Gauge(
+            f"{PREFIX}_fleet_nodes",
+            "Live nodes of a vantage (heartbeat within lease_ttl), as this node last saw them.",
+            ["vantage"],
+            registry=self.registry,
+        )
+        self.fenced_writes = Counter(
+            f"{PREFIX}_fenced_writes",
+            "Scan results the store refused because their shard's lease had moved on (this "
+            "node was paused or cut off past its lease); nothing of them was written.",
+            registry=self.registry,
+        )
         self.build_info = Gauge(
             f"{PREFIX}_build_info",
             "Always 1; the version label says which exposuremon runs.",

@@ -11,11 +11,13 @@ from exposuremon.store.database import (
     DEFAULT_RETENTION,
     MAX_PAGE,
     Applied,
+    FencedWrite,
     ScanRecord,
     Store,
     StoreError,
     db_path,
 )
+from exposuremon.store.leases import Acquired, Fence, FleetNode, HeldLease, Lease, LeaseView
 from exposuremon.store.outbox import Delivery, Outgoing, ReminderRule
 from exposuremon.store.queries import (
     FindingCounts,
@@ -29,11 +31,18 @@ from exposuremon.store.queries import (
 __all__ = [
     "DEFAULT_RETENTION",
     "MAX_PAGE",
+    "Acquired",
     "Applied",
     "Delivery",
+    "Fence",
+    "FencedWrite",
     "FindingCounts",
+    "FleetNode",
     "GaugeMark",
     "GaugeSnapshot",
+    "HeldLease",
+    "Lease",
+    "LeaseView",
     "Outgoing",
     "Progress",
     "ReminderRule",

@@ -41,7 +41,7 @@ from exposuremon.model import (
     TargetState,
     TargetStatus,
 )
-from exposuremon.store import outbox, queries, schema
+from exposuremon.store import leases, outbox, queries, schema
 from exposuremon.units import utcnow
 
 if TYPE_CHECKING:
@@ -63,6 +63,16 @@ _BEGIN = "exposuremon_begin"  # execution option: the statement that opens a tra
 
 class StoreError(RuntimeError):
     """The database failed or refused an operation (locked, corrupt, schema too new)."""
+
+
+class FencedWrite(StoreError):
+    """A write made under a shard lease that has moved on (another node or epoch, or expired
+    by the database's clock): nothing was written. `fences` are the stale ones."""
+
+    def __init__(self, what: str, fences: Collection[leases.Fence]) -> None:
+        self.fences = tuple(sorted(fences, key=lambda f: (f.vantage, f.shard)))
+        named = "; ".join(leases.describe_fence(f) for f in self.fences)
+        super().__init__(f"{what}: refused, the lease moved on ({named})")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -413,6 +423,78 @@ class Store:
                     await lock_postgres_writers(conn)
                 yield conn
 
+    @contextlib.asynccontextmanager
+    async def _lease_write(self, what: str) -> AsyncIterator[AsyncConnection]:
+        # Lease rows are guarded by their own row locks, not by the writers' lock: a renewal
+        # must not wait behind other nodes' scan results. SQLite has one writer anyway.
+        if not self.postgres:
+            async with self._write(what) as conn:
+                yield conn
+            return
+        with errors(what):
+            async with self._writer.begin() as conn:
+                yield conn
+
+    # ---------------------------------------------------------------------- fleet leases
+
+    async def fleet_shards(self) -> int:
+        """How many shards targets hash into (fixed when the database was created)."""
+        async with self._read("read the shard count") as conn:
+            return await leases.fleet_shards(conn)
+
+    async def heartbeat(
+        self, node: str, vantage: str, version: str, config_hash: str, *, restart: bool = False
+    ) -> int:
+        """Record that `node` is alive: its row's `last_seen` becomes the db clock's now
+        (returned, microseconds). `started_at` is kept, unless the row is new or `restart`."""
+        async with self._lease_write(f"heartbeat of node {node}") as conn:
+            return await leases.heartbeat(conn, node, vantage, version, config_hash, restart)
+
+    async def lease_view(self, vantage: str) -> leases.LeaseView:
+        """The vantage's leases and every node, with the db clock's now, in one snapshot."""
+        async with self._read(f"read the leases of vantage {vantage}") as conn:
+            return await leases.lease_view(conn, vantage)
+
+    async def acquire(
+        self,
+        vantage: str,
+        node: str,
+        take: Collection[int],
+        renew: Mapping[int, int],
+        ttl: float,
+    ) -> leases.Acquired:
+        """Take the shards `take` where free or expired (new epoch), renew `renew` (shard ->
+        epoch) where still this node's under that epoch and unexpired; each lease then
+        expires `ttl` seconds after the db clock's now. One transaction. Returns what this
+        node holds now (see `leases.acquire`)."""
+        if not 0 < ttl <= 3600:
+            raise ValueError(f"ttl: {ttl} s out of range (0-3600]")
+        ttl_micros = round(ttl * 1_000_000)
+        async with self._lease_write(f"acquire leases of node {node}") as conn:
+            if self.postgres:
+                # A renewal waits at most a third of the lease for a row lock; then it fails
+                # and the round is retried, rather than the lease lapsing while it waits.
+                wait_ms = max(1, ttl_micros // 3000)
+                await conn.execute(sa.text(f"SET LOCAL lock_timeout = {int(wait_ms)}"))
+            shards = await leases.fleet_shards(conn)
+            return await leases.acquire(conn, vantage, node, take, renew, ttl_micros, shards)
+
+    async def release(
+        self, vantage: str, node: str, shards: Collection[int], *, leave: bool = False
+    ) -> int:
+        """Expire this node's leases of `shards` now (epochs kept), so that another node may
+        take them at once; how many were still this node's. `leave` (a node stopping): its
+        `nodes` row is deleted as well, so that the others stop counting it as live."""
+        async with self._lease_write(f"release leases of node {node}") as conn:
+            return await leases.release(conn, vantage, node, shards, leave)
+
+    async def _check_fences(
+        self, conn: AsyncConnection, what: str, fences: Collection[leases.Fence]
+    ) -> None:
+        stale = await leases.stale_fences(conn, fences)
+        if stale:
+            raise FencedWrite(what, stale)
+
     # ---------------------------------------------------------------------------- state
 
     async def load_state(self, target: str) -> TargetState:
@@ -467,8 +549,13 @@ class Store:
         events: Sequence[Event],
         findings: Sequence[Finding],
         channels: Sequence[str] | queries.Route,
+        *,
+        fence: leases.Fence | None = None,
     ) -> Applied:
         """Save one scan's result in one transaction: scan, state, findings, events, outbox.
+
+        With a `fence` (fleet mode), the write is made only while that lease is current: else
+        it raises `FencedWrite` and writes nothing. Without one, no lease is looked at.
 
         `findings` are the ones detection created (id None) or changed; the state's findings
         are saved too when they differ from the stored ones. Port events without a finding id
@@ -483,7 +570,10 @@ class Store:
         queries.check_outcome(outcome_state, events, findings)
         scan_row = _scan_row(scan)
         now = schema.to_micros(self._clock(), "clock")
-        async with self._write(f"apply {scan.kind} scan of {name}") as conn:
+        what = f"apply {scan.kind} scan of {name}"
+        async with self._write(what) as conn:
+            if fence is not None:
+                await self._check_fences(conn, what, (fence,))
             await queries.ensure_target(conn, outcome_state)
             result = await conn.execute(sa.insert(schema.scans).values(scan_row))
             scan_id = int(result.inserted_primary_key[0])  # type: ignore[index]
@@ -501,18 +591,37 @@ class Store:
             events=tuple(saved),
         )
 
-    async def touch(self, states: Sequence[TargetState]) -> None:
+    async def touch(
+        self,
+        states: Sequence[TargetState],
+        *,
+        fences: Mapping[str, leases.Fence] | None = None,
+    ) -> int:
         """Record only the passage of time (scan and last-seen times) of quiet scans.
 
         For states that differ from the stored ones in nothing else (see
         `detect.only_time_advanced`); a time already newer in the store is kept.
+
+        With `fences` (fleet mode: target name -> the lease its scan ran under), the states
+        whose lease moved on, or that have no fence, are dropped and the rest written in the
+        same transaction; returns how many were dropped (0 without `fences`). A batch spans
+        many shards, and one lost shard must not cost the others their times.
         """
         if not states:
-            return
+            return 0
         async with self._write(f"touch {len(states)} targets") as conn:
-            # One stamp for the whole batch: readers ask for rows stamped after their last.
-            seq = await queries.next_stamp(conn, schema.targets.c.times_seq)
-            await queries.touch_times(conn, states, seq)
+            refused = 0
+            if fences is not None:
+                wanted = {fences[s.name] for s in states if s.name in fences}
+                stale = await leases.stale_fences(conn, wanted)
+                kept = [s for s in states if s.name in fences and fences[s.name] not in stale]
+                refused = len(states) - len(kept)
+                states = kept
+            if states:
+                # One stamp for the whole batch: readers ask for rows stamped after their last.
+                seq = await queries.next_stamp(conn, schema.targets.c.times_seq)
+                await queries.touch_times(conn, states, seq)
+            return refused
 
     async def last_scans(self) -> dict[tuple[str, ScanKind], dt.datetime]:
         """When each target's last complete scan of each kind finished (quiet ones included).

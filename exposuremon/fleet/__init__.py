@@ -1,0 +1,25 @@
+"""Fleet mode: shards of targets leased by the nodes of a vantage (docs/fleet.md).
+
+`shard_of` says which shard a target is in; `plan` is one node's balancing decision, pure;
+`LeaseKeeper` runs it against the store every `lease_ttl / 3` and says which shards this
+node holds and under which fence its writes go. The SQL lives in `exposuremon.store`.
+"""
+
+from __future__ import annotations
+
+from exposuremon.fleet.balance import Plan, default_max_release, fair_shares, live_nodes, plan
+from exposuremon.fleet.keeper import Held, LeaseKeeper, NodeIdentity, describe_error
+from exposuremon.fleet.shards import shard_of
+
+__all__ = [
+    "Held",
+    "LeaseKeeper",
+    "NodeIdentity",
+    "Plan",
+    "default_max_release",
+    "describe_error",
+    "fair_shares",
+    "live_nodes",
+    "plan",
+    "shard_of",
+]
