@@ -50,7 +50,7 @@ from exposuremon.scan import (
     TargetScan,
     fingerprint_many,
 )
-from exposuremon.store import ScanRecord, Store
+from exposuremon.store import Fence, FencedWrite, ScanRecord, Store
 
 MAX_FINGERPRINTS = 64  # ports fingerprinted per scan at most
 
@@ -177,8 +177,14 @@ class ScanPipeline:
         metrics: Metrics,
         clock: Callable[[], dt.datetime],
         stopping: Callable[[], bool],
+        fence_for: Callable[[str], Fence | None] | None = None,
     ) -> None:
         self._config = config  # a callable: a reload replaces the config between scans
+        # Fleet mode: the lease a target's results are written under (None: its shard is not
+        # this node's). Taken when a scan starts, so a result is written only under the lease
+        # it was observed under. None (one node): every target is ours, writes unfenced.
+        self._fence_for = fence_for
+        self._quiet_fences: dict[str, Fence] = {}
         self._store = store
         self._scanner = scanner
         self._notifier = notifier
@@ -210,6 +216,17 @@ class ScanPipeline:
     def forget(self, name: str) -> None:
         """Drop what is held of a target: its next scan reads the store (after an ack)."""
         self.seen.pop(name, None)
+
+    def let_go(self, names: Iterable[str]) -> None:
+        """Targets whose shard changed hands (fleet): drop everything held of them.
+
+        Another node may write them meanwhile, so what this node holds is no longer the
+        state to start from; quiet times not flushed yet are lost (a minute at most).
+        """
+        for name in names:
+            self.seen.pop(name, None)
+            self.quiet.pop(name, None)
+            self._quiet_fences.pop(name, None)
 
     async def refresh_changed(self) -> frozenset[str]:
         """Forget what is held of targets written by someone else since the last call.
@@ -248,12 +265,22 @@ class ScanPipeline:
     async def flush_quiet(self) -> None:
         """Write the times of quiet scans held since the last flush."""
         batch, self.quiet = self.quiet, {}
+        fences, self._quiet_fences = self._quiet_fences, {}
         self._last_batch = batch
         try:
-            await self._store.touch(list(batch.values()))
+            if self._fence_for is None:
+                await self._store.touch(list(batch.values()))
+            else:
+                refused = await self._store.touch(list(batch.values()), fences=fences)
+                if refused:
+                    self._metrics.fenced_writes.inc(refused)
+                    self.log.warning(
+                        "quiet scan times refused: their leases moved on", count=refused
+                    )
         except Exception:
             # Keep them for the next flush, unless newer ones arrived meanwhile.
             self.quiet = batch | self.quiet
+            self._quiet_fences = fences | self._quiet_fences
             raise
 
     async def run(
@@ -264,6 +291,11 @@ class ScanPipeline:
         `hold_quiet=False` writes a quiet scan at once (one somebody asked for and will look up).
         """
         config = self._config()
+        fence = None
+        if self._fence_for is not None:
+            fence = self._fence_for(target.name)
+            if fence is None:
+                return None  # not this node's target (any more): its owner scans it
         # What to scan comes from the last state this service saw (no database round trip);
         # detection below works on the state freshly loaded under the target's lock.
         before = self.seen.get(target.name) or await self._store.load_state(target.name)
@@ -296,8 +328,23 @@ class ScanPipeline:
             evaluation = detect.evaluate(prev, obs, target.policy(config.scan), self._clock())
             if hold_quiet and is_quiet(result.complete, prev, evaluation):
                 self.quiet[target.name] = self.seen[target.name] = evaluation.state
+                if fence is not None:
+                    self._quiet_fences[target.name] = fence
             else:
-                await self._apply(config, ScanRecord.from_result(kind, result), evaluation)
+                record = ScanRecord.from_result(kind, result)
+                try:
+                    await self._apply(config, record, evaluation, fence)
+                except FencedWrite:
+                    # This node's lease moved on while the scan ran (a pause, a lost
+                    # database): its owner now writes the target; this result is stale.
+                    self._metrics.fenced_writes.inc()
+                    self.let_go([target.name])
+                    self.log.warning(
+                        "scan result refused: the target's lease moved on",
+                        target=target.name,
+                        kind=kind.value,
+                    )
+                    return None
         self._log_recorded(target.name, kind, result, evaluation)
         return ScanDone(result, evaluation)
 
@@ -401,12 +448,16 @@ class ScanPipeline:
         return held if held and detect.only_time_advanced(stored, held) else stored
 
     async def _apply(
-        self, config: Config, record: ScanRecord, evaluation: detect.Evaluation
+        self,
+        config: Config,
+        record: ScanRecord,
+        evaluation: detect.Evaluation,
+        fence: Fence | None = None,
     ) -> None:
         """Write the evaluation and its outbox rows in one transaction; tell the notifier."""
         route = channels_for_events(config.notify, evaluation.events, evaluation.findings)
         applied = await self._store.apply(
-            record, evaluation.state, evaluation.events, evaluation.findings, route
+            record, evaluation.state, evaluation.events, evaluation.findings, route, fence=fence
         )
         name = evaluation.state.name
         self.quiet.pop(name, None)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,8 +26,9 @@ from prometheus_client import CollectorRegistry
 
 from exposuremon import acks
 from exposuremon.config import Config, ConfigError, TargetConfig, load_config
+from exposuremon.fleet import Held, LeaseKeeper, NodeIdentity
 from exposuremon.logs import get_logger
-from exposuremon.metrics import Metrics, StateCollector
+from exposuremon.metrics import Metrics, StateCollector, build_version
 from exposuremon.model import Finding, ScanKind
 from exposuremon.notify import Notifier, NullNotifier
 from exposuremon.pipeline import ScanPipeline
@@ -56,6 +58,15 @@ class StartError(RuntimeError):
     """The daemon cannot start: a config key names what to fix (one line, no traceback)."""
 
 
+def shared_config_hash(config: Config) -> str:
+    """A digest of what every node of a fleet must agree on: targets, schedule, scan tuning,
+    policy and channels (not its own node name, listen address, state dir or store URL)."""
+    shared = (config.scan, config.schedule, config.targets, config.notify)
+    # repr, not a JSON dump: the models are frozen dataclass-like values whose repr lists
+    # every field in order (secrets masked), and the same file gives the same repr anywhere.
+    return hashlib.sha256(repr(shared).encode()).hexdigest()[:16]
+
+
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror if exc.filename is None else f"{exc.strerror}: {exc.filename}"
@@ -82,6 +93,7 @@ class Service:
             lambda since: self.store.gauges(since),
             lambda: self.config,
             lambda: self.pipeline.held(),
+            owns=self.owns,
         )
         self.log = get_logger()
         self._store: Store | None = None
@@ -91,6 +103,10 @@ class Service:
         self._sweeper = SentinelSweeper(self._sentinel_due)
         self._late = LateScans()
         self._pipeline: ScanPipeline | None = None
+        # Fleet mode (a PostgreSQL store): the shard leases that say which targets are ours.
+        self._leases: LeaseKeeper | None = None
+        self._owned: frozenset[str] | None = None  # the targets scheduled here (fleet mode)
+        self._reschedule_pending = False
         self._claimed: set[tuple[str, ScanKind]] = set()  # scans in progress, any stage
         # Scans asked for while the same scan was in progress, to run once it ends (the value:
         # on demand). The one in progress may have started before what they must see.
@@ -146,6 +162,9 @@ class Service:
         )
         self.notifications.start()  # delivers what an earlier run left in the outbox
         self._scanner = Scanner()
+        if self._store.postgres:
+            await self._join_fleet(self._store)
+        leases = self._leases
         self._pipeline = ScanPipeline(
             config=lambda: self.config,
             store=self._store,
@@ -154,6 +173,7 @@ class Service:
             metrics=self.metrics,
             clock=self.clock,
             stopping=self._stop_requested.is_set,
+            fence_for=None if leases is None else leases.fence_for,
         )
         app = make_app(self.metrics.registry, self, state=self.state_metrics)
         self._http = HttpServer(app, self.config.http.host, self.config.http.port)
@@ -166,6 +186,7 @@ class Service:
         # it (and are quiet when nothing changed) instead of a read each.
         await self._pipeline.preload([t.name for t in self.config.targets])
         last_scans = await self._store.last_scans()
+        self._owned = self._owned_now()
         jobs, sweeps = self._schedules(self.config)
         self._sweeper.sync(sweeps, self._first_sentinels(last_scans))
         self._sweeper.start()
@@ -186,6 +207,75 @@ class Service:
         )
         self.systemd.ready()
         await self.refresh_status()
+
+    async def _join_fleet(self, store: Store) -> None:
+        """Fleet mode: take this node's share of the shard leases before scheduling anything."""
+        fleet = self.config.fleet
+        identity = NodeIdentity(
+            fleet.node_name, fleet.vantage, build_version(), shared_config_hash(self.config)
+        )
+        self._leases = LeaseKeeper(
+            store, identity, fleet.lease_ttl, on_change=self._shards_changed, metrics=self.metrics
+        )
+        try:
+            await self._leases.start()
+        except StoreError as exc:
+            raise StartError(f"store: cannot join the fleet: {exc}") from exc
+        self.log.info(
+            "joined the fleet",
+            node=identity.name,
+            vantage=identity.vantage,
+            shards=len(self._leases.held),
+            of_shards=self._leases.shards,
+        )
+
+    def owns(self, target: str) -> bool:
+        """Whether this node scans `target`: always on one node; in a fleet, while it holds
+        the target's shard."""
+        return self._leases is None or self._leases.owns(target)
+
+    def _owned_now(self) -> frozenset[str] | None:
+        if self._leases is None:
+            return None
+        return frozenset(t.name for t in self.config.targets if self._leases.owns(t.name))
+
+    def _shards_changed(self, _held: Held) -> None:
+        # Called by the lease keeper's task: the rescheduling itself awaits the store, so it
+        # runs as a task of its own; changes that come while one is pending join it.
+        if self._reschedule_pending or self._stop_requested.is_set() or not self._started:
+            return
+        self._reschedule_pending = True
+        task = asyncio.get_running_loop().create_task(self._reschedule())
+        self._jobs_add(task)
+
+    async def _reschedule(self) -> None:
+        """Schedule exactly the targets whose shards this node holds now (fleet mode)."""
+        self._reschedule_pending = False
+        owned = self._owned_now()
+        before = self._owned or frozenset()
+        if owned is None or owned == before:
+            return
+        self.pipeline.let_go(owned ^ before)
+        last_scans: dict[tuple[str, ScanKind], dt.datetime] = {}
+        if owned - before:
+            # When the gained targets were scanned last (by their former owner), so that
+            # their next scans come when due, not all at once. Without it (the database is
+            # away) their first scans spread over their intervals.
+            try:
+                last_scans = await self.store.last_scans()
+            except StoreError as exc:
+                self.log.warning("could not read when gained targets were scanned", error=str(exc))
+            owned = self._owned_now() or frozenset()  # leases may have changed meanwhile
+        self._owned = owned
+        jobs, sweeps = self._schedules(self.config)
+        self._scheduler.apply(self._scheduler.plan(jobs, last_scans, self.clock()))
+        self._sweeper.sync(sweeps, self._first_sentinels(last_scans))
+        self.log.info(
+            "targets rescheduled",
+            targets=len(owned),
+            gained=len(owned - before),
+            lost=len(before - owned),
+        )
 
     async def _open_store(self) -> Store:
         """Open `[store]`'s database, or SQLite under state_dir; StartError naming the key."""
@@ -242,6 +332,8 @@ class Service:
                 await self.flush_quiet()
             except Exception:  # stopping must go on: only "last seen" times are at stake
                 self.log.exception("could not write the times of quiet scans")
+        if self._leases is not None:
+            await self._leases.stop()  # hands the shards over: the others take them at once
         if self._http is not None:
             await self._http.stop()
         if self._scanner is not None:
@@ -263,13 +355,18 @@ class Service:
             return "scheduler not running"
         if not self._sweeper.running:
             return "sentinel sweeper not running"
+        if self._leases is not None and not self._leases.healthy:
+            return self._leases.reason
         return None
 
     async def refresh_status(self) -> None:
         """Tell systemd the one-line status: targets, open findings, last scan, reload error."""
         names = [t.name for t in self.config.targets]
+        if self._owned is not None:
+            names = [name for name in names if name in self._owned]
         seen = {} if self._pipeline is None else self._pipeline.seen
-        self.systemd.status(service_status(names, seen, self._reload_error))
+        halted = self._leases.reason if self._leases and not self._leases.healthy else None
+        self.systemd.status(service_status(names, seen, self._reload_error, halted))
 
     async def reload(self) -> bool:
         """Re-read the config file; apply it if valid, else keep the old one and say why."""
@@ -373,7 +470,10 @@ class Service:
         """What to schedule: quick and full scans as APScheduler jobs, sentinel scans swept."""
         jobs: list[JobSpec] = []
         sweeps: dict[str, SweepSpec] = {}
+        owned = self._owned
         for target in config.targets:
+            if owned is not None and target.name not in owned:
+                continue  # another node's (fleet mode)
             schedule = target.effective_schedule(config.schedule)
             for kind in (ScanKind.QUICK, ScanKind.FULL):
                 jobs.append(JobSpec(target.name, kind, schedule.interval(kind), schedule.jitter))
@@ -435,7 +535,7 @@ class Service:
         due = time.monotonic() if due is None else due
         target = self._target(name)
         key = (name, kind)
-        if target is None or self._stop_requested.is_set():
+        if target is None or self._stop_requested.is_set() or not self.owns(name):
             return
         # Checked and reserved with no await in between: follow-up and on-demand jobs have
         # their own ids, so APScheduler's max_instances alone does not keep them apart.

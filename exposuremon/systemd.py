@@ -71,8 +71,12 @@ def status_line(
     acked_findings: int,
     last_scan: dt.datetime | None,
     reload_error: str | None = None,
+    halted: str | None = None,
 ) -> str:
-    """The one-line summary shown by `systemctl status`: targets, open findings, last scan."""
+    """The one-line summary shown by `systemctl status`: targets, open findings, last scan.
+
+    `halted`: why scanning stopped (a fleet node that lost its database), said first.
+    """
     parts = [f"{targets} target{'s' if targets != 1 else ''}"]
     if last_scan is None:
         parts.append("waiting for the first scans")
@@ -87,11 +91,16 @@ def status_line(
     text = ", ".join(parts)
     if reload_error:
         text = f"config reload failed, running on the previous config: {reload_error}; {text}"
+    if halted:
+        text = f"not scanning: {halted}; {text}"
     return one_line(text)
 
 
 def service_status(
-    targets: Iterable[str], seen: Mapping[str, TargetState], reload_error: str | None = None
+    targets: Iterable[str],
+    seen: Mapping[str, TargetState],
+    reload_error: str | None = None,
+    halted: str | None = None,
 ) -> str:
     """The status line from the configured target names and the states applied since start."""
     names = list(targets)
@@ -104,6 +113,7 @@ def service_status(
         acked_findings=sum(f.state is FindingState.ACKED for f in findings),
         last_scan=max((s.last_observed for s in states if s.last_observed), default=None),
         reload_error=reload_error,
+        halted=halted,
     )
 
 

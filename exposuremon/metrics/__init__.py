@@ -6,7 +6,7 @@ A package of its own because both the daemon (counting work) and the HTTP side (
 
 from __future__ import annotations
 
-from exposuremon.metrics.collectors import Metrics, StateCollector
+from exposuremon.metrics.collectors import Metrics, StateCollector, build_version
 from exposuremon.metrics.exposition import Family, scrape_handler
 
-__all__ = ["Family", "Metrics", "StateCollector", "scrape_handler"]
+__all__ = ["Family", "Metrics", "StateCollector", "build_version", "scrape_handler"]

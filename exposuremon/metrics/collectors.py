@@ -138,7 +138,7 @@ class Metrics:
             ["version"],
             registry=self.registry,
         )
-        self.build_info.labels(version=_version()).set(1)
+        self.build_info.labels(version=build_version()).set(1)
 
     def forget_connection_rate(self, target: str) -> None:
         """A target no longer shows a connection-rate limit: drop its series."""
@@ -168,7 +168,8 @@ class Metrics:
             self.probes.labels(result="timeout").inc(stats.timeouts)
 
 
-def _version() -> str:
+def build_version() -> str:
+    """This installation's version (the package metadata), "unknown" outside one."""
     try:
         return metadata.version("exposuremon")
     except metadata.PackageNotFoundError:

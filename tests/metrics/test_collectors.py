@@ -13,7 +13,8 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from exposuremon.config.models import load_config
-from exposuremon.metrics.collectors import StateCollector, _version
+from exposuremon.metrics import build_version
+from exposuremon.metrics.collectors import StateCollector
 from exposuremon.model import EventType
 from exposuremon.service import Service
 from exposuremon.store.database import Store
@@ -242,4 +243,4 @@ async def test_scrape_serves_both_formats_over_http(tmp_path: Path) -> None:
         assert value(found, "exposuremon_port_open", target="gw", port=str(port)) == 1
         assert value(found, "exposuremon_target_up", target="gw") == 1
         assert value(found, "exposuremon_scans_total", kind="sentinel", complete="true")
-        assert value(found, "exposuremon_build_info", version=_version()) == 1
+        assert value(found, "exposuremon_build_info", version=build_version()) == 1

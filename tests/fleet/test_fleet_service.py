@@ -1,0 +1,87 @@
+"""Fleet mode in the daemon: nodes on one PostgreSQL database split the targets by shard
+leases, schedule only their own, and take over a leaving node's targets."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from exposuremon.model import ScanKind
+from exposuremon.service import Service
+from tests.support.daemon import running_service, wait_until, write_config
+
+NAMES = [f"t{i:02d}" for i in range(24)]
+
+
+def node_config(tmp_path: Path, node: str) -> Path:
+    """Node `node`'s config: the 24 shared targets (nothing listens: every port refuses)."""
+    targets: list[dict[str, object]] = [
+        {"name": name, "address": f"127.0.3.{i + 1}", "ports_quick": "1-5", "ports_full": "1-5"}
+        for i, name in enumerate(NAMES)
+    ]
+    directory = tmp_path / node
+    directory.mkdir()
+    fleet = f'[store]\nurl_env = "EM_FLEET_URL"\n[fleet]\nnode = "{node}"\nlease_ttl = "3s"\n'
+    return write_config(directory, targets, extra=fleet)
+
+
+def owned(service: Service) -> set[str]:
+    """The targets `service` holds the shard of now."""
+    return {name for name in NAMES if service.owns(name)}
+
+
+def sentinel_since(service: Service, names: set[str], since: dt.datetime) -> bool:
+    """Every one of `names` has a sentinel scan by `service` that ended after `since`."""
+    seen = service.pipeline.seen
+    return all(
+        name in seen and (seen[name].last_scan.get(ScanKind.SENTINEL) or since) > since
+        for name in names
+    )
+
+
+@contextlib.asynccontextmanager
+async def two_nodes(tmp_path: Path) -> AsyncIterator[tuple[Service, Service]]:
+    """Nodes a and b of one fleet, started one after the other."""
+    async with running_service(node_config(tmp_path, "a")) as a:
+        async with running_service(node_config(tmp_path, "b")) as b:
+            yield a, b
+
+
+async def test_two_nodes_split_the_targets_and_a_leaving_one_hands_them_over(
+    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each target is scanned by exactly one of two nodes; when one stops, the other takes
+    its targets and scans them."""
+    monkeypatch.setenv("EM_FLEET_URL", pg_url)
+    async with running_service(node_config(tmp_path, "a")) as a:
+        assert owned(a) == set(NAMES)  # alone: every shard is its
+        async with running_service(node_config(tmp_path, "b")) as b:
+
+            async def split() -> bool:
+                mine, theirs = owned(a), owned(b)
+                return bool(mine and theirs) and not mine & theirs and mine | theirs == set(NAMES)
+
+            await wait_until(split, 60, "the targets split between a and b")
+            assert a.not_ready() is None and b.not_ready() is None
+            start = dt.datetime.now(dt.UTC)
+
+            async def b_scans_its_own() -> bool:
+                return sentinel_since(b, owned(b), start)
+
+            await wait_until(b_scans_its_own, 30, "b scanning the targets of its shards")
+            handed = owned(b)
+        stopped = dt.datetime.now(dt.UTC)
+
+        async def a_holds_all() -> bool:
+            return owned(a) == set(NAMES)
+
+        await wait_until(a_holds_all, 15, "a holding every shard after b left")
+
+        async def a_scans_them() -> bool:
+            return sentinel_since(a, handed, stopped)
+
+        await wait_until(a_scans_them, 30, "a scanning the targets b handed over")
