@@ -16,7 +16,7 @@ from exposuremon.store.database import (
     StoreError,
     db_path,
 )
-from exposuremon.store.outbox import Delivery, Outgoing, ReminderRule
+from exposuremon.store.outbox import Claim, Delivery, Outgoing, Pace, ReminderRule
 from exposuremon.store.queries import (
     FindingCounts,
     GaugeMark,
@@ -30,11 +30,13 @@ __all__ = [
     "DEFAULT_RETENTION",
     "MAX_PAGE",
     "Applied",
+    "Claim",
     "Delivery",
     "FindingCounts",
     "GaugeMark",
     "GaugeSnapshot",
     "Outgoing",
+    "Pace",
     "Progress",
     "ReminderRule",
     "ScanRecord",
