@@ -159,6 +159,7 @@ class Service:
             self.metrics,
             public_url=self.config.http.public_url,
             clock=self.clock,
+            node=self.config.fleet.node_name,  # whose claims on outbox messages are whose
         )
         self.notifications.start()  # delivers what an earlier run left in the outbox
         self._scanner = Scanner()

@@ -142,7 +142,7 @@ class LeaseKeeper:
             # have taken some in the database. Only this node's unexpired rows change.
             try:
                 async with asyncio.timeout(self.interval):
-                    await self._store.release(
+                    await self._store.release_shards(
                         self.identity.vantage, self.identity.name, range(self.shards), leave=True
                     )
             except Exception as exc:  # the leases then lapse after lease_ttl instead
@@ -202,7 +202,7 @@ class LeaseKeeper:
         if decided.release:
             # Stop using them before the database hears it, never after.
             self._set_held({s: e for s, e in self._held.items() if s not in decided.release})
-            await self._store.release(me.vantage, me.name, decided.release)
+            await self._store.release_shards(me.vantage, me.name, decided.release)
         got = await self._store.acquire(
             me.vantage, me.name, decided.take, decided.renew, self.lease_ttl
         )

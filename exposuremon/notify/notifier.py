@@ -14,6 +14,16 @@ receiver that deduplicates on it shows it once. A row marked sent is never sent 
 
 A supervisor task queues reminders of open critical findings (`remind_every`, `remind_max`)
 as outbox rows, so they get the same retries and guarantees.
+
+In a fleet every node runs a notifier on the one shared outbox (docs/fleet.md, "Notifications
+in a fleet"). A lane takes a message under a claim in the database (`Store.next_message` with
+this node's name): no other node sees it until the claim ends (`Tuning.claim` after the rate
+limit's wait). The rate limit is the channel's window in the database, booked in the same
+transaction, so the nodes together keep to it; a receiver's Retry-After pauses every node. The
+attempt is cut off before the claim ends, and the settle writes only while the claim is still
+this one's: a node that stalled past its claim records nothing, the node that took the message
+over sends it with the same delivery id. Without the database a lane sends nothing: it cannot
+book the send in the window (it waits and tries again).
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import random
+import socket
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -35,7 +46,7 @@ from exposuremon.model import DeliveryStatus, Event, EventType, Finding, Finding
 from exposuremon.notify import delivery, formats
 from exposuremon.notify.formats import SecretError, discord_url, split_ntfy_url
 from exposuremon.notify.message import Message, MessageKind, Request
-from exposuremon.notify.ratelimit import DEFAULT_RATES, RateLimiter
+from exposuremon.notify.ratelimit import DEFAULT_RATES, Window
 from exposuremon.notify.redaction import redact, secret_parts
 from exposuremon.notify.retry import (
     Backoff,
@@ -47,7 +58,7 @@ from exposuremon.notify.retry import (
     Sent,
     decide,
 )
-from exposuremon.store import Outgoing, ReminderRule, Store, StoreError
+from exposuremon.store import Claim, Outgoing, ReminderRule, Store, StoreError
 from exposuremon.units import utcnow
 
 REMOVED = "channel removed from config"
@@ -55,6 +66,12 @@ REMOVED = "channel removed from config"
 # notifier stops: a restart must not cut off a POST the receiver may already have acted on
 # (it would be sent twice). The unit's TimeoutStopSec= (30 s) leaves room for it.
 STOP_GRACE = 2.0
+# The share of a claim's time (after the rate limit's wait) that an attempt may use: the rest
+# is for the settle to land while the claim still holds, whatever the database's latency.
+SEND_SHARE = 0.75
+# The shortest sleep of a lane that found its next message locked by another node's transaction
+# (a take or a settle in progress): no spinning while that commits.
+LOCKED_NAP = 0.05
 
 
 # `notify.formats.render_parts(channel_type, message, *, secret=None, topic=None, now=None)`
@@ -70,6 +87,18 @@ class Tuning:
     idle_poll: float = 60.0  # longest sleep of an idle lane (rows written by other processes)
     reminder_poll: float = 60.0  # how often due reminders are looked for (at most)
     error_pause: float = 5.0  # after a database error
+    # Seconds a taken message stays claimed after its rate-limit wait: no other node takes it
+    # meanwhile. The attempt (every part of the message, each within `time_limit`) is cut off
+    # after SEND_SHARE of it, so it must leave room for at least one whole POST. A node that
+    # dies mid-flight delays its message by at most this much (plus the wait).
+    claim: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.claim * SEND_SHARE <= self.time_limit:
+            raise ValueError(
+                f"tuning: claim ({self.claim:g}s) must leave {SEND_SHARE:.0%} of it for an "
+                f"attempt of time_limit {self.time_limit:g}s"
+            )
 
 
 def rate_of(channel: NotifyConfig) -> Rate:
@@ -211,8 +240,12 @@ class Notifier:
         rng: Random | None = None,
         tuning: Tuning = Tuning(),
         render: Render = formats.render_parts,
+        node: str | None = None,
     ) -> None:
         self.store = store
+        # This node's name in the fleet ([fleet] node; the host name by default): its claims
+        # carry it. Unique per fleet: a node starting again releases the claims of its name.
+        self.node = node or socket.gethostname()
         self.session = session
         self.metrics = metrics
         self.public_url = public_url
@@ -229,6 +262,7 @@ class Notifier:
         self._started = False
         self._reconfigured = False  # the supervisor re-reads the reminder rules
         self._ending: dict[str, asyncio.Task[Any]] = {}  # lanes of removed channels, ending
+        self._ready = asyncio.Event()  # the claims of this node's earlier process are released
 
     @property
     def channels(self) -> dict[str, NotifyConfig]:
@@ -242,9 +276,23 @@ class Notifier:
         if self._started:
             return
         self._started = True
+        self._spawn(self._release_earlier_claims())
         for channel in self._channels.values():
             self._start_lane(channel)
         self._spawn(self._supervise())
+
+    async def _release_earlier_claims(self) -> None:
+        # What this node's earlier process had in flight when it died goes again now (with
+        # the same delivery id), not only when its claims run out: as on a single node.
+        try:
+            released = await self.store.release_claims_of(self.node)
+        except StoreError as exc:  # its claims run out by themselves
+            self.log.error("could not release earlier claims", error=str(exc))
+        else:
+            if released:
+                self.log.info("claims of an earlier run released", deliveries=released)
+        finally:
+            self._ready.set()
 
     def wake(self) -> None:
         """New rows were written: look at the outbox now instead of at the next poll."""
@@ -431,7 +479,8 @@ class _Lane:
         self.notifier = notifier
         self.channel = channel
         self.loop = asyncio.get_running_loop()
-        self.limiter = RateLimiter(rate_of(channel))
+        # The channel's rate limit, booked in its window in the database (microseconds).
+        self.window = Window.of(rate_of(channel), unit=1e6)
         self.task: asyncio.Task[Any] | None = None
         self.log = notifier.log.bind(channel=channel.name, type=channel.type)
         self._poke = asyncio.Event()
@@ -453,15 +502,15 @@ class _Lane:
         self.wake()
 
     def update(self, channel: NotifyConfig) -> None:
-        """Take a reloaded config of this channel (a new rate starts a fresh window)."""
-        if rate_of(channel) != rate_of(self.channel):
-            self.limiter = RateLimiter(rate_of(channel))
+        """Take a reloaded config of this channel (a new rate counts the sends booked so far)."""
+        self.window = Window.of(rate_of(channel), unit=1e6)
         self.channel = channel
         self.log = self.notifier.log.bind(channel=channel.name, type=channel.type)
 
     async def run(self, after: asyncio.Task[Any] | None = None) -> None:
         if after is not None:
             await asyncio.wait([after])  # ends within its POST's time limit (see stop)
+        await self.notifier._ready.wait()
         while not self._stopping:
             try:
                 await self._step()
@@ -472,32 +521,61 @@ class _Lane:
     async def _step(self) -> None:
         """Deliver the next due message, or sleep until one is due or a wake comes."""
         self._woken = False
+        tuning = self.notifier.tuning
+        started = self.loop.time()  # before the claim: the send deadline errs early
         try:
             out, due = await self.notifier.store.next_message(
-                self.channel.name, self.notifier.clock()
+                self.channel.name,
+                self.notifier.clock(),
+                node=self.notifier.node,
+                claim_for=tuning.claim,
+                pace=self.window.reserve,
             )
         except StoreError as exc:
+            # Nothing is sent without the channel's window: wait for the database.
             self.log.error("could not read the outbox", error=str(exc))
-            await self._nap(self.notifier.tuning.error_pause, wakeable=False)
+            await self._nap(tuning.error_pause, wakeable=False)
             return
-        if out is None:
-            idle = self.notifier.tuning.idle_poll
+        if out is None or out.claim is None:
+            idle = tuning.idle_poll
             if due is not None:
-                idle = min(idle, max((due - self.notifier.clock()).total_seconds(), 0.0))
+                left = (due - self.notifier.clock()).total_seconds()
+                idle = min(idle, max(left, LOCKED_NAP))
             await self._nap(idle, wakeable=True)
             return
+        claim = out.claim
         # The rate limit holds even after a reload: not interruptible.
-        await self._nap(self.limiter.reserve(self.loop.time()), wakeable=False, interruptible=False)
+        await self._nap(claim.wait, wakeable=False, interruptible=False)
         if self._stopping:
+            await self._release(out, claim)
             return
-        decision = await self._deliver(out)
+        deadline = started + claim.wait + tuning.claim * SEND_SHARE
+        decision = await self._deliver(out, claim, deadline)
         if decision is not None and decision.status is DeliveryStatus.PENDING:
             # The channel is failing or rate limited: pause it, not just this message.
             await self._nap(decision.wait, wakeable=False)
 
-    async def _deliver(self, out: Outgoing) -> Decision | None:
+    async def _release(self, out: Outgoing, claim: Claim) -> None:
+        """Give a taken message back unsent (stopping): another node may take it at once."""
+        try:
+            await self.notifier.store.release_claim(claim)
+        except StoreError as exc:  # the claim runs out by itself
+            self.log.error("could not release a claim", error=str(exc), delivery=out.delivery_id)
+
+    async def _attempt(self, out: Outgoing, deadline: float) -> DeliveryOutcome:
+        """One attempt, cut off before the claim ends (then another node may take it)."""
+        left = deadline - self.loop.time()
+        if left <= 0:  # this process stalled past its claim: do not send what is not ours
+            return Retry("not sent: the claim on it ran out before the attempt")
+        try:
+            async with asyncio.timeout(left):
+                return await self.notifier.attempt(self.channel, self.notifier.message_of(out))
+        except TimeoutError:
+            return Retry(f"no answer within the claim ({self.notifier.tuning.claim:g}s)")
+
+    async def _deliver(self, out: Outgoing, claim: Claim, deadline: float) -> Decision | None:
         name = self.channel.name
-        outcome = await self.notifier.attempt(self.channel, self.notifier.message_of(out))
+        outcome = await self._attempt(out, deadline)
         now = self.notifier.clock()
         decision = decide(
             outcome,
@@ -508,12 +586,21 @@ class _Lane:
             backoff=self.notifier.tuning.backoff,
             rng=self.notifier.rng,
         )
+        # A receiver's Retry-After is about the receiver: every node of the fleet pauses.
+        asked = outcome.after if isinstance(outcome, Retry) else None
+        pause = decision.wait if decision.status is DeliveryStatus.PENDING and asked else None
         try:
-            await self.notifier.store.settle(
-                out.ids, decision.status, now, decision.next_attempt_at, decision.error
+            settled = await self.notifier.store.settle(
+                out.ids,
+                decision.status,
+                now,
+                decision.next_attempt_at,
+                decision.error,
+                claim=claim,
+                pause=pause,
             )
         except StoreError as exc:
-            # Left pending: sent again later with the same delivery id (at least once).
+            # Left pending and claimed: sent again (same delivery id) once the claim ends.
             self.log.error("could not record a delivery", error=str(exc), delivery=out.delivery_id)
             await self._nap(self.notifier.tuning.error_pause, wakeable=False)
             return None
@@ -529,7 +616,16 @@ class _Lane:
             "events": len(out.events),
             "attempt": out.attempts + 1,
         }
-        if decision.status is DeliveryStatus.SENT:
+        if settled == 0 and out.ids:
+            # Our claim ran out (this process stalled) and another node took the message
+            # over: it records the delivery, which it sends with the same delivery id.
+            self.log.warning(
+                "delivery taken over by another node; this attempt is not recorded",
+                result=result,
+                node=self.notifier.node,
+                **fields,
+            )
+        elif decision.status is DeliveryStatus.SENT:
             self.log.info("notification sent", **fields)
         elif decision.status is DeliveryStatus.PENDING:
             self.log.warning(

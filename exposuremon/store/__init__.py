@@ -18,7 +18,7 @@ from exposuremon.store.database import (
     db_path,
 )
 from exposuremon.store.leases import Acquired, Fence, FleetNode, HeldLease, Lease, LeaseView
-from exposuremon.store.outbox import Delivery, Outgoing, ReminderRule
+from exposuremon.store.outbox import Claim, Delivery, Outgoing, Pace, ReminderRule
 from exposuremon.store.queries import (
     FindingCounts,
     GaugeMark,
@@ -33,6 +33,7 @@ __all__ = [
     "MAX_PAGE",
     "Acquired",
     "Applied",
+    "Claim",
     "Delivery",
     "Fence",
     "FencedWrite",
@@ -44,6 +45,7 @@ __all__ = [
     "Lease",
     "LeaseView",
     "Outgoing",
+    "Pace",
     "Progress",
     "ReminderRule",
     "ScanRecord",

@@ -18,7 +18,9 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import math
 import os
+import secrets
 from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
@@ -416,6 +418,20 @@ class Store:
                 yield conn
 
     @contextlib.asynccontextmanager
+    async def _outbox_write(self, what: str) -> AsyncIterator[AsyncConnection]:
+        """A write transaction of the outbox's takers and settlers. On PostgreSQL without the
+        store-wide writer lock: they lock only their rows (the channel's rate window, the
+        message's outbox rows), so nodes delivering never queue behind scans being applied.
+        On SQLite the one writer as ever."""
+        if not self.postgres:
+            async with self._write(what) as conn:
+                yield conn
+            return
+        with errors(what):
+            async with self._writer.begin() as conn:
+                yield conn
+
+    @contextlib.asynccontextmanager
     async def _write(self, what: str) -> AsyncIterator[AsyncConnection]:
         with errors(what):
             async with self._write_lock, self._writer.begin() as conn:
@@ -479,7 +495,7 @@ class Store:
             shards = await leases.fleet_shards(conn)
             return await leases.acquire(conn, vantage, node, take, renew, ttl_micros, shards)
 
-    async def release(
+    async def release_shards(
         self, vantage: str, node: str, shards: Collection[int], *, leave: bool = False
     ) -> int:
         """Expire this node's leases of `shards` now (epochs kept), so that another node may
@@ -739,7 +755,10 @@ class Store:
             outbox_n = await conn.execute(
                 sa.delete(o).where(o.c.event_id.in_(sa.select(e.c.id).where(old)))
             )
-            events_n = await conn.execute(sa.delete(e).where(old))
+            # An event whose last pending row was settled meanwhile (settles do not take the
+            # writer lock on PostgreSQL) still has its rows: it stays until the next prune.
+            referenced = sa.select(o.c.event_id)
+            events_n = await conn.execute(sa.delete(e).where(old, e.c.id.not_in(referenced)))
             scans_n = await conn.execute(
                 sa.delete(schema.scans).where(schema.scans.c.finished < cut)
             )
@@ -797,12 +816,34 @@ class Store:
         return [outbox.delivery_from_row(r) for r in rows], nxt
 
     async def next_message(
-        self, channel: str, now: dt.datetime
+        self,
+        channel: str,
+        now: dt.datetime,
+        *,
+        node: str | None = None,
+        claim_for: float = outbox.CLAIM_FOR,
+        pace: outbox.Pace | None = None,
     ) -> tuple[outbox.Outgoing | None, dt.datetime | None]:
-        """The channel's oldest message due at `now`, else when its next delivery is due."""
-        async with self._read(f"next message for {channel}") as conn:
-            found = await outbox.next_message(conn, channel, schema.to_micros(now, "now"))
-            return (found, None) if found else (None, await outbox.next_due(conn, channel))
+        """The channel's oldest message due at `now` that no node holds, else when the next
+        one may be taken (its retry time, or when another node's claim on it ends).
+
+        With `node` the message is taken under a claim (`Outgoing.claim`): no other node gets
+        it until `claim.until`, the database's now plus the rate window's wait (`pace` books
+        the send in the channel's shared window, in microseconds) plus `claim_for` seconds.
+        Settle it with `settle(..., claim=out.claim)`, or `release` it. Without `node` the
+        message is only looked at (tools, tests).
+        """
+        now_us = schema.to_micros(now, "now")
+        claim = None
+        if node is not None:
+            claim = outbox.Claim(node=node, token=secrets.token_hex(8), until=0)
+        async with self._outbox_write(f"next message for {channel}") as conn:
+            found, due = await outbox.next_message(
+                conn, channel, now_us, claim, math.ceil(claim_for * 1e6), pace
+            )
+        if found is not None or due is None:
+            return found, None
+        return None, now + dt.timedelta(microseconds=due)
 
     async def settle(
         self,
@@ -811,14 +852,40 @@ class Store:
         now: dt.datetime,
         next_attempt_at: dt.datetime | None = None,
         error: str | None = None,
+        *,
+        claim: outbox.Claim | None = None,
+        pause: float | None = None,
     ) -> int:
-        """Record one attempt of a message's rows (see `outbox.settle`); rows changed."""
+        """Record one attempt of a message's rows (see `outbox.settle`); rows changed.
+
+        With `claim` (the message's, from `next_message`) nothing is written unless the rows
+        still carry it: 0 means another node took the message over after the claim ran out.
+        `pause` (seconds, a receiver's Retry-After) holds every node's sends to the channel.
+        """
         at, now_us = (
             schema.opt_micros(next_attempt_at, "next_attempt_at"),
             schema.to_micros(now, "now"),
         )
-        async with self._write(f"settle {len(ids)} deliveries as {status}") as conn:
-            return await outbox.settle(conn, ids, status, now_us, at, error)
+        token = None if claim is None else claim.token
+        async with self._outbox_write(f"settle {len(ids)} deliveries as {status}") as conn:
+            if pause is not None and ids:
+                # The window's row first, as a taker locks it: no deadlock between the two.
+                channel = await outbox.channel_of(conn, ids[0])
+                if channel is not None:
+                    await outbox.pause_window(conn, channel, pause)
+            return await outbox.settle(conn, ids, status, now_us, at, error, token)
+
+    async def release_claim(self, claim: outbox.Claim) -> int:
+        """End a claim without an attempt (a node stopping before it sent): the message is
+        free for any node at once; rows released (0: settled or taken over meanwhile)."""
+        async with self._outbox_write("release a claim") as conn:
+            return await outbox.release(conn, token=claim.token)
+
+    async def release_claims_of(self, node: str) -> int:
+        """End every claim `node` holds: a node starting again knows its earlier process is
+        gone (node names are unique in a fleet), so what that one had in flight goes now."""
+        async with self._outbox_write(f"release the claims of {node}") as conn:
+            return await outbox.release(conn, node=node)
 
     async def retry_now(self, now: dt.datetime) -> int:
         """Make deliveries waiting for a retry due now (after a reload fixed a channel)."""

@@ -189,6 +189,11 @@ outbox = sa.Table(
     # reminder's number for that finding and channel.
     sa.Column("kind", sa.Text, nullable=False, server_default="event"),
     sa.Column("reminder", sa.Integer),
+    # Added by migration 0007: the lease under which a node delivers the row's message (the
+    # node, the token of the claim, its end by the database's clock); NULL: unclaimed.
+    sa.Column("claimed_by", sa.Text),
+    sa.Column("claim", sa.Text),
+    sa.Column("claimed_until", _Time),
     sa.CheckConstraint("status IN ('pending', 'sent', 'dead')", name="status"),
     sa.Index(None, "event_id"),
     sa.Index(None, "status", "next_attempt_at"),
@@ -205,6 +210,17 @@ reminders = sa.Table(
     sa.Column("channel", sa.Text, primary_key=True),
     sa.Column("count", sa.Integer, nullable=False),
     sa.Column("last_at", _Time),
+)
+
+# Added by migration 0007: per channel, the send times its rate limit counts (microseconds by
+# the database's clock, newest last) and a pause a receiver asked for (Retry-After), shared by
+# every node of a fleet.
+rate_windows = sa.Table(
+    "rate_windows",
+    metadata,
+    sa.Column("channel", sa.Text, primary_key=True),
+    sa.Column("sent", sa.JSON(none_as_null=True), nullable=False),
+    sa.Column("paused_until", _Time),
 )
 
 # Added by migration 0006 for fleet mode (not used yet): the nodes, which node of a vantage

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from exposuremon.config.fields import NOTIFY_TYPES, Rate, parse_rate
-from exposuremon.notify.ratelimit import DEFAULT_RATES, RateLimiter
+from exposuremon.notify.ratelimit import DEFAULT_RATES, MAX_WINDOW, RateLimiter, Window
 
 # ---------------------------------------------------------------------------------- rates
 
@@ -97,3 +97,36 @@ def test_rate_limiter_never_exceeds_count_in_any_window(
     assert all(b >= a - 1e-9 for a, b in itertools.pairwise(sends))
     for i in range(len(sends) - count):
         assert sends[i + count] - sends[i] >= per - 1e-9
+
+
+@given(
+    st.integers(1, 6),
+    st.floats(0.5, 5),
+    st.lists(st.tuples(st.booleans(), st.floats(0, 2)), min_size=1, max_size=60),
+)
+def test_a_shared_window_holds_for_callers_that_pass_it_around(
+    count: int, per: float, bookings: list[tuple[bool, float]]
+) -> None:
+    """Two callers booking in turn through one stored window (as fleet nodes do through the
+    database, in microseconds) never get more than `count` sends into any window together."""
+    window = Window.of(Rate(count, per), unit=1e6)
+    stored: list[float] = []
+    now = 0.0
+    sends: dict[bool, list[float]] = {True: [], False: []}
+    for caller, gap in bookings:
+        now += gap * 1e6
+        at, stored = window.reserve(stored, now)
+        assert at >= now
+        sends[caller].append(at)
+    merged = sorted(sends[True] + sends[False])
+    for i in range(len(merged) - count):
+        assert merged[i + count] - merged[i] >= per * 1e6 - 1e-3
+    assert len(stored) <= count
+
+
+def test_a_huge_rate_keeps_a_bounded_window_and_its_long_run_rate() -> None:
+    """10,000 per minute keeps at most MAX_WINDOW times, in a proportionally shorter period."""
+    window = Window.of(Rate(10_000, 60))
+    assert window.count == MAX_WINDOW
+    assert window.per == pytest.approx(6.0)
+    assert window.count / window.per == pytest.approx(10_000 / 60)

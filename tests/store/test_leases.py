@@ -70,7 +70,7 @@ async def test_take_renew_and_release(store: Store) -> None:
     # A renewal under the wrong epoch, or of someone else's shard, fails.
     wrong = await store.acquire(V, "a", take=(), renew={0: 7, 3: 1}, ttl=30)
     assert wrong.held == {}
-    assert await store.release(V, "a", {1, 2, 3}) == 2  # shard 3 is b's: untouched
+    assert await store.release_shards(V, "a", {1, 2, 3}) == 2  # shard 3 is b's: untouched
     taken = await store.acquire(V, "b", take={1, 2}, renew={3: 1}, ttl=30)
     assert {s: h.epoch for s, h in taken.held.items()} == {1: 2, 2: 2, 3: 1}
     assert taken.takeovers == 2
@@ -102,7 +102,7 @@ async def test_a_stale_fence_refuses_apply_and_writes_nothing(
     await store.apply(
         scan_of("r", T0), state, [event("r", EventType.TARGET_UP, T0)], [], ["c"], fence=fence
     )
-    await store.release(V, "a", {7})
+    await store.release_shards(V, "a", {7})
     await store.acquire(V, "b", take={7}, renew={}, ttl=30)
     before = await backend.counts()
     later = TargetState(name="r", last_scan={ScanKind.QUICK: at(1)})
@@ -141,7 +141,7 @@ async def test_touch_drops_the_states_of_lost_shards(store: Store) -> None:
         await store.apply(
             scan_of(name, T0), TargetState(name=name, last_scan={ScanKind.QUICK: T0}), [], [], []
         )
-    await store.release(V, "a", {2})
+    await store.release_shards(V, "a", {2})
     quiet = [TargetState(name=n, last_scan={ScanKind.QUICK: at(5)}) for n in ("r1", "r2", "r3")]
     assert await store.touch(quiet, fences=fences) == 2
     scans = {n: (await store.load_state(n)).last_scan[ScanKind.QUICK] for n in ("r1", "r2", "r3")}
