@@ -45,21 +45,38 @@ metadata = sa.MetaData(
 
 # Microsecond timestamps; "at" columns are nullable unless the model requires a value.
 _Time = sa.BigInteger
+
+
+class _Text(sa.TypeDecorator[str]):
+    """Text with any NUL character stored as U+FFFD.
+
+    PostgreSQL's text cannot hold NUL, and banners, titles and receivers' error bodies come
+    from hosts that may send one: a hostile router must not make its own scans unwritable.
+    Both dialects store the same, so a store moved between them compares equal.
+    """
+
+    impl = sa.Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: sa.Dialect) -> str | None:
+        return value.replace("\x00", "\ufffd") if value is not None and "\x00" in value else value
+
+
 _SEVERITIES = "severity IN ('info', 'warning', 'critical')"
 # The vantage point of an observation (migration 0006); one node alone is "default".
 DEFAULT_VANTAGE = "default"
 
 
 def _vantage() -> sa.Column[str]:
-    return sa.Column("vantage", sa.Text, nullable=False, server_default=DEFAULT_VANTAGE)
+    return sa.Column("vantage", _Text, nullable=False, server_default=DEFAULT_VANTAGE)
 
 
 targets = sa.Table(
     "targets",
     metadata,
-    sa.Column("name", sa.Text, primary_key=True),
-    sa.Column("address", sa.Text),
-    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("name", _Text, primary_key=True),
+    sa.Column("address", _Text),
+    sa.Column("status", _Text, nullable=False),
     sa.Column("status_since", _Time),
     sa.Column("expected_refusing", sa.Boolean, nullable=False),
     sa.Column("last_reboot", _Time),
@@ -87,9 +104,9 @@ scans = sa.Table(
     "scans",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("target", sa.Text, sa.ForeignKey("targets.name"), nullable=False),
-    sa.Column("kind", sa.Text, nullable=False),
-    sa.Column("address", sa.Text, nullable=False),
+    sa.Column("target", _Text, sa.ForeignKey("targets.name"), nullable=False),
+    sa.Column("kind", _Text, nullable=False),
+    sa.Column("address", _Text, nullable=False),
     sa.Column("started", _Time, nullable=False),
     sa.Column("finished", _Time, nullable=False),
     sa.Column("complete", sa.Boolean, nullable=False),
@@ -108,9 +125,9 @@ scans = sa.Table(
 port_state = sa.Table(
     "port_state",
     metadata,
-    sa.Column("target", sa.Text, sa.ForeignKey("targets.name"), primary_key=True),
+    sa.Column("target", _Text, sa.ForeignKey("targets.name"), primary_key=True),
     sa.Column("port", sa.Integer, primary_key=True),
-    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("state", _Text, nullable=False),
     sa.Column("first_seen", _Time, nullable=False),
     sa.Column("last_seen", _Time, nullable=False),
     sa.Column("last_change", _Time, nullable=False),
@@ -129,16 +146,16 @@ findings = sa.Table(
     "findings",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("target", sa.Text, sa.ForeignKey("targets.name"), nullable=False),
+    sa.Column("target", _Text, sa.ForeignKey("targets.name"), nullable=False),
     sa.Column("port", sa.Integer, nullable=False),
-    sa.Column("severity", sa.Text, nullable=False),
-    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("severity", _Text, nullable=False),
+    sa.Column("state", _Text, nullable=False),
     sa.Column("opened_at", _Time, nullable=False),
     sa.Column("resolved_at", _Time),
     sa.Column("reopen_count", sa.Integer, nullable=False),
     sa.Column("previous_resolved_at", _Time),
     sa.Column("ack_until", _Time),
-    sa.Column("ack_reason", sa.Text),
+    sa.Column("ack_reason", _Text),
     sa.Column("fingerprint", sa.JSON(none_as_null=True)),
     sa.CheckConstraint(_SEVERITIES, name="severity"),
     sa.CheckConstraint("state IN ('open', 'acked', 'resolved')", name="state"),
@@ -151,12 +168,12 @@ events = sa.Table(
     "events",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("type", sa.Text, nullable=False),
-    sa.Column("severity", sa.Text, nullable=False),
-    sa.Column("target", sa.Text, sa.ForeignKey("targets.name"), nullable=False),
+    sa.Column("type", _Text, nullable=False),
+    sa.Column("severity", _Text, nullable=False),
+    sa.Column("target", _Text, sa.ForeignKey("targets.name"), nullable=False),
     sa.Column("port", sa.Integer),
     sa.Column("observed_at", _Time, nullable=False),
-    sa.Column("summary", sa.Text, nullable=False),
+    sa.Column("summary", _Text, nullable=False),
     sa.Column("details", sa.JSON(none_as_null=True), nullable=False),
     sa.Column("finding_id", sa.Integer, sa.ForeignKey("findings.id")),
     # A scan may be pruned before its events (events pending delivery are kept).
@@ -174,25 +191,25 @@ outbox = sa.Table(
     "outbox",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("channel", sa.Text, nullable=False),
+    sa.Column("channel", _Text, nullable=False),
     sa.Column("event_id", sa.Integer, sa.ForeignKey("events.id"), nullable=False),
-    sa.Column("group_key", sa.Text, nullable=False),
-    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("group_key", _Text, nullable=False),
+    sa.Column("status", _Text, nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False),
     sa.Column("next_attempt_at", _Time, nullable=False),
-    sa.Column("last_error", sa.Text),
+    sa.Column("last_error", _Text),
     sa.Column("created_at", _Time, nullable=False),
     sa.Column("sent_at", _Time),
     # Added by migration 0002: "<channel>/<event_id>", one delivery per channel and event.
-    sa.Column("dedup_key", sa.Text),
+    sa.Column("dedup_key", _Text),
     # Added by migration 0003: "event" or "reminder" (of the event's finding), and the
     # reminder's number for that finding and channel.
-    sa.Column("kind", sa.Text, nullable=False, server_default="event"),
+    sa.Column("kind", _Text, nullable=False, server_default="event"),
     sa.Column("reminder", sa.Integer),
     # Added by migration 0007: the lease under which a node delivers the row's message (the
     # node, the token of the claim, its end by the database's clock); NULL: unclaimed.
-    sa.Column("claimed_by", sa.Text),
-    sa.Column("claim", sa.Text),
+    sa.Column("claimed_by", _Text),
+    sa.Column("claim", _Text),
     sa.Column("claimed_until", _Time),
     sa.CheckConstraint("status IN ('pending', 'sent', 'dead')", name="status"),
     sa.Index(None, "event_id"),
@@ -207,7 +224,7 @@ reminders = sa.Table(
     "reminders",
     metadata,
     sa.Column("finding_id", sa.Integer, sa.ForeignKey("findings.id"), primary_key=True),
-    sa.Column("channel", sa.Text, primary_key=True),
+    sa.Column("channel", _Text, primary_key=True),
     sa.Column("count", sa.Integer, nullable=False),
     sa.Column("last_at", _Time),
 )
@@ -218,7 +235,7 @@ reminders = sa.Table(
 rate_windows = sa.Table(
     "rate_windows",
     metadata,
-    sa.Column("channel", sa.Text, primary_key=True),
+    sa.Column("channel", _Text, primary_key=True),
     sa.Column("sent", sa.JSON(none_as_null=True), nullable=False),
     sa.Column("paused_until", _Time),
 )
@@ -228,20 +245,20 @@ rate_windows = sa.Table(
 nodes = sa.Table(
     "nodes",
     metadata,
-    sa.Column("name", sa.Text, primary_key=True),
-    sa.Column("vantage", sa.Text, nullable=False),
+    sa.Column("name", _Text, primary_key=True),
+    sa.Column("vantage", _Text, nullable=False),
     sa.Column("started_at", _Time, nullable=False),
     sa.Column("last_seen", _Time, nullable=False),
-    sa.Column("version", sa.Text, nullable=False),
-    sa.Column("config_hash", sa.Text, nullable=False),
+    sa.Column("version", _Text, nullable=False),
+    sa.Column("config_hash", _Text, nullable=False),
 )
 
 shard_leases = sa.Table(
     "shard_leases",
     metadata,
-    sa.Column("vantage", sa.Text, primary_key=True),
+    sa.Column("vantage", _Text, primary_key=True),
     sa.Column("shard", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("node", sa.Text, nullable=False),
+    sa.Column("node", _Text, nullable=False),
     sa.Column("epoch", sa.BigInteger, nullable=False),
     sa.Column("expires_at", _Time, nullable=False),
 )
