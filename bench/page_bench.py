@@ -54,7 +54,7 @@ class ReadOnly:
     store: Store
     config: Config
 
-    def scan_now(self, target: str) -> bool:
+    async def scan_now(self, target: str) -> bool:
         """Not used by the bench."""
         return False
 

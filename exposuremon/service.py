@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry
 
 from exposuremon import acks
 from exposuremon.config import Config, ConfigError, TargetConfig, load_config
-from exposuremon.fleet import Held, LeaseKeeper, NodeIdentity
+from exposuremon.fleet import Held, LeaseKeeper, NodeIdentity, shard_of
 from exposuremon.logs import get_logger
 from exposuremon.metrics import Metrics, StateCollector, build_version
 from exposuremon.model import Finding, ScanKind
@@ -449,11 +449,21 @@ class Service:
     # -- scanning --------------------------------------------------------------------------
 
     async def refresh_changed(self) -> None:
-        """Let the next scan of a target another process wrote (`exposuremon ack`) read it."""
+        """Let the next scan of a target another process wrote (`exposuremon ack`) read it;
+        in a fleet, also run the scans other nodes were asked for of this node's targets."""
         try:
             await self.pipeline.refresh_changed()
+            if self._leases is not None:
+                await self._run_requested_scans(self._leases)
         except StoreError as exc:  # the next look tries again; scans go on meanwhile
             self.log.warning("could not look for changed targets", error=str(exc))
+
+    async def _run_requested_scans(self, leases: LeaseKeeper) -> None:
+        held = leases.held
+        requested = await self.store.take_scan_requests(leases.identity.vantage, held.keys())
+        for name, kind in requested:
+            if self._target(name) is not None:
+                self._scheduler.run_soon(name, kind)
 
     async def report_late(self) -> None:
         """Log the scans that ran late or not at all since the last call (one line per kind)."""
@@ -591,11 +601,20 @@ class Service:
         """New connections/s the target accepts, where scans found it limits them; else None."""
         return None if self._pipeline is None else self._pipeline.connection_rates.get(target)
 
-    def scan_now(self, target: str) -> bool:
-        """Schedule an on-demand quick scan of `target` now; False when it is not configured."""
+    async def scan_now(self, target: str) -> bool:
+        """Schedule an on-demand quick scan of `target` now; False when it is not configured.
+
+        In a fleet, a target of another node's shard is asked of that node through the store
+        (it takes the request within a second, `refresh_changed`).
+        """
         if self._target(target) is None:
             return False
-        self._scheduler.run_soon(target, ScanKind.QUICK)
+        leases = self._leases
+        if leases is None or leases.owns(target):
+            self._scheduler.run_soon(target, ScanKind.QUICK)
+            return True
+        shard = shard_of(target, leases.shards)
+        await self.store.request_scan(leases.identity.vantage, shard, target, ScanKind.QUICK)
         return True
 
     async def ack(self, finding_id: int, until: dt.datetime, reason: str) -> Finding:

@@ -453,6 +453,35 @@ class Store:
 
     # ---------------------------------------------------------------------- fleet leases
 
+    async def request_scan(self, vantage: str, shard: int, target: str, kind: ScanKind) -> None:
+        """Leave an on-demand scan of `target` (in `shard`) for the node of `vantage` holding it."""
+        row = {
+            "vantage": vantage,
+            "shard": shard,
+            "target": target,
+            "kind": kind.value,
+            "requested_at": schema.to_micros(self._clock(), "clock"),
+        }
+        async with self._lease_write(f"request a {kind} scan of {target}") as conn:
+            await conn.execute(sa.insert(schema.scan_requests).values(row))
+
+    async def take_scan_requests(
+        self, vantage: str, shards: Collection[int]
+    ) -> list[tuple[str, ScanKind]]:
+        """Take (delete) the scan requests of `vantage` in `shards`, oldest first."""
+        if not shards:
+            return []
+        t = schema.scan_requests
+        taken = (
+            sa.delete(t)
+            .where(t.c.vantage == vantage, t.c.shard.in_(sorted(shards)))
+            .returning(t.c.id, t.c.target, t.c.kind)
+        )
+        async with self._lease_write(f"take scan requests of vantage {vantage}") as conn:
+            rows = (await conn.execute(taken)).all()
+        known = {kind.value: kind for kind in ScanKind}
+        return [(r.target, known[r.kind]) for r in sorted(rows) if r.kind in known]
+
     async def fleet_shards(self) -> int:
         """How many shards targets hash into (fixed when the database was created)."""
         async with self._read("read the shard count") as conn:

@@ -272,6 +272,21 @@ fleet = sa.Table(
     sa.CheckConstraint("shards > 0", name="shards"),
 )
 
+# Added by migration 0008: on-demand scans asked of a node that does not hold the target's
+# shard, for the node that does (tagged with the vantage and shard it takes them by).
+scan_requests = sa.Table(
+    "scan_requests",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("vantage", _Text, nullable=False),
+    sa.Column("shard", sa.Integer, nullable=False),
+    sa.Column("target", _Text, nullable=False),
+    sa.Column("kind", _Text, nullable=False),
+    sa.Column("requested_at", _Time, nullable=False),
+    sa.Index(None, "vantage", "shard"),
+    sqlite_autoincrement=True,
+)
+
 Row = Mapping[Any, Any]  # a result row's mapping (SQLAlchemy also accepts columns as keys)
 ACTIVE_STATES = (FindingState.OPEN.value, FindingState.ACKED.value)
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)

@@ -74,8 +74,9 @@ class Backend(Protocol):
         """The config in force (replaced on reload)."""
         ...
 
-    def scan_now(self, target: str) -> bool:
-        """Schedule a quick scan of `target` now; False when no such target is configured."""
+    async def scan_now(self, target: str) -> bool:
+        """Schedule a quick scan of `target` now (on the node holding it, in a fleet); False
+        when no such target is configured."""
         ...
 
     async def ack(self, finding_id: int, until: dt.datetime, reason: str) -> Finding:
@@ -477,7 +478,12 @@ class Api:
         reason = self._backend.not_ready()
         if reason is not None:
             return error(503, f"not ready: {reason}")
-        if not self._backend.scan_now(name):
+        try:
+            scheduled = await self._backend.scan_now(name)
+        except StoreError as exc:  # a fleet node passing the scan on to the target's node
+            self._log.error("could not pass the scan on", target=name, error=str(exc))
+            return error(503, "the database is unavailable; see the daemon's log")
+        if not scheduled:
             return error(404, f"no target named {shown(name)}")
         return web.json_response(
             {"target": name, "kind": ScanKind.QUICK.value, "status": "scheduled"}, status=202

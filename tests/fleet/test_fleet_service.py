@@ -15,7 +15,7 @@ from tests.support.daemon import running_service, wait_until, write_config
 NAMES = [f"t{i:02d}" for i in range(24)]
 
 
-def node_config(tmp_path: Path, node: str) -> Path:
+def node_config(tmp_path: Path, node: str, quick: str = "30s") -> Path:
     """Node `node`'s config: the 24 shared targets (nothing listens: every port refuses)."""
     targets: list[dict[str, object]] = [
         {"name": name, "address": f"127.0.3.{i + 1}", "ports_quick": "1-5", "ports_full": "1-5"}
@@ -24,7 +24,7 @@ def node_config(tmp_path: Path, node: str) -> Path:
     directory = tmp_path / node
     directory.mkdir()
     fleet = f'[store]\nurl_env = "EM_FLEET_URL"\n[fleet]\nnode = "{node}"\nlease_ttl = "3s"\n'
-    return write_config(directory, targets, extra=fleet)
+    return write_config(directory, targets, quick=quick, extra=fleet)
 
 
 def owned(service: Service) -> set[str]:
@@ -76,3 +76,30 @@ async def test_two_nodes_split_the_targets_and_a_leaving_one_hands_them_over(
             return sentinel_since(a, handed, stopped)
 
         await wait_until(a_scans_them, 30, "a scanning the targets b handed over")
+
+
+async def test_a_scan_asked_of_any_node_runs_on_the_node_holding_the_target(
+    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`scan_now` (POST /api/v1/targets/{name}/scan) on a node that does not hold the target
+    passes the request on through the store, and the holding node runs and writes it."""
+    monkeypatch.setenv("EM_FLEET_URL", pg_url)
+    async with (
+        running_service(node_config(tmp_path, "a", quick="1h")) as a,
+        running_service(node_config(tmp_path, "b", quick="1h")) as b,
+    ):
+
+        async def b_holds_some() -> set[str]:
+            return owned(b) - owned(a)
+
+        name = sorted(await wait_until(b_holds_some, 60, "b holding targets"))[0]
+        key = (name, ScanKind.QUICK)
+        before = (await a.store.last_scans()).get(key)
+        assert await a.scan_now(name)
+        assert await a.scan_now("no-such-target") is False
+
+        async def written() -> bool:
+            after = (await a.store.last_scans()).get(key)
+            return after is not None and (before is None or after > before)
+
+        await wait_until(written, 30, "the on-demand quick scan written by b")

@@ -58,7 +58,7 @@ from tests.support.records import scan_record_of
 
 T0 = dt.datetime(2026, 11, 20, 9, 12, 3, 123456, tzinfo=dt.UTC)
 CLOCK = dt.datetime(2026, 11, 26, 3, 14, 7, 654321, tzinfo=dt.UTC)
-HEAD = "0007"
+HEAD = "0008"
 
 
 def at(minutes: float) -> dt.datetime:
@@ -1253,4 +1253,5 @@ def test_migrations_ship_with_the_package() -> None:
         "0005_target_change_stamps.py",
         "0006_vantages_and_fleet.py",
         "0007_outbox_claims.py",
+        "0008_scan_requests.py",
     ]

@@ -32,7 +32,7 @@ class StoreBackend:
     scans: list[str] = dataclasses.field(default_factory=list)
     ready: str | None = None
 
-    def scan_now(self, target: str) -> bool:
+    async def scan_now(self, target: str) -> bool:
         """Record the request; False for a target that is not configured."""
         if not any(t.name == target for t in self.config.targets):
             return False

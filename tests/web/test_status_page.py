@@ -290,7 +290,7 @@ class ReadOnly:
     store: Store
     config: Config
 
-    def scan_now(self, target: str) -> bool:
+    async def scan_now(self, target: str) -> bool:
         """Never called by the page."""
         raise AssertionError("the page must not schedule scans")
 

@@ -29,7 +29,7 @@ class ReadOnly:
     store: Store
     config: Config
 
-    def scan_now(self, target: str) -> bool:
+    async def scan_now(self, target: str) -> bool:
         """Never called here."""
         raise AssertionError("listing targets must not schedule scans")
 
