@@ -188,7 +188,7 @@ class Service:
         await self._pipeline.preload([t.name for t in self.config.targets])
         last_scans = await self._store.last_scans()
         self._owned = self._owned_now()
-        jobs, sweeps = self._schedules(self.config)
+        jobs, sweeps = self._schedules(self.config, self._owned)
         self._sweeper.sync(sweeps, self._first_sentinels(last_scans))
         self._sweeper.start()
         self._scheduler.start()
@@ -200,6 +200,9 @@ class Service:
         self._scheduler.add_maintenance(self.refresh_changed, interval=CHANGES_EVERY)
         self._ready = True
         self._started = True
+        if self._leases is not None:
+            # Lease changes while starting were not acted on: catch up with them once.
+            self._shards_changed(self._leases.held)
         self.log.info(
             "started",
             targets=len(self.config.targets),
@@ -235,10 +238,13 @@ class Service:
         the target's shard."""
         return self._leases is None or self._leases.owns(target)
 
-    def _owned_now(self) -> frozenset[str] | None:
+    def _owned_now(self, config: Config | None = None) -> frozenset[str] | None:
+        """The targets of `config` (the running one) whose shards this node holds; None: not
+        a fleet, every target is this node's."""
         if self._leases is None:
             return None
-        return frozenset(t.name for t in self.config.targets if self._leases.owns(t.name))
+        config = self.config if config is None else config
+        return frozenset(t.name for t in config.targets if self._leases.owns(t.name))
 
     def _shards_changed(self, _held: Held) -> None:
         # Called by the lease keeper's task: the rescheduling itself awaits the store, so it
@@ -268,7 +274,7 @@ class Service:
                 self.log.warning("could not read when gained targets were scanned", error=str(exc))
             owned = self._owned_now() or frozenset()  # leases may have changed meanwhile
         self._owned = owned
-        jobs, sweeps = self._schedules(self.config)
+        jobs, sweeps = self._schedules(self.config, owned)
         self._scheduler.apply(self._scheduler.plan(jobs, last_scans, self.clock()))
         self._sweeper.sync(sweeps, self._first_sentinels(last_scans))
         self.log.info(
@@ -400,7 +406,8 @@ class Service:
                 else asyncio.Semaphore(new.scan.max_concurrent_scans)
             )
             last_scans = await self.store.last_scans()
-            jobs, sweeps = self._schedules(new)
+            owned = self._owned_now(new)
+            jobs, sweeps = self._schedules(new, owned)
             plan = self._scheduler.plan(jobs, last_scans, self.clock())
         except ConfigError as exc:
             return self._reload_rejected(exc.errors)
@@ -408,6 +415,7 @@ class Service:
             return self._reload_rejected([f"{type(exc).__name__}: {exc}"])
         old_names = {t.name for t in self.config.targets}
         self.config = new
+        self._owned = owned
         # A new limit applies to scans that start from now on; running ones keep their slot.
         self._slots = slots
         self.notifications.reconfigure(new.notify, new.http.public_url)
@@ -477,11 +485,13 @@ class Service:
                 every_s=LATE_SUMMARY_EVERY,
             )
 
-    def _schedules(self, config: Config) -> tuple[list[JobSpec], dict[str, SweepSpec]]:
-        """What to schedule: quick and full scans as APScheduler jobs, sentinel scans swept."""
+    def _schedules(
+        self, config: Config, owned: frozenset[str] | None
+    ) -> tuple[list[JobSpec], dict[str, SweepSpec]]:
+        """What to schedule of `config`'s targets (`owned` only, in a fleet): quick and full
+        scans as APScheduler jobs, sentinel scans swept."""
         jobs: list[JobSpec] = []
         sweeps: dict[str, SweepSpec] = {}
-        owned = self._owned
         for target in config.targets:
             if owned is not None and target.name not in owned:
                 continue  # another node's (fleet mode)

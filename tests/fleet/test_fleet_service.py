@@ -103,3 +103,21 @@ async def test_a_scan_asked_of_any_node_runs_on_the_node_holding_the_target(
             return after is not None and (before is None or after > before)
 
         await wait_until(written, 30, "the on-demand quick scan written by b")
+
+
+async def test_a_target_added_by_a_reload_is_scanned_by_the_node_holding_it(
+    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reload that adds a target schedules it on the fleet node that holds its shard."""
+    monkeypatch.setenv("EM_FLEET_URL", pg_url)
+    path = node_config(tmp_path, "a")
+    async with running_service(path) as a:
+        text = path.read_text()
+        path.write_text(text + '[[targets]]\nname = "added"\naddress = "127.0.3.99"\n')
+        assert await a.reload()
+        assert a.owns("added")  # alone in the fleet: every shard is its
+
+        async def scanned() -> bool:
+            return "added" in a.pipeline.seen
+
+        await wait_until(scanned, 30, "the added target scanned")
