@@ -40,9 +40,9 @@ def lease(shard: int, holder: str, expires_in: float = 10.0, epoch: int = 1) -> 
 def snapshot(
     nodes: list[FleetNode], leases: dict[str, list[Lease]], shards: int = 8
 ) -> FleetSnapshot:
-    return FleetSnapshot(
-        now=NOW, shards=shards, leases={v: tuple(ls) for v, ls in leases.items()}, nodes=tuple(nodes)
-    )
+    """A snapshot at NOW."""
+    rows = {v: tuple(ls) for v, ls in leases.items()}
+    return FleetSnapshot(now=NOW, shards=shards, leases=rows, nodes=tuple(nodes))
 
 
 def test_nodes_alive_shards_and_owners() -> None:
@@ -136,6 +136,7 @@ def test_a_tie_flags_every_node() -> None:
 
 
 def test_reference_hash() -> None:
+    """The most common hash, or None when empty or tied."""
     assert reference_hash([]) is None
     assert reference_hash(["a"]) == "a"
     assert reference_hash(["a", "b"]) is None
@@ -149,11 +150,13 @@ def test_an_empty_database_is_an_empty_fleet() -> None:
     view = fleet_view(snapshot([], {}, shards=64), TTL)
     assert (view.nodes, view.vantages, view.shard_owners) == ((), (), ())
     body = fleet_json(view)
-    assert body["nodes"] == [] and body["vantages"] == []
+    assert body["nodes"] == []
+    assert body["vantages"] == []
     assert body["shards"] == {"total": 64, "vantages": {}}
 
 
 def test_lease_ttl_must_be_positive() -> None:
+    """A lease_ttl of 0 is refused."""
     with pytest.raises(ValueError, match="lease_ttl"):
         fleet_view(snapshot([], {}), 0)
 
@@ -194,6 +197,7 @@ vantage_names = st.sampled_from(["default", "fra"])
 
 @st.composite
 def snapshots(draw: st.DrawFn) -> FleetSnapshot:
+    """Random nodes (two vantages, two configs, alive or not) and leases (live or expired)."""
     shards = draw(st.integers(1, 16))
     nodes = {
         name: node(
