@@ -1,7 +1,9 @@
-"""The daemon's commands: `run`, `check-config`, `status`, `findings`, `ack`, `notify-test`.
+"""The daemon's commands: `run`, `check-config`, `status`, `findings`, `ack`, `notify-test`,
+`fleet status`.
 
-`status`, `findings` and `ack` read and write the daemon's store directly (SQLite in WAL mode
-and PostgreSQL allow that while the daemon runs), through the same views the HTTP API uses.
+`status`, `findings`, `ack` and `fleet status` read and write the daemon's store directly
+(SQLite in WAL mode and PostgreSQL allow that while the daemon runs), through the same views
+the HTTP API uses.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from exposuremon.config import Config, ConfigError, check_warnings, load_config
 from exposuremon.model import FindingState
 from exposuremon.store import MAX_PAGE, Store, StoreError, db_path
 from exposuremon.units import utcnow
-from exposuremon.web import findings_page, json_time, status_json
+from exposuremon.web import findings_page, fleet_json, json_time, status_json
 
 T = TypeVar("T")
 EXIT_CONFIG = 2
@@ -153,6 +155,73 @@ def status(config_path: Path, as_json: bool) -> None:
         )
     Console().print(table)
     click.echo("! = unexpected open port")
+
+
+@click.group("fleet")
+def fleet() -> None:
+    """The fleet: nodes, vantages and shard leases (docs/fleet.md)."""
+
+
+@fleet.command("status")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+def fleet_status(config_path: Path, as_json: bool) -> None:
+    """Every node (alive, shards held, config differs), vantage and unheld shard."""
+    from exposuremon.fleet import fleet_view
+
+    config = _load(config_path)
+    snapshot = _with_store(config, lambda store: store.fleet_snapshot())
+    # The same document as GET /api/v1/fleet.
+    doc = fleet_json(fleet_view(snapshot, config.fleet.lease_ttl))
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not doc["nodes"]:
+        click.echo(
+            "no node has joined the fleet in this database "
+            "(nodes join when the daemon runs; see docs/fleet.md)"
+        )
+        return
+    nodes = Table("node", "vantage", "alive", "last seen", "shards", "version", "config", "started")
+    for n in doc["nodes"]:
+        nodes.add_row(
+            n["node"],
+            n["vantage"],
+            "yes" if n["alive"] else f"NO ({n['seen_ago']:g}s)",
+            n["last_seen"],
+            str(n["shards"]),
+            n["version"],
+            "DIFFERS" if n["config_differs"] else "same",
+            n["started_at"],
+        )
+    console.print(nodes)
+    vantages = Table("vantage", "status", "live nodes", "shards held", "unheld shards")
+    shards = doc["shards"]
+    for v in doc["vantages"]:
+        unheld = shards["vantages"].get(v["name"], {}).get("unheld", [])
+        vantages.add_row(
+            v["name"],
+            v["status"],
+            f"{v['nodes']} of {v['nodes_total']}",
+            f"{v['shards_held']} of {shards['total']}",
+            _ranges(unheld) or "-",
+        )
+    console.print(vantages)
+
+
+def _ranges(numbers: list[int]) -> str:
+    """`[0, 1, 2, 5, 7, 8]` as `0-2, 5, 7-8`."""
+    parts: list[tuple[int, int]] = []
+    for n in sorted(numbers):
+        if parts and parts[-1][1] == n - 1:
+            parts[-1] = (parts[-1][0], n)
+        else:
+            parts.append((n, n))
+    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in parts)
 
 
 @click.command("findings")

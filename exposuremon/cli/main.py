@@ -229,6 +229,7 @@ def _add_daemon_commands() -> None:
         daemon_commands.findings,
         daemon_commands.ack,
         daemon_commands.notify_test,
+        daemon_commands.fleet,
         store_commands.migrate_store,
     ):
         cli.add_command(command)

@@ -22,13 +22,13 @@ import contextlib
 import dataclasses
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from exposuremon.fleet.balance import live_nodes, plan
 from exposuremon.fleet.shards import shard_of
 from exposuremon.logs import get_logger
 from exposuremon.metrics import Metrics
-from exposuremon.store import Fence, Store
+from exposuremon.store import Fence, FleetNode, Store
 
 Held = Mapping[int, int]  # shard -> epoch
 _FIRST_RETRY = 0.1  # seconds; doubles per failed round up to the round interval
@@ -91,6 +91,7 @@ class LeaseKeeper:
         self.reason = "starting"
         self.takeovers = 0
         self.rounds = 0  # rounds that succeeded
+        self._vantages: set[str] = set()  # the vantages fleet_nodes has a series for
 
     # -------------------------------------------------------------------------- reading
 
@@ -124,6 +125,8 @@ class LeaseKeeper:
         if self._task is not None:
             raise RuntimeError("LeaseKeeper already started")
         self.shards = await self._store.fleet_shards()
+        if self._metrics is not None:
+            self._metrics.fleet_shards.labels(vantage=self.identity.vantage).set(self.shards)
         delay = await self._attempt()
         self._task = asyncio.create_task(self._run(delay), name="lease-keeper")
 
@@ -211,12 +214,32 @@ class LeaseKeeper:
         self.rounds += 1
         if self._metrics is not None:
             self._metrics.lease_takeovers.inc(got.takeovers)
-            self._metrics.fleet_nodes.labels(vantage=me.vantage).set(len(live | {me.name}))
+            self._count_nodes(view.nodes, view.now, ttl_micros, len(live | {me.name}))
         if not self.healthy:
             self._log.info("holding shard leases", shards=len(got.held), nodes=len(live))
         self._failures, self._error = 0, ""
         self.healthy, self.reason = True, ""
         self._set_held({s: h.epoch for s, h in got.held.items()})
+
+    def _count_nodes(
+        self, nodes: Sequence[FleetNode], now: int, ttl_micros: int, mine: int
+    ) -> None:
+        """`fleet_nodes{vantage}` for every vantage with a node row (0: all silent), so that
+        one live node of any vantage reports a vantage whose nodes all died; a vantage whose
+        rows are all gone (its nodes stopped) loses its series."""
+        assert self._metrics is not None
+        live = live_nodes({n.name: n.last_seen for n in nodes}, now, ttl_micros)
+        counts = dict.fromkeys(sorted({n.vantage for n in nodes}), 0)
+        for n in nodes:
+            counts[n.vantage] += n.name in live
+        counts[self.identity.vantage] = mine  # this node counts itself, whatever its row says
+        gauge = self._metrics.fleet_nodes
+        for vantage in self._vantages - counts.keys():
+            with contextlib.suppress(KeyError):
+                gauge.remove(vantage)
+        for vantage, count in counts.items():
+            gauge.labels(vantage=vantage).set(count)
+        self._vantages = set(counts)
 
     def _failed(self, exc: BaseException) -> None:
         self._failures += 1

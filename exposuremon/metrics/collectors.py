@@ -107,7 +107,7 @@ class Metrics:
             ["target"],
             registry=self.registry,
         )
-        # Fleet mode (docs/fleet.md): the lease keeper sets the first three, whoever catches
+        # Fleet mode (docs/fleet.md): the lease keeper sets the first four, whoever catches
         # a FencedWrite counts it.
         self.shards_held = Gauge(
             f"{PREFIX}_shards_held",
@@ -122,7 +122,15 @@ class Metrics:
         )
         self.fleet_nodes = Gauge(
             f"{PREFIX}_fleet_nodes",
-            "Live nodes of a vantage (heartbeat within lease_ttl), as this node last saw them.",
+            "Live nodes of a vantage (heartbeat within lease_ttl), as this node last saw them; "
+            "every vantage of the fleet, so aggregate with max by (vantage).",
+            ["vantage"],
+            registry=self.registry,
+        )
+        self.fleet_shards = Gauge(
+            f"{PREFIX}_fleet_shards",
+            "The fixed number of shards targets hash into, labelled with this node's vantage: "
+            "the shards_held of a vantage's nodes add up to it when every shard is held.",
             ["vantage"],
             registry=self.registry,
         )

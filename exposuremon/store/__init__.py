@@ -17,7 +17,15 @@ from exposuremon.store.database import (
     StoreError,
     db_path,
 )
-from exposuremon.store.leases import Acquired, Fence, FleetNode, HeldLease, Lease, LeaseView
+from exposuremon.store.leases import (
+    Acquired,
+    Fence,
+    FleetNode,
+    FleetSnapshot,
+    HeldLease,
+    Lease,
+    LeaseView,
+)
 from exposuremon.store.outbox import Claim, Delivery, Outgoing, Pace, ReminderRule
 from exposuremon.store.queries import (
     FindingCounts,
@@ -39,6 +47,7 @@ __all__ = [
     "FencedWrite",
     "FindingCounts",
     "FleetNode",
+    "FleetSnapshot",
     "GaugeMark",
     "GaugeSnapshot",
     "HeldLease",

@@ -500,6 +500,13 @@ class Store:
         async with self._read(f"read the leases of vantage {vantage}") as conn:
             return await leases.lease_view(conn, vantage)
 
+    async def fleet_snapshot(self) -> leases.FleetSnapshot:
+        """Every vantage's leases and every node, with the shard count and the db clock's
+        now, in one snapshot (the fleet view: `GET /api/v1/fleet`, `exposuremon fleet
+        status`)."""
+        async with self._read("read the fleet") as conn:
+            return await leases.fleet_snapshot(conn)
+
     async def acquire(
         self,
         vantage: str,

@@ -58,6 +58,21 @@ class LeaseView:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class FleetSnapshot:
+    """Every vantage's leases and every node, read in one snapshot at `now` (db clock,
+    microseconds), with the fixed shard count: what the fleet view is made of."""
+
+    now: int
+    shards: int
+    leases: Mapping[str, tuple[Lease, ...]]  # vantage -> its lease rows, by shard
+    nodes: tuple[FleetNode, ...]
+
+    def vantages(self) -> tuple[str, ...]:
+        """Every vantage named by a node or a lease row, sorted."""
+        return tuple(sorted({n.vantage for n in self.nodes} | set(self.leases)))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class HeldLease:
     """A lease this node holds after `Store.acquire`: its epoch and db-clock expiry."""
 
@@ -152,15 +167,20 @@ async def heartbeat(
 async def lease_view(conn: AsyncConnection, vantage: str) -> LeaseView:
     """The vantage's lease rows and every node row, with the db clock's now."""
     now = await read_now(conn)
-    sl, n = schema.shard_leases, schema.nodes
+    sl = schema.shard_leases
     rows = await conn.execute(
         sa.select(sl.c.shard, sl.c.node, sl.c.epoch, sl.c.expires_at)
         .where(sl.c.vantage == vantage)
         .order_by(sl.c.shard)
     )
     leases = tuple(Lease(int(s), str(nd), int(e), int(x)) for s, nd, e, x in rows)
-    node_rows = await conn.execute(sa.select(n).order_by(n.c.name))
-    nodes = tuple(
+    return LeaseView(now=now, leases=leases, nodes=await _nodes(conn))
+
+
+async def _nodes(conn: AsyncConnection) -> tuple[FleetNode, ...]:
+    n = schema.nodes
+    rows = await conn.execute(sa.select(n).order_by(n.c.name))
+    return tuple(
         FleetNode(
             name=r.name,
             vantage=r.vantage,
@@ -169,9 +189,29 @@ async def lease_view(conn: AsyncConnection, vantage: str) -> LeaseView:
             version=r.version,
             config_hash=r.config_hash,
         )
-        for r in node_rows
+        for r in rows
     )
-    return LeaseView(now=now, leases=leases, nodes=nodes)
+
+
+async def fleet_snapshot(conn: AsyncConnection) -> FleetSnapshot:
+    """Every vantage's lease rows and every node row, with the shard count and db now.
+
+    Rows of never-held shards (node "", epoch 0) are left out: such a shard is unheld, as a
+    missing row is.
+    """
+    now = await read_now(conn)
+    shards = await fleet_shards(conn)
+    sl = schema.shard_leases
+    rows = await conn.execute(
+        sa.select(sl.c.vantage, sl.c.shard, sl.c.node, sl.c.epoch, sl.c.expires_at)
+        .where(sl.c.node != _NOBODY)
+        .order_by(sl.c.vantage, sl.c.shard)
+    )
+    by_vantage: dict[str, list[Lease]] = {}
+    for v, s, nd, e, x in rows:
+        by_vantage.setdefault(str(v), []).append(Lease(int(s), str(nd), int(e), int(x)))
+    leases = {v: tuple(rows_of) for v, rows_of in by_vantage.items()}
+    return FleetSnapshot(now=now, shards=shards, leases=leases, nodes=await _nodes(conn))
 
 
 async def acquire(

@@ -7,6 +7,14 @@ from __future__ import annotations
 
 from exposuremon.web.api import Backend
 from exposuremon.web.app import HttpServer, make_app
-from exposuremon.web.views import findings_page, json_time, status_json
+from exposuremon.web.views import findings_page, fleet_json, json_time, status_json
 
-__all__ = ["Backend", "HttpServer", "findings_page", "json_time", "make_app", "status_json"]
+__all__ = [
+    "Backend",
+    "HttpServer",
+    "findings_page",
+    "fleet_json",
+    "json_time",
+    "make_app",
+    "status_json",
+]

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from exposuremon import acks
 from exposuremon.config import TOKEN_ENV, Config, ConfigError
+from exposuremon.fleet import fleet_view
 from exposuremon.logs import get_logger
 from exposuremon.model import (
     DeliveryStatus,
@@ -38,6 +39,7 @@ from exposuremon.web.views import (
     events_page,
     finding_json,
     findings_page,
+    fleet_json,
     status_json,
     target_status_json,
     targets_page,
@@ -355,6 +357,7 @@ class Api:
             web.get(f"{PREFIX}/findings", self._guard(self.findings)),
             web.get(f"{PREFIX}/events", self._guard(self.events)),
             web.get(f"{PREFIX}/notifications", self._guard(self.notifications)),
+            web.get(f"{PREFIX}/fleet", self._guard(self.fleet)),
             web.post(f"{PREFIX}/targets/{{name}}/scan", self._guard(self.scan, auth=True)),
             web.post(f"{PREFIX}/findings/{{id}}/ack", self._guard(self.ack, auth=True)),
         ]
@@ -470,6 +473,13 @@ class Api:
             status=page.status, channel=page.channel, limit=page.limit, cursor=page.cursor
         )
         return web.json_response(deliveries_page(rows, next_cursor))
+
+    async def fleet(self, request: web.Request) -> web.Response:
+        """`GET /api/v1/fleet`: every node, vantage and shard lease, from one snapshot."""
+        single_params(request.query.items(), frozenset())
+        snapshot = await self._backend.store.fleet_snapshot()
+        view = fleet_view(snapshot, self._backend.config.fleet.lease_ttl)
+        return web.json_response(fleet_json(view))
 
     async def scan(self, request: web.Request) -> web.Response:
         """`POST /api/v1/targets/{name}/scan`: a quick scan now; 202 once scheduled."""

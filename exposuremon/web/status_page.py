@@ -10,6 +10,9 @@ At 10,000 targets the page cannot show every target (it would be megabytes, relo
 up with an expected port not open. The rest is counted, searchable (`?q=`, a plain GET form)
 and paged on the server (`?page=`; the attention list has its own `?attention=`). Only the
 shown targets' full states are loaded; everything else comes from `Store.target_overview`.
+
+In a fleet of more than one node, a short section lists the nodes (alive, shards held, config
+differs) and the vantages, from `Store.fleet_snapshot` (the same view as `/api/v1/fleet`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import jinja2
 
 from exposuremon import units
 from exposuremon.config import Config, TargetConfig
+from exposuremon.fleet import FleetView, fleet_view
 from exposuremon.model import (
     Event,
     Finding,
@@ -152,6 +156,31 @@ class EventView:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class FleetNodeView:
+    """One node of the fleet section."""
+
+    name: str
+    vantage: str
+    alive: bool
+    last_seen: When
+    shards: int
+    version: str
+    config_differs: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FleetSection:
+    """The fleet at a glance (shown only when more than one node has joined)."""
+
+    nodes: tuple[FleetNodeView, ...]
+    vantages: tuple[tuple[str, str, int], ...]  # name, up/degraded, live nodes
+    alive: int
+    differs: int
+    unheld: int  # shards held by nobody, over every vantage
+    shards: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class PageModel:
     """Everything the template shows."""
 
@@ -169,6 +198,7 @@ class PageModel:
     rows_pager: Pager
     query: PageQuery
     events: tuple[EventView, ...]
+    fleet: FleetSection | None = None
 
     @property
     def targets(self) -> tuple[TargetView, ...]:
@@ -517,6 +547,35 @@ def row_view(target: TargetConfig, state: TargetState | None, now: dt.datetime) 
     )
 
 
+def fleet_section(view: FleetView | None, now: dt.datetime) -> FleetSection | None:
+    """The fleet section, or None for a single node (or none: no lease keeper has run)."""
+    if view is None or len(view.nodes) < 2:
+        return None
+    nodes = []
+    for n in view.nodes:
+        seen = when(n.last_seen, now)
+        assert seen is not None
+        nodes.append(
+            FleetNodeView(
+                name=n.name,
+                vantage=n.vantage,
+                alive=n.alive,
+                last_seen=seen,
+                shards=n.shards,
+                version=n.version,
+                config_differs=n.config_differs,
+            )
+        )
+    return FleetSection(
+        nodes=tuple(nodes),
+        vantages=tuple((v.name, v.status, v.nodes) for v in view.vantages),
+        alive=sum(n.alive for n in view.nodes),
+        differs=sum(n.config_differs for n in view.nodes),
+        unheld=sum(len(v.unheld) for v in view.shard_owners),
+        shards=view.shards,
+    )
+
+
 def build(
     targets: Sequence[TargetConfig],
     overview: TargetOverview,
@@ -525,9 +584,11 @@ def build(
     now: dt.datetime,
     query: PageQuery = PageQuery(),
     selection: Selection | None = None,
+    fleet: FleetView | None = None,
 ) -> PageModel:
     """The page's view model. `states` needs to hold only the shown targets' states;
-    `selection` is `pick`'s answer for the same arguments (computed when not given)."""
+    `selection` is `pick`'s answer for the same arguments (computed when not given);
+    `fleet` the fleet view (its section shows only for more than one node)."""
     chosen = selection or pick(targets, overview, query)
     urgent, rest = chosen.urgent, chosen.rest
     a_pager, r_pager = chosen.attention_pager, chosen.rows_pager
@@ -563,6 +624,7 @@ def build(
         rows_pager=with_links(r_pager, query, "page"),
         query=query,
         events=tuple(event_view(e, now, shown) for e in events[:TIMELINE]),
+        fleet=fleet_section(fleet, now),
     )
 
 
@@ -590,13 +652,16 @@ async def render_status(
 ) -> str:
     """Load what the page shows from the store and render it.
 
-    Three reads: the overview of every target (light rows), the full states of the targets
-    shown on this page, and the recent events. Each is one snapshot; a scan landing between
-    them shows on the next reload.
+    Four reads: the overview of every target (light rows), the full states of the targets
+    shown on this page, the recent events and the fleet. Each is one snapshot; a scan landing
+    between them shows on the next reload.
     """
     now = now or utcnow()
     overview = await store.target_overview()
     selection = pick(config.targets, overview, query)
     states = await store.states_of(selection.names())
     events, _ = await store.events(limit=TIMELINE)
-    return render(build(config.targets, overview, states, events, now, query, selection))
+    fleet = fleet_view(await store.fleet_snapshot(), config.fleet.lease_ttl)
+    return render(
+        build(config.targets, overview, states, events, now, query, selection, fleet=fleet)
+    )

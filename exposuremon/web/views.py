@@ -16,6 +16,7 @@ from exposuremon.model import Event, Finding, Fingerprint, Observed, ScanKind, T
 
 if TYPE_CHECKING:
     from exposuremon.config import TargetConfig
+    from exposuremon.fleet import FleetView
     from exposuremon.store import Delivery
 
 NEVER_SCANNED = "never scanned"
@@ -172,3 +173,63 @@ def delivery_json(d: Delivery) -> dict[str, Any]:
 def deliveries_page(rows: Sequence[Delivery], next_cursor: int | None) -> dict[str, Any]:
     """`GET /api/v1/notifications`: a page and the next cursor."""
     return {"notifications": [delivery_json(d) for d in rows], "next": next_cursor}
+
+
+def fleet_json(view: FleetView) -> dict[str, Any]:
+    """`GET /api/v1/fleet` and `exposuremon fleet status --json`: nodes, vantages, shards.
+
+    DESIGN.md's keys (`nodes`: node, vantage, started_at, last_seen, shards, version;
+    `vantages`: name, status, nodes) and additive ones: per node `alive`, `config_hash`,
+    `config_differs`, `seen_ago`; per vantage `nodes_total`, `shards_held`; and `now`,
+    `lease_ttl`, `config_hash` (the reference) and `shards` (total, and per vantage the owner
+    of each held shard with its lease's age and expiry in seconds, and the unheld shards).
+    """
+    return {
+        "now": json_time(view.now),
+        "lease_ttl": view.lease_ttl,
+        "config_hash": view.config_hash,
+        "nodes": [
+            {
+                "node": n.name,
+                "vantage": n.vantage,
+                "started_at": json_time(n.started_at),
+                "last_seen": json_time(n.last_seen),
+                "shards": n.shards,
+                "version": n.version,
+                "alive": n.alive,
+                "seen_ago": round(n.seen_ago, 1),
+                "config_hash": n.config_hash,
+                "config_differs": n.config_differs,
+            }
+            for n in view.nodes
+        ],
+        "vantages": [
+            {
+                "name": v.name,
+                "status": v.status,
+                "nodes": v.nodes,
+                "nodes_total": v.nodes_total,
+                "shards_held": v.shards_held,
+            }
+            for v in view.vantages
+        ],
+        "shards": {
+            "total": view.shards,
+            "vantages": {
+                owned.vantage: {
+                    "owners": [
+                        {
+                            "shard": o.shard,
+                            "node": o.node,
+                            "epoch": o.epoch,
+                            "age": round(o.age, 1),
+                            "expires_in": round(o.expires_in, 1),
+                        }
+                        for o in owned.owners
+                    ],
+                    "unheld": list(owned.unheld),
+                }
+                for owned in view.shard_owners
+            },
+        },
+    }

@@ -45,6 +45,8 @@ REQUIRED_ALERTS = {
     "ExposuremonScanStale",
     "ExposuremonNotificationsFailing",
     "ExposuremonDown",
+    "ExposuremonVantageDown",
+    "ExposuremonShardsUnheld",
 }
 # The documented base of every runbook_url, for operators to replace (deploy/README.md).
 RUNBOOK_BASE = "https://runbooks.example.net/exposuremon/"

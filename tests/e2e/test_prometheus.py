@@ -49,7 +49,14 @@ EVALUATED_AHEAD = {"ExposuremonScanStale"}
 # Series that exist only in some situations (a target behind SYN-flood protection; the live
 # nodes per vantage, set by fleet mode's lease keeper): their panels may be empty here, and
 # the metric may or may not have been exported in this run.
-SITUATIONAL = {"exposuremon_target_accepted_connection_rate", "exposuremon_fleet_nodes"}
+SITUATIONAL = {
+    "exposuremon_target_accepted_connection_rate",
+    "exposuremon_fleet_nodes",
+    "exposuremon_fleet_shards",
+}
+# Expressions reading a series only fleet mode's lease keeper sets may be empty; among them
+# the fleet alerts, which cannot fire for one healthy node (it holds every shard).
+KEEPER_SERIES = {"exposuremon_fleet_nodes", "exposuremon_fleet_shards"}
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -312,9 +319,9 @@ def _every_expression_has_data(
     for where, expr in exprs:
         # Errors raise PromError; an instant query at the end checks the `time()` arithmetic.
         prom.query(expr, at=end)
-        if metric_names(expr) <= SITUATIONAL:
-            continue
         name = where.removeprefix("alert ")
+        if metric_names(expr) <= SITUATIONAL or metric_names(expr) & KEEPER_SERIES:
+            continue
         if name in EVALUATED_AHEAD:
             result = ahead[name]
         else:

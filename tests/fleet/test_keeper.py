@@ -194,6 +194,32 @@ async def test_stop_releases_everything_for_the_others_at_once(fleet: Fleet) -> 
     await wait_for(lambda: fleet.counts()["a"] == 64, TTL / 3 + SLACK, "a holds all 64 again")
 
 
+def gauge(metrics: Metrics, name: str, **labels: str) -> float | None:
+    """A sample's value in the metrics' registry, None when it has no such series."""
+    return metrics.registry.get_sample_value(f"exposuremon_{name}", labels)
+
+
+async def test_fleet_gauges_count_every_vantage(fleet: Fleet) -> None:
+    """fleet_shards carries the shard count and this node's vantage; fleet_nodes counts the
+    live nodes of every vantage with a node row: 0 once they are all silent, and no series
+    once their rows are gone (they stopped)."""
+    metrics = Metrics()
+    await fleet.join("a", metrics=metrics)
+    other = await Store.open(fleet.where)
+    fleet.stores.append(other)
+    fra = LeaseKeeper(other, NodeIdentity("f", "fra", "test", "h"), TTL)
+    await fra.start()
+    assert gauge(metrics, "fleet_shards", vantage=V) == 64
+    assert gauge(metrics, "fleet_shards", vantage="fra") is None  # only this node's vantage
+    await wait_for(lambda: gauge(metrics, "fleet_nodes", vantage="fra") == 1, 5, "fra seen")
+    assert gauge(metrics, "fleet_nodes", vantage=V) == 1
+    abandon(fra)  # killed: its row stays, its heartbeat stops
+    await wait_for(lambda: gauge(metrics, "fleet_nodes", vantage="fra") == 0, TTL + 2, "fra silent")
+    await other.release_shards("fra", "f", (), leave=True)  # its row goes, as a stop would do
+    await wait_for(lambda: gauge(metrics, "fleet_nodes", vantage="fra") is None, 5, "fra forgotten")
+    assert gauge(metrics, "fleet_nodes", vantage=V) == 1
+
+
 async def test_a_keeper_alone_on_sqlite_holds_every_shard(tmp_path: Path) -> None:
     """On SQLite (one node) the same code path holds all 64 shards and fences writes."""
     fleet = Fleet(tmp_path)

@@ -163,3 +163,30 @@ async def test_concurrent_takers_never_share_a_shard(backend: Backend) -> None:
     held = [shard for r in results for shard in r.held]
     assert sorted(held) == list(range(64))
     assert {h.epoch for r in results for h in r.held.values()} == {1}
+
+
+async def test_fleet_snapshot_reads_every_vantage_at_once(store: Store, backend: Backend) -> None:
+    """Every node, every vantage's held rows (never-held rows left out), the shard count and
+    the database's now, in one read."""
+    empty = await store.fleet_snapshot()
+    assert (empty.shards, empty.nodes, dict(empty.leases), empty.vantages()) == (64, (), {}, ())
+    await store.heartbeat("a", V, "1.0", "h1")
+    await store.heartbeat("b", "fra", "1.0", "h2")
+    await store.acquire(V, "a", take={0, 1}, renew={}, ttl=30)
+    await store.acquire("fra", "b", take={3}, renew={}, ttl=30)
+    # A row made free by a take that lost its race (nobody's, epoch 0): not a holder.
+    await backend.run(
+        "INSERT INTO shard_leases (vantage, shard, node, epoch, expires_at)"
+        " VALUES (?, 9, '', 0, 0)",
+        V,
+    )
+    snap = await store.fleet_snapshot()
+    assert snap.shards == 64
+    assert [(n.name, n.vantage) for n in snap.nodes] == [("a", V), ("b", "fra")]
+    assert {v: [(x.shard, x.node) for x in rows] for v, rows in snap.leases.items()} == {
+        V: [(0, "a"), (1, "a")],
+        "fra": [(3, "b")],
+    }
+    assert snap.vantages() == (V, "fra")
+    assert all(x.expires_at > snap.now for rows in snap.leases.values() for x in rows)
+    assert abs(snap.now - wall_micros()) < 5_000_000

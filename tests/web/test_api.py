@@ -574,14 +574,32 @@ async def test_notifications_list_dead_letters_without_urls(story: Story, tmp_pa
     assert bad_channel["error"].startswith("channel:")
 
 
+async def test_fleet_of_a_single_node_without_leases(story: Story, tmp_path: Path) -> None:
+    """A SQLite store no lease keeper wrote to: an empty fleet (nodes and vantages listed only
+    once they have joined), the shard total, and the same body as `fleet status --json`."""
+    bed = story.copy(tmp_path)
+    async with serving(bed) as (client, _):
+        body = await get_json(client, "/api/v1/fleet")
+        from_cli = await cli_json("fleet", "status", "-c", str(bed.config_path), "--json")
+    assert body["nodes"] == []
+    assert body["vantages"] == []
+    assert body["shards"] == {"total": 64, "vantages": {}}
+    assert body["lease_ttl"] == 15.0
+    assert body["config_hash"] is None
+    body.pop("now")
+    from_cli.pop("now")
+    assert body == from_cli
+
+
 async def test_a_broken_database_is_503_not_500(story: Story, tmp_path: Path) -> None:
     """When the store fails, the API, page and metrics answer 503 with a JSON error."""
     bed = story.copy(tmp_path)
     async with serving(bed) as (client, _):
         with contextlib.closing(sqlite3.connect(db_path(bed.state_dir))) as db:
             db.execute("ALTER TABLE findings RENAME TO findings_gone")
+            db.execute("ALTER TABLE nodes RENAME TO nodes_gone")
             db.commit()
-        for path in ("/api/v1/findings", "/api/v1/targets", "/", "/metrics"):
+        for path in ("/api/v1/findings", "/api/v1/targets", "/api/v1/fleet", "/", "/metrics"):
             resp = await client.get(path)
             body = await resp.text()
             assert resp.status == 503, (path, body)

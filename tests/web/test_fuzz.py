@@ -74,6 +74,7 @@ GET_PATHS = [
     "/api/v1/findings",
     "/api/v1/events",
     "/api/v1/notifications",
+    "/api/v1/fleet",
     "/api/v1/{}",
     "/{}",
     "/api/v1/targets/{}/scan",

@@ -328,6 +328,64 @@ async def test_served_from_a_filled_store(tmp_path: Path) -> None:
         assert needle in text
 
 
+async def test_fleet_section_with_more_than_one_node(tmp_path: Path) -> None:
+    """No section while one node (or none) has joined; with two, nodes, liveness, shards and
+    a differing config are shown (the same store the API reads)."""
+    await fill(tmp_path / "state")
+    config_path = tmp_path / "config.toml"
+    config_path.write_text(CONFIG.replace('"state"', f'"{tmp_path / "state"}"'))
+    config = load_config(config_path)
+    async with await Store.open(tmp_path / "state") as store:
+        html = await page.render_status(store, config, NOW)
+        assert 'id="fleet"' not in html
+        await store.heartbeat("scan-a", "default", "1.4.0", "h1")
+        await store.acquire("default", "scan-a", take=range(64), renew={}, ttl=60)
+        html = await page.render_status(store, config, NOW)
+        assert 'id="fleet"' not in html  # one node: nothing to say
+        await store.heartbeat("scan-<b>", "default", "1.3.0", "h2")
+        html = await page.render_status(store, config, NOW)
+    assert 'id="fleet"' in html
+    assert "scan-&lt;b&gt;" in html
+    text = " ".join(" ".join(parse(html).text).split())
+    assert "2 of 2 nodes alive" in text
+    assert "vantage default up (2 live)" in text
+    assert "every shard held (64 per vantage)" in text
+    assert "2 with another config" in text  # a tie: both flagged
+    rows = re.findall(r'<tr class="node">(.*?)</tr>', html, re.S)
+    assert len(rows) == 2
+    (a_row,) = [row for row in rows if "scan-a<" in row]
+    assert ">64<" in a_row
+    assert "differs" in a_row
+
+
+def test_fleet_section_counts_unheld_shards_and_silent_nodes() -> None:
+    """The pure section: a silent node, unheld shards, a differing config."""
+    from exposuremon.fleet import fleet_view
+    from exposuremon.store import FleetNode, FleetSnapshot, Lease
+
+    now = int(NOW.timestamp() * 1_000_000)
+    nodes = tuple(
+        FleetNode(name, "default", now - 10**9, now - seen * 10**6, "1", cfg)
+        for name, seen, cfg in [("a", 1, "x"), ("b", 1, "x"), ("c", 99, "y")]
+    )
+    leases = {"default": (Lease(0, "a", 1, now + 10**7), Lease(1, "b", 1, now + 10**7))}
+    view = fleet_view(FleetSnapshot(now, 4, leases, nodes), 15)
+    section = page.fleet_section(view, NOW)
+    assert section is not None
+    assert (section.alive, section.differs, section.unheld, section.shards) == (2, 1, 2, 4)
+    assert [(n.name, n.alive, n.shards) for n in section.nodes] == [
+        ("a", True, 1),
+        ("b", True, 1),
+        ("c", False, 0),
+    ]
+    assert section.nodes[2].last_seen.ago == "1m ago"
+    html = page.render(dataclasses.replace(story(), fleet=section))
+    text = " ".join(" ".join(parse(html).text).split())
+    assert "2 shards held by nobody" in text
+    assert "silent" in text
+    assert page.fleet_section(None, NOW) is None
+
+
 # ------------------------------------------------------------- attention, search and paging
 
 
