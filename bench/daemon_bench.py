@@ -37,6 +37,7 @@ import json
 import math
 import os
 import resource
+import shutil
 import socket
 import statistics
 import subprocess
@@ -315,6 +316,11 @@ def one_box(n_targets: int, seconds: float, rounds: int, profile: Path | None) -
             restart = observe(directory, config, http_port, 300.0, router, rounds)
         finally:
             listeners.close()
+            # The daemon's log of both runs outlives the temp dir, for a look at what went on.
+            kept = Path(tempfile.gettempdir()) / f"exposuremon-daemon-{n_targets}.log"
+            if (directory / "daemon.log").exists():
+                shutil.copyfile(directory / "daemon.log", kept)
+                print(f"daemon log kept in {kept}", flush=True)
     result["targets"] = n_targets + 1
     result["restart_on_full_store"] = restart
     both = sorted(result["time_to_detect_s"]["all"] + restart["time_to_detect_s"]["all"])
@@ -438,6 +444,10 @@ def observe(
             "max": round(metric_times[-1], 3) if metric_times else None,
             "lines": final["lines"],
         },
+        "stale_sentinel_at_end": {
+            "count": len(final["stale"]),
+            "first": final["stale"][:20],
+        },
         "reopen_events": len(times),
         "time_to_detect_s": {
             "median": round(statistics.median(ordered), 2) if ordered else None,
@@ -530,10 +540,14 @@ def _scrape(base: str) -> dict[str, Any]:
     took = time.monotonic() - start
     now = time.time()
     stamps, late, buckets = [], {}, []
+    stale: list[str] = []
     for line in text.splitlines():
         if line.startswith("exposuremon_last_scan_success_timestamp_seconds{"):
             if 'kind="sentinel"' in line:
-                stamps.append(float(line.rsplit(" ", 1)[1]))
+                stamp = float(line.rsplit(" ", 1)[1])
+                stamps.append(stamp)
+                if now - stamp > 30.0 + 15.0:
+                    stale.append(line.split('target="', 1)[1].split('"', 1)[0])
         elif line.startswith("exposuremon_scans_late_total{"):
             kind = line.split('kind="', 1)[1].split('"', 1)[0]
             late[kind] = float(line.rsplit(" ", 1)[1])
@@ -547,6 +561,7 @@ def _scrape(base: str) -> dict[str, Any]:
         "late": late,
         "lag_p95": _quantile(buckets, 0.95),
         "lines": text.count("\n"),
+        "stale": sorted(stale),
     }
 
 
