@@ -10,6 +10,7 @@ import pytest
 from hypothesis import settings
 
 from tests.support import postgres
+from tests.support.databases import POSTGRESQL, SQLITE, Backend
 from tests.support.testbed import Router, cleanup_stale, make_router, missing_requirements
 
 # Subprocesses (the `exposuremon` console script, `python -c`) import the package of this
@@ -91,3 +92,12 @@ def pg_url(pg_cluster: postgres.Cluster) -> Iterator[str]:
     """The `postgresql://` URL of a new empty database, dropped after the test."""
     with pg_cluster.database() as url:
         yield url
+
+
+@pytest.fixture(params=[SQLITE, POSTGRESQL])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """An empty database of each dialect: a state directory that does not exist yet, or a new
+    PostgreSQL database."""
+    if request.param == POSTGRESQL:
+        return Backend.postgresql(request.getfixturevalue("pg_url"))
+    return Backend.sqlite(tmp_path / "state")

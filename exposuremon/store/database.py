@@ -418,20 +418,6 @@ class Store:
                 yield conn
 
     @contextlib.asynccontextmanager
-    async def _outbox_write(self, what: str) -> AsyncIterator[AsyncConnection]:
-        """A write transaction of the outbox's takers and settlers. On PostgreSQL without the
-        store-wide writer lock: they lock only their rows (the channel's rate window, the
-        message's outbox rows), so nodes delivering never queue behind scans being applied.
-        On SQLite the one writer as ever."""
-        if not self.postgres:
-            async with self._write(what) as conn:
-                yield conn
-            return
-        with errors(what):
-            async with self._writer.begin() as conn:
-                yield conn
-
-    @contextlib.asynccontextmanager
     async def _write(self, what: str) -> AsyncIterator[AsyncConnection]:
         with errors(what):
             async with self._write_lock, self._writer.begin() as conn:
@@ -440,9 +426,11 @@ class Store:
                 yield conn
 
     @contextlib.asynccontextmanager
-    async def _lease_write(self, what: str) -> AsyncIterator[AsyncConnection]:
-        # Lease rows are guarded by their own row locks, not by the writers' lock: a renewal
-        # must not wait behind other nodes' scan results. SQLite has one writer anyway.
+    async def _row_write(self, what: str) -> AsyncIterator[AsyncConnection]:
+        """A write transaction that locks only the rows it touches (shard leases, an outbox
+        message and its channel's rate window, scan requests). On PostgreSQL without the
+        store-wide writer lock: a lease renewal or a delivery must not queue behind other
+        nodes' scan results. On SQLite the one writer as ever."""
         if not self.postgres:
             async with self._write(what) as conn:
                 yield conn
@@ -462,7 +450,7 @@ class Store:
             "kind": kind.value,
             "requested_at": schema.to_micros(self._clock(), "clock"),
         }
-        async with self._lease_write(f"request a {kind} scan of {target}") as conn:
+        async with self._row_write(f"request a {kind} scan of {target}") as conn:
             await conn.execute(sa.insert(schema.scan_requests).values(row))
 
     async def take_scan_requests(
@@ -477,7 +465,7 @@ class Store:
             .where(t.c.vantage == vantage, t.c.shard.in_(sorted(shards)))
             .returning(t.c.id, t.c.target, t.c.kind)
         )
-        async with self._lease_write(f"take scan requests of vantage {vantage}") as conn:
+        async with self._row_write(f"take scan requests of vantage {vantage}") as conn:
             rows = (await conn.execute(taken)).all()
         known = {kind.value: kind for kind in ScanKind}
         return [(r.target, known[r.kind]) for r in sorted(rows) if r.kind in known]
@@ -492,7 +480,7 @@ class Store:
     ) -> int:
         """Record that `node` is alive: its row's `last_seen` becomes the db clock's now
         (returned, microseconds). `started_at` is kept, unless the row is new or `restart`."""
-        async with self._lease_write(f"heartbeat of node {node}") as conn:
+        async with self._row_write(f"heartbeat of node {node}") as conn:
             return await leases.heartbeat(conn, node, vantage, version, config_hash, restart)
 
     async def lease_view(self, vantage: str) -> leases.LeaseView:
@@ -522,7 +510,7 @@ class Store:
         if not 0 < ttl <= 3600:
             raise ValueError(f"ttl: {ttl} s out of range (0-3600]")
         ttl_micros = round(ttl * 1_000_000)
-        async with self._lease_write(f"acquire leases of node {node}") as conn:
+        async with self._row_write(f"acquire leases of node {node}") as conn:
             if self.postgres:
                 # A renewal waits at most a third of the lease for a row lock; then it fails
                 # and the round is retried, rather than the lease lapsing while it waits.
@@ -537,7 +525,7 @@ class Store:
         """Expire this node's leases of `shards` now (epochs kept), so that another node may
         take them at once; how many were still this node's. `leave` (a node stopping): its
         `nodes` row is deleted as well, so that the others stop counting it as live."""
-        async with self._lease_write(f"release leases of node {node}") as conn:
+        async with self._row_write(f"release leases of node {node}") as conn:
             return await leases.release(conn, vantage, node, shards, leave)
 
     async def _check_fences(
@@ -873,7 +861,7 @@ class Store:
         claim = None
         if node is not None:
             claim = outbox.Claim(node=node, token=secrets.token_hex(8), until=0)
-        async with self._outbox_write(f"next message for {channel}") as conn:
+        async with self._row_write(f"next message for {channel}") as conn:
             found, due = await outbox.next_message(
                 conn, channel, now_us, claim, math.ceil(claim_for * 1e6), pace
             )
@@ -903,7 +891,7 @@ class Store:
             schema.to_micros(now, "now"),
         )
         token = None if claim is None else claim.token
-        async with self._outbox_write(f"settle {len(ids)} deliveries as {status}") as conn:
+        async with self._row_write(f"settle {len(ids)} deliveries as {status}") as conn:
             if pause is not None and ids:
                 # The window's row first, as a taker locks it: no deadlock between the two.
                 channel = await outbox.channel_of(conn, ids[0])
@@ -914,13 +902,13 @@ class Store:
     async def release_claim(self, claim: outbox.Claim) -> int:
         """End a claim without an attempt (a node stopping before it sent): the message is
         free for any node at once; rows released (0: settled or taken over meanwhile)."""
-        async with self._outbox_write("release a claim") as conn:
+        async with self._row_write("release a claim") as conn:
             return await outbox.release(conn, token=claim.token)
 
     async def release_claims_of(self, node: str) -> int:
         """End every claim `node` holds: a node starting again knows its earlier process is
         gone (node names are unique in a fleet), so what that one had in flight goes now."""
-        async with self._outbox_write(f"release the claims of {node}") as conn:
+        async with self._row_write(f"release the claims of {node}") as conn:
             return await outbox.release(conn, node=node)
 
     async def retry_now(self, now: dt.datetime) -> int:

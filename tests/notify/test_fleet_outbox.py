@@ -31,7 +31,7 @@ from exposuremon.store.database import Store
 from exposuremon.store.outbox import Outgoing
 from tests.notify.test_notifier import TUNING, all_settled, apply_events, ev, rows_of, utcnow
 from tests.support.daemon import wait_until
-from tests.support.databases import POSTGRESQL, SQLITE, Backend
+from tests.support.databases import Backend
 from tests.support.receivers import Answer, Receiver
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -151,14 +151,6 @@ async def pg_store(pg_url: str) -> AsyncIterator[Store]:
     opened = await Store.open(pg_url)
     yield opened
     await opened.close()
-
-
-@pytest.fixture(params=[SQLITE, POSTGRESQL])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    """An empty database of each dialect."""
-    if request.param == POSTGRESQL:
-        return Backend.postgresql(request.getfixturevalue("pg_url"))
-    return Backend.sqlite(tmp_path / "state")
 
 
 @pytest.fixture

@@ -6,24 +6,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from exposuremon.model import EventType, ScanKind, TargetState
 from exposuremon.store import Fence, FencedWrite, Store, StoreError
 from tests.store.test_store import T0, at, event, scan_of
-from tests.support.databases import POSTGRESQL, SQLITE, Backend
+from tests.support.databases import Backend
 
 V = "default"
-
-
-@pytest.fixture(params=[SQLITE, POSTGRESQL])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    """An empty database of each dialect."""
-    if request.param == POSTGRESQL:
-        return Backend.postgresql(request.getfixturevalue("pg_url"))
-    return Backend.sqlite(tmp_path / "state")
 
 
 @pytest.fixture

@@ -53,7 +53,7 @@ from exposuremon.store.database import (
     migrate,
     sqlite_engine,
 )
-from tests.support.databases import POSTGRESQL, SQLITE, TABLES, Backend
+from tests.support.databases import TABLES, Backend
 from tests.support.records import scan_record_of
 
 T0 = dt.datetime(2026, 11, 20, 9, 12, 3, 123456, tzinfo=dt.UTC)
@@ -232,15 +232,6 @@ def rich_state(name: str = "surgery-router") -> TargetState:
             Notable(EventType.REBOOT_SUSPECTED, at(44), "down then up"),
         ),
     )
-
-
-@pytest.fixture(params=[SQLITE, POSTGRESQL])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    """An empty database of each dialect: a state directory that does not exist yet, or a new
-    PostgreSQL database."""
-    if request.param == POSTGRESQL:
-        return Backend.postgresql(request.getfixturevalue("pg_url"))
-    return Backend.sqlite(tmp_path / "state")
 
 
 @pytest.fixture
