@@ -5,7 +5,8 @@ BIN    := $(VENV)/bin
 CONFIG ?= config.example.toml
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test check lint typecheck bench stress stress-suite venv sysdeps clean install uninstall docs
+.PHONY: run test check lint typecheck bench stress stress-suite venv sysdeps clean install uninstall docs \
+        fleet-demo
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +22,11 @@ sysdeps:
 ## The daemon on config.example.toml (monitors 127.0.0.1; state in ./state). Ctrl-C stops it.
 run: $(STAMP)
 	$(BIN)/exposuremon run -c $(CONFIG)
+
+## Three nodes of one fleet on a throwaway PostgreSQL cluster, loopback targets (root; see
+## docs/fleet.md "Trying it: make fleet-demo"). Ctrl-C stops the nodes and removes the cluster.
+fleet-demo: $(STAMP) sysdeps
+	$(BIN)/python -m bench.fleet_demo
 
 test: $(STAMP) sysdeps
 	$(BIN)/python -m pytest
