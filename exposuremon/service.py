@@ -52,6 +52,7 @@ NOTIFY_TIMEOUT = 10.0  # seconds per webhook request
 STATUS_EVERY = 60.0  # seconds between STATUS= updates to systemd
 LATE_SUMMARY_EVERY = 60.0  # seconds between log summaries of late scans
 CHANGES_EVERY = 1.0  # seconds between looks for targets another process wrote (acks)
+TAKEOVER_SPREAD = 5.0  # seconds over which the overdue sentinel scans of gained targets start
 
 
 class StartError(RuntimeError):
@@ -276,7 +277,9 @@ class Service:
         self._owned = owned
         jobs, sweeps = self._schedules(self.config, owned)
         self._scheduler.apply(self._scheduler.plan(jobs, last_scans, self.clock()))
-        self._sweeper.sync(sweeps, self._first_sentinels(last_scans))
+        # Targets taken over from a node that died are overdue by up to lease_ttl already:
+        # their sentinel scans come within seconds, not spread over a whole interval.
+        self._sweeper.sync(sweeps, self._first_sentinels(last_scans, TAKEOVER_SPREAD))
         self.log.info(
             "targets rescheduled",
             targets=len(owned),
@@ -502,15 +505,17 @@ class Service:
         return jobs, sweeps
 
     def _first_sentinels(
-        self, last_scans: dict[tuple[str, ScanKind], dt.datetime]
+        self, last_scans: dict[tuple[str, ScanKind], dt.datetime], window: float | None = None
     ) -> Callable[[str, SweepSpec, int, int], float]:
-        """When a (re)planned target's first sentinel scan is due, on the monotonic clock."""
+        """When a (re)planned target's first sentinel scan is due, on the monotonic clock
+        (overdue ones spread over `window` s, default `first_run`'s)."""
         now, mono = self.clock(), time.monotonic()
 
         def first_due(name: str, spec: SweepSpec, index: int, count: int) -> float:
             job = JobSpec(name, ScanKind.SENTINEL, spec.interval, spec.jitter)
             last = last_scans.get((name, ScanKind.SENTINEL))
-            return mono + (first_run(job, last, now, index, count) - now).total_seconds()
+            start = first_run(job, last, now, index, count, window)
+            return mono + (start - now).total_seconds()
 
         return first_due
 

@@ -71,14 +71,16 @@ def first_run(
     now: dt.datetime,
     index: int,
     count: int,
+    window: float | None = None,
 ) -> dt.datetime:
     """When a job first runs after (re)start: due time from the last scan, staggered.
 
     A scan that is not yet due runs when due. One that is overdue (or never ran) runs within
-    a window, the targets spread evenly over it by `index` of `count`, so a restart does not
-    launch every full scan at once.
+    a window (`window` s, or the kind's `FIRST_RUN_WINDOW`; at most the interval), the
+    targets spread evenly over it by `index` of `count`, so a restart does not launch every
+    full scan at once.
     """
-    window = min(spec.interval, FIRST_RUN_WINDOW[spec.kind])
+    window = min(spec.interval, FIRST_RUN_WINDOW[spec.kind] if window is None else window)
     stagger = dt.timedelta(seconds=window * index / max(count, 1))
     if last is not None:
         due = last + dt.timedelta(seconds=spec.interval)

@@ -65,6 +65,16 @@ def test_window_never_exceeds_interval() -> None:
     assert first_run(spec, None, NOW, 99, 100) < NOW + dt.timedelta(seconds=10)
 
 
+def test_an_explicit_window_spreads_overdue_scans_over_it() -> None:
+    """Overdue scans spread over a given window (a fleet takeover: 5 s), not the kind's."""
+    spec = JobSpec("r", ScanKind.SENTINEL, 30)
+    overdue = NOW - dt.timedelta(minutes=5)
+    starts = [first_run(spec, overdue, NOW, i, 100, 5.0) for i in range(100)]
+    assert max(starts) < NOW + dt.timedelta(seconds=5)
+    assert max(starts) > NOW + dt.timedelta(seconds=4)  # spread, not all at once
+    assert first_run(spec, overdue, NOW, 99, 100) > NOW + dt.timedelta(seconds=25)
+
+
 def test_reboot_follow_ups() -> None:
     """A suspected reboot means a quick scan now, a full one soon, quick ones at +5 and +15 min."""
     plan = follow_ups(NOW)
