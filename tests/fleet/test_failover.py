@@ -17,8 +17,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+import sqlalchemy as sa
 
 from exposuremon.fleet import fair_shares
+from exposuremon.store.database import database_url, postgres_engine
 from tests.fleet.test_keeper import pg_ctl, start_server
 from tests.support import postgres
 from tests.support.databases import Backend
@@ -394,3 +396,63 @@ async def test_two_nodes_starting_at_once_on_an_empty_database_migrate_it_once(
         log.seek(offset)
         server_errors = [line for line in log if "ERROR" in line or "FATAL" in line]
     assert server_errors == []
+
+
+# Backends of the database waiting for a row (not for the writers' advisory lock).
+WAITING_FOR_A_ROW = (
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+    "AND wait_event_type = 'Lock' AND wait_event IN ('transactionid', 'tuple')"
+)
+# Sessions holding the writers' advisory lock, idle inside their transaction.
+IDLE_WRITERS = (
+    "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+    "WHERE l.locktype = 'advisory' AND l.granted AND a.state = 'idle in transaction'"
+)
+
+
+async def test_a_node_paused_inside_a_write_does_not_stall_the_others(
+    pg_url: str, make_fleet: Callable[..., Fleet]
+) -> None:
+    """A node stopped (SIGSTOP) in the middle of a write transaction does not keep the other
+    nodes from storing what their scans find."""
+    fleet = make_fleet(pg_url)
+    await fleet.up("a", "b", "c")
+    owners = await lease_owners(pg_url, fleet.names)
+    stuck, other = pick(fleet, owners, "c"), pick(fleet, owners, "a")
+    paused = fleet.nodes["c"]
+    backend = Backend.postgresql(pg_url)
+    engine = postgres_engine(database_url(pg_url), poolclass=sa.NullPool)
+    try:
+        # Hold c's target row: c's write of the port opened below waits for it inside its
+        # transaction (the writers' lock and its lease row taken); stop c there.
+        async with engine.begin() as holder:
+            query = "SELECT name FROM targets WHERE name = :name FOR UPDATE"
+            await holder.execute(sa.text(query), {"name": stuck.name})
+            fleet.listeners.open(stuck.address, 8087)
+
+            async def c_waits() -> bool:
+                return bool((await backend.run(WAITING_FOR_A_ROW))[0][0])
+
+            await wait_for(c_waits, SENTINEL + MARGIN + 4, "c's write waiting for the row")
+            paused.pause()
+        await wait_for(
+            lambda: _count(backend, IDLE_WRITERS), 5, "c holding the writers' lock, stopped"
+        )
+        fleet.listeners.open(other.address, 8087)
+        await wait_for(
+            lambda: fleet.findings(other.name, 8087),
+            SENTINEL + TTL + MARGIN + 4,
+            "a storing the port opened on its target while c is stopped",
+        )
+    finally:
+        if paused.paused:
+            paused.resume()
+        await engine.dispose()
+    await wait_for(lambda: fleet.findings(stuck.name, 8087), 30, "c's target's finding")
+    await wait_for(lambda: fleet.balanced(["a", "b", "c"]), 30, "the shards shared again")
+    assert await fleet.findings(stuck.name, 8087) == 1
+    assert await duplicates(pg_url) == []
+
+
+async def _count(backend: Backend, sql: str) -> int:
+    return int((await backend.run(sql))[0][0])
