@@ -213,6 +213,7 @@ async def test_a_killed_nodes_targets_are_scanned_by_the_others_in_time(
     bound = TTL + SENTINEL + MARGIN
     await wait_for(all_rescanned, bound + 5, "the killed node's targets scanned by the others")
     took = max(fleet.watch.first_after(t, killed, exclude="c") or 0.0 for t in held) - killed
+    print(f"failover: {len(held)} targets scanned by the others {took:.2f}s after the kill")
     assert took <= bound, f"failover took {took:.2f}s"
     # No target left unscanned, every shard held by a survivor, nothing written twice.
     await wait_for(lambda: fleet.balanced(["a", "b"]), 10, "a and b holding every shard")
@@ -369,6 +370,7 @@ async def test_a_joining_node_takes_its_share_without_a_gap_in_scanning(
     until = time.time()
     gaps = {t: fleet.watch.longest_gap(t, joined, until) for t in fleet.names}
     worst = max(gaps, key=lambda t: gaps[t])
+    print(f"join: {len(gained)} targets moved to c, longest gap {gaps[worst]:.2f}s")
     assert gaps[worst] <= SENTINEL + TTL, f"{worst} went {gaps[worst]:.2f}s without a scan"
     assert await duplicates(pg_url) == []
 
