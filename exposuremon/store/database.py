@@ -60,6 +60,11 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 DEFAULT_RETENTION = dt.timedelta(days=90)
 MAX_PAGE = 1000
 _BUSY_TIMEOUT_MS = 10_000
+# PostgreSQL ends a session that sits idle inside a transaction this long, releasing its
+# locks. The store's transactions take milliseconds; one left open is a node stopped in the
+# middle of a write (SIGSTOP, a VM freeze), which would otherwise hold the writers' lock, and
+# every other node's writes would wait for it until it ran again.
+IDLE_IN_TRANSACTION_MS = 5_000
 _BEGIN = "exposuremon_begin"  # execution option: the statement that opens a transaction
 
 
@@ -163,9 +168,13 @@ def postgres_engine(url: sa.URL, **options: Any) -> AsyncEngine:
     connection string, so it gets the URL as one. psycopg takes them as they are.
     """
     if url.get_driver_name() != "asyncpg":
+        if "options" not in url.query:  # a URL's own libpq `options` are left as they are
+            setting = f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}"
+            options["connect_args"] = {"options": setting, **options.get("connect_args", {})}
         return create_async_engine(url, **options)
     dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    connect_args = {**options.pop("connect_args", {}), "dsn": dsn}
+    session = {"idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_MS)}
+    connect_args = {"server_settings": session, **options.pop("connect_args", {}), "dsn": dsn}
     return create_async_engine("postgresql+asyncpg://", connect_args=connect_args, **options)
 
 

@@ -15,7 +15,12 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from exposuremon.model import ScanKind, TargetState
 from exposuremon.store import Store, StoreError
-from exposuremon.store.database import database_url, describe_url
+from exposuremon.store.database import (
+    IDLE_IN_TRANSACTION_MS,
+    database_url,
+    describe_url,
+    postgres_engine,
+)
 from tests.store.test_store import HEAD, T0, scan_of
 from tests.support.daemon import wait_until
 from tests.support.databases import Backend
@@ -146,3 +151,19 @@ async def test_libpq_parameters_in_the_url_reach_the_driver(tmp_path: Path, pg_u
     ca = tmp_path / "no-such-ca.pem"
     with pytest.raises(StoreError, match=r"sslrootcert=.*: cannot connect: No such file"):
         await Store.open(f"{pg_url}&sslmode=verify-full&sslrootcert={ca}")
+
+
+@pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
+async def test_a_session_idle_inside_a_transaction_is_ended_by_the_server(
+    pg_url: str, driver: str
+) -> None:
+    """The store's sessions on either driver carry a timeout for idling inside a transaction,
+    so that a node stopped in the middle of a write cannot hold its locks for long."""
+    url = database_url(pg_url).set(drivername=f"postgresql+{driver}")
+    engine = postgres_engine(url, poolclass=sa.NullPool)
+    try:
+        async with engine.connect() as conn:
+            shown = await conn.execute(sa.text("SHOW idle_in_transaction_session_timeout"))
+            assert shown.scalar_one() == f"{IDLE_IN_TRANSACTION_MS // 1000}s"
+    finally:
+        await engine.dispose()
