@@ -273,7 +273,8 @@ async def test_a_node_paused_past_its_lease_writes_nothing_late(
     await wait_for(fenced, 15, "c's late result refused")
     refused = paused.log_entries("scan result refused: the target's lease moved on")
     late = [e for e in paused.log_entries()[log_offset:] if e in refused]
-    assert [e["target"] for e in late] == [target.name], paused.tail()
+    # Its sentinel scan, and a quick scan of the target if one was running too.
+    assert {e["target"] for e in late} == {target.name}, paused.tail()
     await wait_for(lambda: fleet.balanced(["a", "b", "c"]), 30, "c back with its share")
     await wait_for(all_scanned_since(fleet, time.time()), SENTINEL + MARGIN, "a scan round")
     assert await fleet.findings(target.name, port) == 0  # c's stale "open" was not written
