@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -47,11 +48,15 @@ metadata = sa.MetaData(
 _Time = sa.BigInteger
 
 
-class _Text(sa.TypeDecorator[str]):
-    """Text with any NUL character stored as U+FFFD.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
-    PostgreSQL's text cannot hold NUL, and banners, titles and receivers' error bodies come
-    from hosts that may send one: a hostile router must not make its own scans unwritable.
+
+class _Text(sa.TypeDecorator[str]):
+    """Text with any NUL character or lone surrogate stored as U+FFFD.
+
+    PostgreSQL's text can hold neither (a NUL is refused, a surrogate is no valid UTF-8), and
+    banners, titles, receivers' error bodies and command-line arguments (undecodable bytes
+    become surrogates) may carry them: a hostile host must not make its own scans unwritable.
     Both dialects store the same, so a store moved between them compares equal.
     """
 
@@ -59,7 +64,9 @@ class _Text(sa.TypeDecorator[str]):
     cache_ok = True
 
     def process_bind_param(self, value: str | None, dialect: sa.Dialect) -> str | None:
-        return value.replace("\x00", "\ufffd") if value is not None and "\x00" in value else value
+        if value is None or (value.isascii() and "\x00" not in value):
+            return value
+        return _UNSTORABLE.sub("\ufffd", value)
 
 
 _SEVERITIES = "severity IN ('info', 'warning', 'critical')"
