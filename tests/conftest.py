@@ -77,14 +77,24 @@ def router(router_factory: Callable[..., Router]) -> Router:
 # ============================================================================================
 
 
-@pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[postgres.Cluster]:
-    """The session's cluster on a Unix socket in a temp dir; stopped and removed at the end."""
+def _throwaway_cluster() -> Iterator[postgres.Cluster]:
     reason = postgres.missing_requirements()
     if reason:
         pytest.skip(f"needs a throwaway PostgreSQL cluster: {reason}")
     with postgres.running_cluster() as cluster:
         yield cluster
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[postgres.Cluster]:
+    """The session's cluster on a Unix socket in a temp dir; stopped and removed at the end."""
+    yield from _throwaway_cluster()
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[postgres.Cluster]:
+    """A cluster of this test alone, for a test that stops and starts its server."""
+    yield from _throwaway_cluster()
 
 
 @pytest.fixture

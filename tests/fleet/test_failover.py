@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -177,16 +177,6 @@ async def make_fleet(tmp_path: Path) -> AsyncIterator[Callable[..., Fleet]]:
             for fleet in made:
                 await fleet.watch.stop()
                 await asyncio.to_thread(fleet.close)
-
-
-@pytest.fixture
-def own_cluster() -> Iterator[postgres.Cluster]:
-    """A cluster of this test alone (it stops and starts its server)."""
-    reason = postgres.missing_requirements()
-    if reason:
-        pytest.skip(f"needs a throwaway PostgreSQL cluster: {reason}")
-    with postgres.running_cluster() as cluster:
-        yield cluster
 
 
 async def test_a_killed_nodes_targets_are_scanned_by_the_others_in_time(

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -259,16 +259,6 @@ def start_server(cluster: postgres.Cluster) -> None:
         "-c fsync=off -c max_connections=200"
     )
     pg_ctl(cluster, "-l", str(cluster.root / "server.log"), "-o", options, "start")
-
-
-@pytest.fixture
-def own_cluster() -> Iterator[postgres.Cluster]:
-    """A cluster of this test alone (it stops and starts its server)."""
-    reason = postgres.missing_requirements()
-    if reason:
-        pytest.skip(f"needs a throwaway PostgreSQL cluster: {reason}")
-    with postgres.running_cluster() as cluster:
-        yield cluster
 
 
 async def test_a_keeper_survives_a_database_restart(
