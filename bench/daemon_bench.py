@@ -45,6 +45,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -535,8 +536,11 @@ _LAST_SENTINEL = 'exposuremon_last_scan_success_timestamp_seconds{kind="sentinel
 def _scrape(base: str) -> dict[str, Any]:
     """One timed /metrics scrape: freshness of sentinel scans, lateness, lag p95, lines."""
     start = time.monotonic()
-    with urllib.request.urlopen(f"{base}/metrics", timeout=60) as resp:
-        text = resp.read().decode()
+    try:
+        with urllib.request.urlopen(f"{base}/metrics", timeout=60) as resp:
+            text = resp.read().decode()
+    except urllib.error.HTTPError as exc:  # a failed scrape is a result, not the end of the run
+        text = f"# scrape failed: HTTP {exc.code}\n"
     took = time.monotonic() - start
     now = time.time()
     stamps, late, buckets = [], {}, []
