@@ -3,8 +3,9 @@
 Counters of work done (probes, scans, notifications) are ordinary prometheus-client metrics
 and start from zero with the process. Metrics describing state (open ports, findings, target
 up, last scans, reopen and reboot totals) are computed from the store at scrape time by
-`StateCollector`, so they are right after a restart. Port labels appear only for open ports,
-which keeps the label sets bounded by what is actually exposed.
+`StateCollector`, so they are right after a restart. Port labels appear only for open ports
+(and ports with an active finding: reopened, acknowledged), which keeps the label sets bounded
+by what is actually exposed.
 """
 
 from __future__ import annotations
@@ -321,6 +322,8 @@ def _static_lines(
     return (
         "".join([port_open.format(name, port, 1) for port in row.open_ports]),
         "".join([unexpected.format(name, port, severity, 1) for port, severity in row.unexpected]),
+        "".join([f.port_reopened.template.format(name, port, 1) for port in row.reopened_ports]),
+        "".join([f.port_acked.template.format(name, port, 1) for port in row.acked_ports]),
         f.unexpected_n.template.format(name, len(row.unexpected)),
         up,
         "".join(
@@ -368,6 +371,22 @@ class _Families:
             "gauge",
             "1 for each open port that is not expected (an active finding), by severity.",
             ("target", "port", "severity"),
+        )
+        # Per port, and only for ports with such a finding (bounded like port_unexpected): the
+        # reopen alert is exact per port and silenced per acknowledged port.
+        self.port_reopened = Family(
+            f"{p}_port_reopened",
+            "gauge",
+            "1 for each port whose active finding is a reopen (a port closed before that is "
+            "open again), acknowledged or not; absent otherwise.",
+            ("target", "port"),
+        )
+        self.port_acked = Family(
+            f"{p}_port_acked",
+            "gauge",
+            "1 for each port whose active finding is acknowledged (silenced until its expiry); "
+            "absent otherwise.",
+            ("target", "port"),
         )
         self.unexpected_n = Family(
             f"{p}_unexpected_open_ports",
@@ -418,6 +437,8 @@ class _Families:
         return [
             self.port_open,
             self.unexpected,
+            self.port_reopened,
+            self.port_acked,
             self.unexpected_n,
             self.up,
             self.findings,

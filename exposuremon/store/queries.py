@@ -378,6 +378,10 @@ class TargetGauges:
     open_ports: list[str] = dataclasses.field(default_factory=list)  # port numbers, as text
     unexpected: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # port, severity
     findings: dict[str, int] = dataclasses.field(default_factory=dict)  # state -> count
+    # Of the active findings' ports (as text, in port order): those whose finding is a reopen,
+    # and those whose finding is acknowledged. Per port, so that an alert can be exact.
+    reopened_ports: list[str] = dataclasses.field(default_factory=list)
+    acked_ports: list[str] = dataclasses.field(default_factory=list)
 
 
 GaugeMark = tuple[int, int]  # the largest (changed_seq, times_seq) a snapshot saw
@@ -436,7 +440,16 @@ def _gauge_rows() -> sa.Select[Any]:
         .where(p.c.target == t.c.name, p.c.state == "open")
         .scalar_subquery()
     )
-    pair = sa.cast(f.c.port, sa.Text) + ":" + f.c.severity
+    # port:severity:state:reopen_count, one per active finding (none of them holds a colon).
+    pair = (
+        sa.cast(f.c.port, sa.Text)
+        + ":"
+        + f.c.severity
+        + ":"
+        + f.c.state
+        + ":"
+        + sa.cast(f.c.reopen_count, sa.Text)
+    )
     active = (
         sa.select(sa.func.aggregate_strings(pair, ","))
         .where(f.c.target == t.c.name, f.c.state.in_(schema.ACTIVE_STATES))
@@ -464,26 +477,29 @@ async def _gauges_of(conn: AsyncConnection, query: sa.Select[Any]) -> dict[str, 
     targets = {}
     for name, status, last_scan, reopened, reboots, ports, pairs, *n in await conn.execute(query):
         # In port order: the aggregates' own order is unspecified (and differs by dialect).
-        unexpected = [] if not pairs else sorted((_pair(x) for x in pairs.split(",")), key=_port)
+        active = [] if not pairs else sorted((_active(x) for x in pairs.split(",")), key=_port)
         targets[name] = TargetGauges(
             status,
             last_scan or {},
             reopened,
             reboots,
             sorted(ports.split(","), key=int) if ports else [],
-            unexpected,
+            [(port, severity) for port, severity, _, _ in active],
             {state.value: count for state, count in zip(FindingState, n, strict=True)},
+            [port for port, _, _, reopens in active if reopens],
+            [port for port, _, state, _ in active if state == FindingState.ACKED.value],
         )
     return targets
 
 
-def _port(pair: tuple[str, str]) -> int:
-    return int(pair[0])
+def _port(active: tuple[str, str, str, bool]) -> int:
+    return int(active[0])
 
 
-def _pair(text: str) -> tuple[str, str]:
-    port, _, severity = text.partition(":")
-    return port, severity
+def _active(text: str) -> tuple[str, str, str, bool]:
+    """One active finding's aggregate: port, severity, state, and whether it is a reopen."""
+    port, severity, state, reopens = text.split(":", 3)
+    return port, severity, state, reopens not in ("", "0")
 
 
 # -------------------------------------------------------------- target listings (page, API)

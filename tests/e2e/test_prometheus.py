@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "exposuremon.json"
 JOB = "exposuremon"  # the job name the shipped rules expect
+TOKEN = "prometheus-test-token"
 AHEAD = 400.0  # seconds: "later" for the stale-scan check (> 2 full intervals, > 5 minutes)
 # Alerts whose condition needs more time than a test has: their expressions are evaluated
 # AHEAD seconds in the future instead (Prometheus runs with a lookback longer than that, so
@@ -205,7 +206,11 @@ def test_alerts_and_dashboard_against_real_prometheus(
         )  # fmt: skip
         text = config.read_text()
         assert 'listen = "127.0.0.1:0"' in text
-        config.write_text(text.replace('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{port}"'))
+        token = tmp_path / "api-token"
+        token.write_text(TOKEN + "\n")
+        token.chmod(0o600)
+        listen = f'listen = "127.0.0.1:{port}"\ntoken_file = "{token}"'
+        config.write_text(text.replace('listen = "127.0.0.1:0"', listen))
         with daemon_process(config, tmp_path / "daemon.log") as daemon:
             daemon.start()
             wait_ready(f"http://127.0.0.1:{port}", 30)
@@ -218,7 +223,7 @@ def test_alerts_and_dashboard_against_real_prometheus(
                 extra_args=["--query.lookback-delta=15m"],
             ) as prom:
                 try:
-                    _scenario(prom, router, daemon.kill)
+                    _scenario(prom, router, daemon.kill, f"http://127.0.0.1:{port}")
                 except AssertionError as exc:
                     tail = daemon.log()[-4000:]
                     raise AssertionError(f"{exc}\n--- daemon log tail:\n{tail}") from None
@@ -227,7 +232,22 @@ def test_alerts_and_dashboard_against_real_prometheus(
     assert gone.hits
 
 
-def _scenario(prom: Prometheus, router: Router, stop_daemon: Callable[[], None]) -> None:
+def ack_open_finding(api: str, target: str, port: int) -> None:
+    """Acknowledge the target's open finding on `port` through the API, for a day."""
+    with urllib.request.urlopen(f"{api}/api/v1/findings?target={target}&state=open") as resp:
+        found = [f for f in json.load(resp)["findings"] if f["port"] == port]
+    assert len(found) == 1, found
+    request = urllib.request.Request(
+        f"{api}/api/v1/findings/{found[0]['id']}/ack",
+        data=json.dumps({"until": "1d", "reason": "reopen seen, fix scheduled"}).encode(),
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request) as resp:
+        assert resp.status == 200
+
+
+def _scenario(prom: Prometheus, router: Router, stop_daemon: Callable[[], None], api: str) -> None:
     start = time.time()
     prom.wait_for(lambda: prom.query(f'up{{job="{JOB}"}} == 1'), 15, "first scrape")
 
@@ -260,6 +280,7 @@ def _scenario(prom: Prometheus, router: Router, stop_daemon: Callable[[], None])
         "ExposuremonPortReopened for surgery",
     )
     assert reopened[0]["labels"]["severity"] == "critical"
+    assert reopened[0]["labels"]["port"] == "8080"  # per port, from port_reopened
     assert reopened[0]["annotations"]["runbook_url"].endswith("#exposuremonportreopened")
     prom.wait_for(fired(prom, "ExposuremonTargetDown", target="surgery"), 10, "TargetDown fired")
     assert firing(prom, "ExposuremonUnexpectedPortOpen", target="surgery", port="8080")
@@ -275,6 +296,21 @@ def _scenario(prom: Prometheus, router: Router, stop_daemon: Callable[[], None])
         "NotificationsFailing for the channel answering 404 (dead letters)",
     )
     assert not firing(prom, "ExposuremonNotificationsFailing", channel="chat-ok")
+
+    # The reopened 8080 is acknowledged: its alerts go silent, per port.
+    ack_open_finding(api, "surgery", 8080)
+    prom.wait_for(
+        lambda: prom.query('exposuremon_port_acked{target="surgery", port="8080"} == 1'),
+        20,
+        "port_acked for surgery:8080",
+    )
+    prom.wait_for(
+        lambda: not firing(prom, "ExposuremonPortReopened", target="surgery"),
+        20,
+        "ExposuremonPortReopened silenced by the ack",
+    )
+    assert prom.query('exposuremon_port_reopened{target="surgery", port="8080"} == 1')
+    assert not firing(prom, "ExposuremonUnexpectedPortOpen", target="surgery", port="8080")
 
     # 4. Stale scans: the same expression, evaluated AHEAD seconds later.
     rules = {r["name"]: r for r in prom.rules() if r["type"] == "alerting"}
