@@ -59,6 +59,7 @@ _MIGRATION_LOCK = 0x656D6F6E_00000002
 MIGRATIONS = Path(__file__).parent / "migrations"
 DEFAULT_RETENTION = dt.timedelta(days=90)
 MAX_PAGE = 1000
+HISTORY_LIMIT = 2000  # events per target for a port history picture (see `history_events`)
 _BUSY_TIMEOUT_MS = 10_000
 # PostgreSQL ends a session that sits idle inside a transaction this long, releasing its
 # locks. The store's transactions take milliseconds; one left open is a node stopped in the
@@ -730,6 +731,40 @@ class Store:
             query = query.where(t.c.observed_at >= schema.to_micros(since, "since"))
         rows, next_cursor = await self._page(query, t.c.id, limit, cursor, "list events")
         return [schema.event_from_row(r) for r in rows], next_cursor
+
+    async def history_events(
+        self,
+        targets: Collection[str],
+        types: Collection[EventType],
+        since: dt.datetime,
+        limit: int = HISTORY_LIMIT,
+    ) -> dict[str, list[Event]]:
+        """Per target, its events of `types` observed at or after `since`, oldest first.
+
+        For a port history picture (the status page's cards): a few targets at a time, one
+        snapshot. Each target gives at most its newest `limit` such events, read backwards
+        along the (target, id) index, so a port that flapped for a month costs `limit` rows.
+        """
+        t = schema.events
+        wanted = [EventType(kind).value for kind in types]
+        since_micros = schema.to_micros(since, "since")
+        found: dict[str, list[Event]] = {}
+        async with self._read(f"history of {len(targets)} targets") as conn:
+            for name in sorted(set(targets)):
+                query = (
+                    sa.select(t)
+                    .where(
+                        t.c.target == name,
+                        t.c.type.in_(wanted),
+                        t.c.observed_at >= since_micros,
+                    )
+                    .order_by(t.c.id.desc())
+                    .limit(limit)
+                )
+                rows = (await conn.execute(query)).mappings().all()
+                if rows:
+                    found[name] = [schema.event_from_row(r) for r in reversed(rows)]
+        return found
 
     async def _page(
         self,

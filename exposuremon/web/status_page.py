@@ -30,6 +30,7 @@ from exposuremon.config import Config, TargetConfig
 from exposuremon.fleet import FleetView, fleet_view
 from exposuremon.model import (
     Event,
+    EventType,
     Finding,
     FindingState,
     Fingerprint,
@@ -41,6 +42,7 @@ from exposuremon.model import (
 )
 from exposuremon.store import FindingCounts, Store, TargetOverview
 from exposuremon.units import utcnow
+from exposuremon.web import timeline
 from exposuremon.web.views import NEVER_SCANNED
 
 REFRESH_SECONDS = 30
@@ -104,6 +106,7 @@ class TargetView:
     last_reboot: When | None
     reboots: int
     reopened: int
+    history: timeline.Picture | None = None  # its ports' last 30 days (attention cards only)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -271,8 +274,13 @@ def finding_order(f: Finding) -> tuple[bool, bool, int, float]:
     )
 
 
-def target_view(target: TargetConfig, state: TargetState | None, now: dt.datetime) -> TargetView:
-    """One configured target's card."""
+def target_view(
+    target: TargetConfig,
+    state: TargetState | None,
+    now: dt.datetime,
+    events: Sequence[Event] | None = None,
+) -> TargetView:
+    """One configured target's card; with its `events` of the window, its ports' history."""
     expected = frozenset(target.expected_open)
     if state is None:
         state = TargetState(name=target.name, address=target.address)
@@ -303,6 +311,10 @@ def target_view(target: TargetConfig, state: TargetState | None, now: dt.datetim
             for p in expected - set(open_ports)
         ]
     findings = sorted(state.findings.values(), key=finding_order)
+    picture = None
+    if events is not None and status != NEVER_SCANNED:
+        drawn = timeline.history(state, events, now)
+        picture = timeline.picture(drawn) if drawn.ports else None
     return TargetView(
         name=target.name,
         anchor=anchor(target.name),
@@ -315,6 +327,7 @@ def target_view(target: TargetConfig, state: TargetState | None, now: dt.datetim
         last_reboot=when(state.last_reboot, now),
         reboots=state.reboots_total,
         reopened=state.reopened_total,
+        history=picture,
     )
 
 
@@ -585,14 +598,24 @@ def build(
     query: PageQuery = PageQuery(),
     selection: Selection | None = None,
     fleet: FleetView | None = None,
+    histories: Mapping[str, Sequence[Event]] | None = None,
 ) -> PageModel:
     """The page's view model. `states` needs to hold only the shown targets' states;
     `selection` is `pick`'s answer for the same arguments (computed when not given);
-    `fleet` the fleet view (its section shows only for more than one node)."""
+    `fleet` the fleet view (its section shows only for more than one node); `histories`
+    the attention cards' events of the history window (None: cards without history)."""
     chosen = selection or pick(targets, overview, query)
     urgent, rest = chosen.urgent, chosen.rest
     a_pager, r_pager = chosen.attention_pager, chosen.rows_pager
-    cards = tuple(target_view(t, states.get(t.name), now) for t, _ in urgent)
+    cards = tuple(
+        target_view(
+            t,
+            states.get(t.name),
+            now,
+            None if histories is None else histories.get(t.name, ()),
+        )
+        for t, _ in urgent
+    )
     rows = tuple(row_view(t, states.get(t.name), now) for t in rest)
     active = [f for t, _ in urgent if t.name in states for f in states[t.name].findings.values()]
     active.sort(key=finding_order)
@@ -652,16 +675,32 @@ async def render_status(
 ) -> str:
     """Load what the page shows from the store and render it.
 
-    Four reads: the overview of every target (light rows), the full states of the targets
-    shown on this page, the recent events and the fleet. Each is one snapshot; a scan landing
-    between them shows on the next reload.
+    Five reads: the overview of every target (light rows), the full states of the targets
+    shown on this page, the attention cards' events of the last 30 days (their port history;
+    at most ATTENTION_PAGE targets, never the whole fleet), the recent events and the fleet.
+    Each is one snapshot; a scan landing between them shows on the next reload.
     """
     now = now or utcnow()
     overview = await store.target_overview()
     selection = pick(config.targets, overview, query)
     states = await store.states_of(selection.names())
+    cards = [t.name for t, _ in selection.urgent if t.name in states]
+    histories = await store.history_events(cards, HISTORY_TYPES, now - timeline.WINDOW)
     events, _ = await store.events(limit=TIMELINE)
     fleet = fleet_view(await store.fleet_snapshot(), config.fleet.lease_ttl)
-    return render(
-        build(config.targets, overview, states, events, now, query, selection, fleet=fleet)
+    model = build(
+        config.targets,
+        overview,
+        states,
+        events,
+        now,
+        query,
+        selection,
+        fleet=fleet,
+        histories=histories,
     )
+    return render(model)
+
+
+# The event types a port history reads, as the store knows them.
+HISTORY_TYPES = tuple(EventType(kind) for kind in timeline.TYPES)

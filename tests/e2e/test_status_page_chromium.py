@@ -5,7 +5,9 @@ Three "routers" on loopback addresses play the incident: the surgery's router sh
 back with a new Server header) and 81 and 444 open again: reopened, critical. A home office
 router answers with a hostile HTTP title, a hostile SSH banner sits on the surgery router.
 Chromium renders the page (no network beyond loopback); the DOM must hold the content, the
-hostile text only as text; the screenshot becomes docs/status-page.png for the README.
+hostile text only as text; the surgery router's card draws each port's history (81 and 444:
+open, closed, a reboot mark, open again in red); the screenshot becomes docs/status-page.png
+for the README.
 """
 
 from __future__ import annotations
@@ -230,7 +232,7 @@ async def play_the_incident(service: Service, services: dict[str, Responder], ap
 
 
 async def test_status_page_in_chromium(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Chromium shows targets, ports, reopened findings; hostile text stays text; screenshot."""
+    """Chromium shows targets, ports, reopened findings, port history; hostile text stays text."""
     monkeypatch.setenv(TOKEN_ENV, TOKEN)
     narrow = "1-1024,2222,8000-9000"  # full scans stay on the routers' own ports
     targets: list[dict[str, Any]] = [
@@ -268,6 +270,17 @@ async def test_status_page_in_chromium(tmp_path: Path, monkeypatch: pytest.Monke
     assert re.search(r"<b>4443</b> expected · not open", dom)
     assert "acked" in dom
     assert 'class="pill sev-critical"' in dom
+    # The surgery router's port history: 81 and 444 open, closed by the admin, a reboot
+    # mark, open again in red; drawn as inline SVG, which Chromium parsed as SVG elements.
+    card = dom[dom.index('id="target-surgery-router"') :]
+    card = card[: card.index("</section>")]
+    assert '<svg class="history"' in card
+    for port in ("81", "444"):
+        row = re.split(r'<text class="port"[^>]*>', card)
+        drawn = next(r for r in row if r.startswith(f"{port}<"))
+        assert re.findall(r'<rect class="tl-(\w+)"', drawn)[-3:] == ["open", "closed", "reopened"]
+        assert 'class="tl-reopen"' in drawn
+        assert 'class="tl-reboot"' in drawn
     # Hostile text from the scanned hosts (and from the ack reason) arrived as text only.
     assert "<script" not in dom
     assert "<img" not in dom

@@ -531,3 +531,30 @@ def test_many_targets_are_paged_with_working_links() -> None:
     found = page.build(targets, ov, {}, [], NOW, page.PageQuery(q="t12"))
     assert [t.name for t in found.attention] == ["t120", "t125"]
     assert [r.name for r in found.rows] == [f"t12{i}" for i in range(10) if i % 5]
+
+
+async def test_attention_cards_show_each_ports_history(tmp_path: Path) -> None:
+    """A card draws its ports' 30 days as inline SVG: 3389 open, closed, reopened in red."""
+    _, at = await fill(tmp_path / "state")
+    config_path = tmp_path / "config.toml"
+    config_path.write_text(CONFIG.replace('"state"', f'"{tmp_path / "state"}"'))
+    now = at["office4"] + dt.timedelta(hours=1)
+    async with await Store.open(tmp_path / "state") as store:
+        html = await page.render_status(store, load_config(config_path), now=now)
+    office = html[html.index('id="target-office"') :]
+    office = office[: office.index("</section>")]
+    svg = office[office.index('<svg class="history"') : office.index("</svg>")]
+    rows = re.split(r'<text class="port"[^>]*>', svg)[1:]
+    by_port = {int(r[: r.index("<")]): r for r in rows}
+    assert set(by_port) == {80, 443, 3389, 8080}  # every port that was ever open
+    shades = re.findall(r'<rect class="tl-(\w+)"', by_port[3389])
+    assert shades == ["unknown", "open", "closed", "reopened"]
+    assert 'class="tl-reopen"' in by_port[3389]
+    assert "finding reopened" in by_port[3389]
+    assert re.findall(r'<rect class="tl-(\w+)"', by_port[443]) == ["unknown", "open"]
+    # Drawn with the stylesheet's classes: no inline style, no script (the page's CSP).
+    assert "style=" not in svg
+    assert "<script" not in html
+    assert "port history, last 30 days" in html  # the legend
+    # Rows of targets needing no attention carry no history.
+    assert html.count('<svg class="history"') == html.count('<section class="card target')
