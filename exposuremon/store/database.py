@@ -741,29 +741,33 @@ class Store:
     ) -> dict[str, list[Event]]:
         """Per target, its events of `types` observed at or after `since`, oldest first.
 
-        For a port history picture (the status page's cards): a few targets at a time, one
-        snapshot. Each target gives at most its newest `limit` such events, read backwards
-        along the (target, id) index, so a port that flapped for a month costs `limit` rows.
+        For a port history picture (the status page's cards): a few targets at a time, in one
+        statement and one snapshot. Each target gives at most its newest `limit` such events,
+        read backwards along the (target, id) index (one limited branch per target of a UNION
+        ALL), so a port that flapped for a month costs `limit` rows, not the month's.
         """
         t = schema.events
         wanted = [EventType(kind).value for kind in types]
         since_micros = schema.to_micros(since, "since")
+        names = sorted(set(targets))
+        if not names:
+            return {}
+        branches = [
+            sa.select(
+                sa.select(t)
+                .where(t.c.target == name, t.c.type.in_(wanted), t.c.observed_at >= since_micros)
+                .order_by(t.c.id.desc())
+                .limit(limit)
+                .subquery()
+            )
+            for name in names
+        ]
+        query = branches[0] if len(branches) == 1 else sa.union_all(*branches)
+        async with self._read(f"history of {len(names)} targets") as conn:
+            rows = (await conn.execute(query)).mappings().all()
         found: dict[str, list[Event]] = {}
-        async with self._read(f"history of {len(targets)} targets") as conn:
-            for name in sorted(set(targets)):
-                query = (
-                    sa.select(t)
-                    .where(
-                        t.c.target == name,
-                        t.c.type.in_(wanted),
-                        t.c.observed_at >= since_micros,
-                    )
-                    .order_by(t.c.id.desc())
-                    .limit(limit)
-                )
-                rows = (await conn.execute(query)).mappings().all()
-                if rows:
-                    found[name] = [schema.event_from_row(r) for r in reversed(rows)]
+        for r in sorted(rows, key=lambda r: (r["target"], r["id"])):
+            found.setdefault(r["target"], []).append(schema.event_from_row(r))
         return found
 
     async def _page(

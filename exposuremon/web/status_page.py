@@ -120,6 +120,7 @@ class RowView:
     ports: tuple[PortView, ...]
     sentinel: When | None
     acked: int
+    history: timeline.Picture | None = None  # only when a search found this target alone
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -524,6 +525,14 @@ class Selection:
         """The targets shown, whose full states the page needs."""
         return [t.name for t, _ in self.urgent] + [t.name for t in self.rest]
 
+    def with_history(self) -> list[str]:
+        """The targets whose port history the page draws: the attention cards shown, and a
+        target that a search found alone (its own section), never a page of rows."""
+        names = [t.name for t, _ in self.urgent]
+        if self.attention_pager.total + self.rows_pager.total == 1:
+            names += [t.name for t in self.rest]
+        return names
+
 
 def pick(targets: Sequence[TargetConfig], overview: TargetOverview, query: PageQuery) -> Selection:
     """The attention cards and the rows this page shows, with their pagers (without links)."""
@@ -540,9 +549,14 @@ def pick(targets: Sequence[TargetConfig], overview: TargetOverview, query: PageQ
     )
 
 
-def row_view(target: TargetConfig, state: TargetState | None, now: dt.datetime) -> RowView:
-    """One row of the list of targets that need no attention."""
-    card = target_view(target, state, now)
+def row_view(
+    target: TargetConfig,
+    state: TargetState | None,
+    now: dt.datetime,
+    events: Sequence[Event] | None = None,
+) -> RowView:
+    """One row of the list of targets that need no attention (with `events`: its history)."""
+    card = target_view(target, state, now, events)
     sentinel = dict(card.last_scans).get(ScanKind.SENTINEL.value)
     acked = (
         0
@@ -557,6 +571,7 @@ def row_view(target: TargetConfig, state: TargetState | None, now: dt.datetime) 
         ports=card.ports,
         sentinel=sentinel,
         acked=acked,
+        history=card.history,
     )
 
 
@@ -616,7 +631,16 @@ def build(
         )
         for t, _ in urgent
     )
-    rows = tuple(row_view(t, states.get(t.name), now) for t in rest)
+    drawn = set(chosen.with_history()) if histories is not None else set()
+    rows = tuple(
+        row_view(
+            t,
+            states.get(t.name),
+            now,
+            histories.get(t.name, ()) if histories is not None and t.name in drawn else None,
+        )
+        for t in rest
+    )
     active = [f for t, _ in urgent if t.name in states for f in states[t.name].findings.values()]
     active.sort(key=finding_order)
     counts = counts_of(targets, overview, chosen.reasons)
@@ -676,16 +700,17 @@ async def render_status(
     """Load what the page shows from the store and render it.
 
     Five reads: the overview of every target (light rows), the full states of the targets
-    shown on this page, the attention cards' events of the last 30 days (their port history;
-    at most ATTENTION_PAGE targets, never the whole fleet), the recent events and the fleet.
+    shown on this page, the events of the last 30 days of the targets whose port history is
+    drawn (the attention cards, at most ATTENTION_PAGE, or the one target a search found;
+    never the whole fleet), the recent events and the fleet.
     Each is one snapshot; a scan landing between them shows on the next reload.
     """
     now = now or utcnow()
     overview = await store.target_overview()
     selection = pick(config.targets, overview, query)
     states = await store.states_of(selection.names())
-    cards = [t.name for t, _ in selection.urgent if t.name in states]
-    histories = await store.history_events(cards, HISTORY_TYPES, now - timeline.WINDOW)
+    drawn = [name for name in selection.with_history() if name in states]
+    histories = await store.history_events(drawn, HISTORY_TYPES, now - timeline.WINDOW)
     events, _ = await store.events(limit=TIMELINE)
     fleet = fleet_view(await store.fleet_snapshot(), config.fleet.lease_ttl)
     model = build(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 from pathlib import Path
 from typing import Any
 
@@ -131,3 +132,24 @@ async def test_api_pages_and_filters(filled: Any) -> None:
         resp = await client.get("/api/v1/targets?has_findings=maybe")
         assert resp.status == 400
         assert (await resp.json())["error"].startswith("has_findings: must be true or false")
+
+
+async def test_a_target_found_alone_shows_its_port_history(filled: Any) -> None:
+    """A search that finds one healthy target draws its history; a page of rows draws none."""
+    store, config = filled
+    app = make_app(CollectorRegistry(), ReadOnly(store, config))
+    async with TestClient(TestServer(app)) as client:
+        alone = await (await client.get("/?q=router-00006")).text()
+        several = await (await client.get("/?q=router-0000")).text()
+        first = await (await client.get("/")).text()
+    assert alone.count('<tr class="target"') == 1
+    assert alone.count('<tr class="history"><td colspan="5"><svg class="history"') == 1
+    assert re.search(r'<text class="port"[^>]*>443</text>', alone)
+    assert "port history, last 30 days" in alone  # the legend
+    assert several.count('<tr class="target"') > 1
+    assert '<tr class="history">' not in several
+    # The first page: a history per attention card, none for its rows.
+    assert '<tr class="history">' not in first
+    cards = first.count('<section class="card target')
+    assert cards
+    assert first.count('<svg class="history"') == cards

@@ -311,3 +311,51 @@ def test_parts_add_up_and_give_every_stretch_room(durations: list[float], width:
     ):
         if d1 < d2:
             assert w1 <= w2 + 1e-9
+
+
+gaps = st.integers(1, 6 * 86400)  # one second to six days between the story's steps
+
+
+@settings(max_examples=200, deadline=None)
+@given(gaps, gaps, gaps, gaps, st.booleans())
+def test_any_reopen_story_reads_open_closed_reboot_open_in_red(
+    opened_for: int, closed_for: int, reboot_to_reopen: int, since: int, down: bool
+) -> None:
+    """Whatever its pace: open, closed, a reboot mark, open in red, each with room to be seen."""
+    t = NOW - dt.timedelta(seconds=opened_for + closed_for + reboot_to_reopen + since)
+    closed = t + dt.timedelta(seconds=opened_for)
+    reboot = closed + dt.timedelta(seconds=closed_for)
+    back = reboot + dt.timedelta(seconds=reboot_to_reopen)
+    events = [
+        ev(EventType.PORT_OPENED, t, 81, previous="closed"),
+        ev(EventType.FINDING_OPENED, t, 81),
+        ev(EventType.PORT_CLOSED, closed, 81, state="closed"),
+        ev(EventType.FINDING_RESOLVED, closed, 81),
+    ]
+    if down:  # the reboot seen as the router going down and coming back
+        events.append(ev(EventType.TARGET_DOWN, reboot - dt.timedelta(microseconds=1)))
+        events.append(ev(EventType.TARGET_UP, reboot))
+    events += [
+        ev(EventType.REBOOT_SUSPECTED, reboot),
+        ev(EventType.PORT_OPENED, back, 81, previous="closed"),
+        ev(EventType.FINDING_REOPENED, back, 81),
+    ]
+    state = TargetState(
+        name=NAME, status=TargetStatus.UP, ports={81: record(81, Observed.OPEN, t, opened=2)}
+    )
+    (port,) = timeline.history(state, events, NOW).ports
+    known = [s.shade for s in port.spans if s.shade is not Shade.UNKNOWN]  # down: unknown
+    story = [shade for i, shade in enumerate(known) if i == 0 or known[i - 1] is not shade]
+    assert story[-3:] == [Shade.OPEN, Shade.CLOSED, Shade.REOPENED]
+    (mark,) = [m for m in port.marks if m.kind is MarkKind.REBOOT]
+    red = port.spans[-1]
+    assert red.shade is Shade.REOPENED
+    assert mark.at <= red.start
+    (row,) = timeline.picture(timeline.history(state, events, NOW)).rows
+    opened = next(b for b in row.bars if b.shade == "open")
+    closed = next(b for b in row.bars if b.shade == "closed" and b.x > opened.x)
+    reopened = row.bars[-1]
+    (tick,) = [m for m in row.marks if m.kind == "reboot"]
+    assert closed.x < tick.x <= reopened.x
+    assert reopened.shade == "reopened"
+    assert all(b.width >= 10 for b in (opened, closed, reopened))
