@@ -352,10 +352,10 @@ def test_any_reopen_story_reads_open_closed_reboot_open_in_red(
     assert red.shade is Shade.REOPENED
     assert mark.at <= red.start
     (row,) = timeline.picture(timeline.history(state, events, NOW)).rows
-    opened = next(b for b in row.bars if b.shade == "open")
-    closed = next(b for b in row.bars if b.shade == "closed" and b.x > opened.x)
-    reopened = row.bars[-1]
+    open_bar = next(b for b in row.bars if b.shade == "open")
+    closed_bar = next(b for b in row.bars if b.shade == "closed" and b.x > open_bar.x)
+    red_bar = row.bars[-1]
     (tick,) = [m for m in row.marks if m.kind == "reboot"]
-    assert closed.x < tick.x <= reopened.x
-    assert reopened.shade == "reopened"
-    assert all(b.width >= 10 for b in (opened, closed, reopened))
+    assert closed_bar.x < tick.x <= red_bar.x
+    assert red_bar.shade == "reopened"
+    assert all(b.width >= 10 for b in (open_bar, closed_bar, red_bar))
