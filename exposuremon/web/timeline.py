@@ -178,6 +178,27 @@ def _was_down(state: TargetState, ordered: Sequence[Event], start: dt.datetime) 
     )
 
 
+def _reopened_at_start(state: TargetState, port: int, finding_events: Sequence[Event]) -> bool:
+    """Whether the port's finding was a reopen when the window began: the active finding's
+    when nothing happened to findings since, or the one the window's first event resolved."""
+    if not finding_events:
+        current = state.findings.get(port)
+        return (
+            current is not None
+            and current.state in (FindingState.OPEN, FindingState.ACKED)
+            and current.reopen_count > 0
+        )
+    first = finding_events[0]
+    resolved = state.resolved.get(port)
+    return (
+        first.type.value == FINDING_RESOLVED
+        and resolved is not None
+        and first.finding_id is not None
+        and first.finding_id == resolved.id
+        and resolved.reopen_count > 0
+    )
+
+
 def _port_history(
     state: TargetState,
     port: int,
@@ -195,13 +216,7 @@ def _port_history(
     else:
         shown = Shade.UNKNOWN
     finding_events = [e for e in mine if e.port == port and e.type.value in _FINDING]
-    current = state.findings.get(port)
-    reopened = (
-        not finding_events
-        and current is not None
-        and current.state in (FindingState.OPEN, FindingState.ACKED)
-        and current.reopen_count > 0
-    )
+    reopened = _reopened_at_start(state, port, finding_events)
     down = _was_down(state, ordered, start)
     # Before the port's record began nothing was known of it (a record is never removed);
     # with events, the first one says what was before it.

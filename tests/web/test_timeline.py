@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import enum
 from typing import Any, cast
@@ -359,3 +360,34 @@ def test_any_reopen_story_reads_open_closed_reboot_open_in_red(
     assert closed_bar.x < tick.x <= red_bar.x
     assert red_bar.shade == "reopened"
     assert all(b.width >= 10 for b in (open_bar, closed_bar, red_bar))
+
+
+def test_a_reopen_from_before_the_window_is_red_until_it_resolves() -> None:
+    """A reopened finding older than the window: red from the start until its resolution."""
+    resolved_at = NOW - dt.timedelta(days=5)
+    old = Finding(
+        id=3,
+        target=NAME,
+        port=444,
+        severity=Severity.CRITICAL,
+        state=FindingState.RESOLVED,
+        opened_at=NOW - dt.timedelta(days=40),
+        resolved_at=resolved_at,
+        reopen_count=2,
+    )
+    events = [
+        ev(EventType.PORT_CLOSED, resolved_at - dt.timedelta(minutes=2), 444, state="filtered"),
+        dataclasses.replace(ev(EventType.FINDING_RESOLVED, resolved_at, 444), finding_id=3),
+    ]
+    state = TargetState(
+        name=NAME,
+        status=TargetStatus.UP,
+        ports={444: record(444, Observed.FILTERED, NOW - dt.timedelta(days=90), opened=3)},
+        resolved={444: old},
+    )
+    (port,) = timeline.history(state, events, NOW).ports
+    assert shades(port) == [Shade.REOPENED, Shade.FILTERED]
+    # Another finding resolved first (its id differs): no claim that it was a reopen.
+    other = [events[0], dataclasses.replace(events[1], finding_id=2)]
+    (port,) = timeline.history(state, other, NOW).ports
+    assert shades(port) == [Shade.OPEN, Shade.FILTERED]
