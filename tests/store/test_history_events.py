@@ -51,3 +51,22 @@ async def test_history_events_per_target_oldest_first(backend: Backend, tmp_path
         assert [(e.type, e.port) for e in later["gw-a"]] == a[2:]
         newest = await store.history_events(["gw-a"], kinds, T0, limit=2)
         assert [(e.type, e.port) for e in newest["gw-a"]] == a[-2:]
+
+
+async def test_history_events_link_resolutions_to_their_findings(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """A finding_resolved event carries the id of the finding the state keeps as resolved."""
+    config = config_of(tmp_path)
+    policy = config.targets[0].policy(config.scan)
+    async with await Store.open(backend.where) as store:
+        for minute, ports in enumerate(({80, 443}, {443}, {443}), start=1):
+            when = T0 + dt.timedelta(minutes=minute)
+            obs = observation("gw-a", ports, when)
+            out = detect.evaluate(await store.load_state("gw-a"), obs, policy, when)
+            await store.apply(scan_record_of(obs), out.state, out.events, out.findings, ())
+        found = await store.history_events(["gw-a"], [EventType.FINDING_RESOLVED], T0)
+        (resolution,) = found["gw-a"]
+        resolved = (await store.load_state("gw-a")).resolved[80]
+        assert resolved.id is not None
+        assert resolution.finding_id == resolved.id
