@@ -203,6 +203,9 @@ class ScanPipeline:
         self.connection_rates: dict[str, float] = {}
         self._running: dict[tuple[str, ScanKind], TargetScan] = {}
         self._store_mark: int | None = None  # the store's change stamp `seen` is current with
+        # The change stamp of this pipeline's last apply per target: `refresh_changed` keeps
+        # what it holds of a target whose newest stamp is its own.
+        self._own_stamps: dict[str, int] = {}
         self._locks: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(
             asyncio.Lock
         )
@@ -216,6 +219,7 @@ class ScanPipeline:
     def forget(self, name: str) -> None:
         """Drop what is held of a target: its next scan reads the store (after an ack)."""
         self.seen.pop(name, None)
+        self._own_stamps.pop(name, None)
 
     def let_go(self, names: Iterable[str]) -> None:
         """Targets whose shard changed hands (fleet): drop everything held of them.
@@ -227,21 +231,32 @@ class ScanPipeline:
             self.seen.pop(name, None)
             self.quiet.pop(name, None)
             self._quiet_fences.pop(name, None)
+            self._own_stamps.pop(name, None)
 
     async def refresh_changed(self) -> frozenset[str]:
         """Forget what is held of targets written by someone else since the last call.
 
-        Besides this service only `exposuremon ack` (another process) writes a target's
-        state. Asking the store which targets changed, once per sweep tick, replaces a read
-        of every state with a finding before each of its scans. Our own writes come back too;
-        forgetting those costs one read at their next scan. Returns the names forgotten.
+        Besides this service, `exposuremon ack` (another process) and, in a fleet, other
+        nodes write a target's state. Asking the store which targets changed, once per sweep
+        tick, replaces a read of every state with a finding before each of its scans. Our own
+        writes come back too: a target whose newest stamp is the one our last apply wrote is
+        kept. Forgetting those cost a read at each one's next scan, which in the first-write
+        storm of an empty store (every target written once) queued 10,000 reads behind the
+        scans' writes until the connection pool timed out (issue 15's bench). Returns the
+        names forgotten.
         """
         if self._store_mark is None:
             self.seen.clear()  # the first call sets the mark: nothing held may predate it
+            self._own_stamps.clear()
         changed, self._store_mark = await self._store.changed_since(self._store_mark)
-        for name in changed:
+        forgotten = []
+        for name, stamp in changed.items():
+            if self._own_stamps.get(name) == stamp:
+                continue  # nobody wrote it after us
+            self._own_stamps.pop(name, None)
             self.seen.pop(name, None)
-        return changed
+            forgotten.append(name)
+        return frozenset(forgotten)
 
     async def preload(self, names: list[str]) -> None:
         """Hold the stored state of `names` (one read); an empty one for those never scanned."""
@@ -462,6 +477,7 @@ class ScanPipeline:
         name = evaluation.state.name
         self.quiet.pop(name, None)
         self.seen[name] = applied.state
+        self._own_stamps[name] = applied.change_stamp
         if applied.events:
             self._notifier.outbox_written({c for e in applied.events for c in route(e)})
 

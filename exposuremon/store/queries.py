@@ -356,13 +356,19 @@ async def next_stamp(conn: AsyncConnection, column: sa.Column[int]) -> int:
     return int(largest or 0) + 1
 
 
-async def stamp(conn: AsyncConnection, name: str, *, times: bool) -> None:
-    """Mark the target as changed for the state gauges (and its scan times, if `times`)."""
+async def stamp(conn: AsyncConnection, name: str, *, times: bool) -> int:
+    """Mark the target as changed for the state gauges (and its scan times, if `times`).
+
+    Returns the change stamp written, so that the writer can tell its own write from a later
+    one of somebody else's (`Store.changed_since`).
+    """
     t = schema.targets
-    values = {"changed_seq": await next_stamp(conn, t.c.changed_seq)}
+    changed = await next_stamp(conn, t.c.changed_seq)
+    values = {"changed_seq": changed}
     if times:
         values["times_seq"] = await next_stamp(conn, t.c.times_seq)
     await conn.execute(sa.update(t).where(t.c.name == name).values(values))
+    return changed
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

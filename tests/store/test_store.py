@@ -772,27 +772,30 @@ async def saved_open_finding(store: Store) -> Finding:
 
 
 async def test_changed_since_names_the_targets_written_after_a_mark(store: Store) -> None:
-    """Applies and acks mark a target changed; writes of quiet scans' times do not; a mark
-    ahead of the store (a restored backup) names every target."""
+    """Applies and acks mark a target changed, each with the stamp its write returned; writes
+    of quiet scans' times do not; a mark ahead of the store (a restored backup) names every
+    target."""
     names, mark = await store.changed_since(None)
-    assert names == frozenset()
+    assert names == {}
     stored = await saved_open_finding(store)
     quiet = TargetState(name="q", last_scan={ScanKind.SENTINEL: T0}, last_observed=T0)
-    await store.apply(scan_of("q", T0, ScanKind.SENTINEL), quiet, [], [], [])
+    applied = await store.apply(scan_of("q", T0, ScanKind.SENTINEL), quiet, [], [], [])
     names, mark = await store.changed_since(mark)
-    assert names == {"r", "q"}
+    assert set(names) == {"r", "q"}
+    assert names["q"] == applied.change_stamp > names["r"]
     later = dataclasses.replace(quiet, last_scan={ScanKind.SENTINEL: at(1)}, last_observed=at(1))
     await store.touch([later])
-    assert await store.changed_since(mark) == (frozenset(), mark)
+    assert await store.changed_since(mark) == ({}, mark)
     acked = dataclasses.replace(
         stored, state=FindingState.ACKED, ack_until=at(60), ack_reason="known"
     )
     await store.save_ack(acked)
     names, newer = await store.changed_since(mark)
-    assert names == {"r"}
+    assert set(names) == {"r"}
     assert newer > mark
+    assert names["r"] == newer  # the ack's stamp: no apply of ours returned it
     names, _ = await store.changed_since(newer + 100)
-    assert names == {"r", "q"}
+    assert set(names) == {"r", "q"}
 
 
 async def test_save_ack_persists_only_the_ack(store: Store) -> None:
