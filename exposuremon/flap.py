@@ -14,7 +14,9 @@ made, the way Nagios's flap detection and Alertmanager's grouping sit after thei
   sends it to no channel. Events of other ports, and target-level ones, are not touched: a
   real reopen elsewhere pages at once.
 - A scan of the port without a change counts towards `settle`; a change starts the count
-  again. After `settle` stable scans one `port_flap_ended` goes out with the final state (and
+  again. The episode ends when the port has been stable for `settle` scans and fewer than
+  `threshold` of its changes are left in `window` (the hysteresis that keeps a port toggling
+  slower than `settle` scans in one episode); then one `port_flap_ended` goes out with the final state (and
   the finding's): at the episode's severity if the port ended open with an active finding
   (exposed), else info; its channels are chosen by the episode's severity (`notify_as`), so
   every channel told of the flap hears its end.
@@ -163,7 +165,10 @@ def _step(
     if flap.since is None:
         return dataclasses.replace(flap, changes=recent), []
     stable = flap.stable + 1
-    if stable < policy.settle:
+    if stable < policy.settle or len(recent) >= policy.threshold:
+        # Not yet: too few stable scans, or the window still holds a flapping port's changes
+        # (a port that toggles every 6 s must not end its episode in every 6 s of quiet
+        # between two toggles when the scans come every second).
         return dataclasses.replace(flap, changes=recent, stable=stable), []
     ended = _ended_event(port, rec, flap, state, stable, now)
     return PortFlap(changes=()), [ended]

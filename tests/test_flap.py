@@ -39,7 +39,8 @@ class Walk:
         target: detect.TargetPolicy | None = None,
         state: TargetState | None = None,
     ) -> None:
-        self.policy = policy or FlapPolicy()
+        # A window shorter than flap_settle scans of 30 s: the episode ends by the count.
+        self.policy = policy or FlapPolicy(window=100)
         self.target = target or detect.TargetPolicy(expected_open=frozenset({443}))
         self.state = state or TargetState(name=NAME)
         self.now = T0
@@ -69,7 +70,7 @@ class Walk:
         self.events.extend(ev.events)
         return ev
 
-    def toggle(self, port: int, cycles: int, seconds: float = 30) -> None:
+    def toggle(self, port: int, cycles: int, seconds: float = 20) -> None:
         """`cycles` times open for a scan, then closed for two (its finding resolves)."""
         for _ in range(cycles):
             self.scan({port}, seconds)
@@ -164,7 +165,7 @@ def test_a_change_during_settling_starts_the_count_again() -> None:
     walk = Walk()
     walk.scan(())
     for open_ in (True, False, True, False):
-        walk.scan({8081} if open_ else ())
+        walk.scan({8081} if open_ else (), seconds=20)
     assert flapping_ports(walk.state) == {8081}
     for _ in range(4):
         walk.scan(())
@@ -280,6 +281,22 @@ def test_a_flapping_port_pages_at_most_twice_per_episode(
 
 def _of(events: Sequence[Event], port: int) -> list[Event]:
     return [e for e in events if e.port == port]
+
+
+def test_the_episode_lasts_while_the_window_holds_its_changes() -> None:
+    """A port toggling slower than flap_settle scans stays in one episode: its end waits until
+    fewer than flap_threshold changes are left in flap_window (hysteresis)."""
+    walk = Walk(policy=FlapPolicy(threshold=4, window=600, settle=5))
+    walk.scan(())
+    for _ in range(8):  # open 6 scans, closed 6 scans (6 s each at 1 s scans, say)
+        for open_ in (True, False):
+            for _ in range(6):
+                walk.scan({8081} if open_ else (), seconds=1)
+    assert len(of_type(walk.events, E.PORT_FLAPPING)) == 1
+    assert not of_type(walk.events, E.PORT_FLAP_ENDED)
+    walk.scan((), seconds=600)  # the changes leave the window
+    (end,) = of_type(walk.events, E.PORT_FLAP_ENDED)
+    assert end.details["changes"] == 16
 
 
 @settings(max_examples=200, deadline=None)
