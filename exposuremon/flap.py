@@ -16,10 +16,10 @@ made, the way Nagios's flap detection and Alertmanager's grouping sit after thei
 - A scan of the port without a change counts towards `settle`; a change starts the count
   again. The episode ends when the port has been stable for `settle` scans and fewer than
   `threshold` of its changes are left in `window` (the hysteresis that keeps a port toggling
-  slower than `settle` scans in one episode); then one `port_flap_ended` goes out with the final state (and
-  the finding's): at the episode's severity if the port ended open with an active finding
-  (exposed), else info; its channels are chosen by the episode's severity (`notify_as`), so
-  every channel told of the flap hears its end.
+  slower than `settle` scans in one episode); then one `port_flap_ended` goes out with the
+  final state (and the finding's): at the episode's severity if the port ended open with an
+  active finding (exposed), else info; its channels are chosen by the episode's severity
+  (`notify_as`), so every channel told of the flap hears its end.
 - The memory is `TargetState.flaps` (stored with the target). An entry whose changes all left
   the window is dropped at the port's next scan; a port that changes now and then keeps at
   most `threshold` times, and a quiet port none.

@@ -82,7 +82,7 @@ async def test_a_flapping_port_pages_at_most_twice_after_it_is_called_flapping(
             extra=notify_toml([{"name": "hook", "type": "webhook", "url": hook.url}]),
         )
         # The episode ends once its changes leave the window: 5 s instead of 10 minutes.
-        config.write_text(config.read_text().replace("[scan]\n", '[scan]\nflap_window = "10s"\n'))
+        config.write_text(config.read_text().replace("[scan]\n", '[scan]\nflap_window = "5s"\n'))
         async with running_service(config) as service:
 
             async def first_scan() -> bool:
