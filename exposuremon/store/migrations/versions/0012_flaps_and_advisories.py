@@ -28,6 +28,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     """Back to 0008: the columns go."""
-    with op.batch_alter_table("targets") as batch:
-        batch.drop_column("advisories")
-        batch.drop_column("flaps")
+    # Plain ALTER TABLE DROP COLUMN (SQLite 3.35+): a batch rebuild of `targets` would drop a
+    # table every other table references.
+    op.drop_column("targets", "advisories")
+    op.drop_column("targets", "flaps")
