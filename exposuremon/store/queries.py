@@ -384,6 +384,7 @@ class TargetGauges:
     open_ports: list[str] = dataclasses.field(default_factory=list)  # port numbers, as text
     unexpected: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # port, severity
     findings: dict[str, int] = dataclasses.field(default_factory=dict)  # state -> count
+    flapping: list[str] = dataclasses.field(default_factory=list)  # ports in a flap episode
 
 
 GaugeMark = tuple[int, int]  # the largest (changed_seq, times_seq) a snapshot saw
@@ -462,13 +463,15 @@ def _gauge_rows() -> sa.Select[Any]:
         t.c.reboots_total,
         open_ports,
         active,
+        t.c.flaps,
         *counts,
     )
 
 
 async def _gauges_of(conn: AsyncConnection, query: sa.Select[Any]) -> dict[str, TargetGauges]:
     targets = {}
-    for name, status, last_scan, reopened, reboots, ports, pairs, *n in await conn.execute(query):
+    rows = await conn.execute(query)
+    for name, status, last_scan, reopened, reboots, ports, pairs, flaps, *n in rows:
         # In port order: the aggregates' own order is unspecified (and differs by dialect).
         unexpected = [] if not pairs else sorted((_pair(x) for x in pairs.split(",")), key=_port)
         targets[name] = TargetGauges(
@@ -479,6 +482,7 @@ async def _gauges_of(conn: AsyncConnection, query: sa.Select[Any]) -> dict[str, 
             sorted(ports.split(","), key=int) if ports else [],
             unexpected,
             {state.value: count for state, count in zip(FindingState, n, strict=True)},
+            sorted((p for p, f in (flaps or {}).items() if f.get("since") is not None), key=int),
         )
     return targets
 

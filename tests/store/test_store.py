@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from exposuremon.model import (
+    AdvisoryMatch,
     Event,
     EventType,
     Finding,
@@ -35,6 +36,7 @@ from exposuremon.model import (
     Notable,
     Observation,
     Observed,
+    PortFlap,
     PortRecord,
     ScanKind,
     Severity,
@@ -58,7 +60,7 @@ from tests.support.records import scan_record_of
 
 T0 = dt.datetime(2026, 11, 20, 9, 12, 3, 123456, tzinfo=dt.UTC)
 CLOCK = dt.datetime(2026, 11, 26, 3, 14, 7, 654321, tzinfo=dt.UTC)
-HEAD = "0008"
+HEAD = "0012"
 
 
 def at(minutes: float) -> dt.datetime:
@@ -400,6 +402,30 @@ fingerprints = st.none() | st.builds(
     tls_not_after=opt_times,
     http_server=st.none() | texts,
     http_title=st.none() | texts,
+    tls_issuer=st.none() | texts,
+)
+flaps = st.dictionaries(
+    st.integers(1, 65535),
+    st.builds(
+        PortFlap,
+        changes=st.lists(utc_times, max_size=4).map(tuple),
+        since=opt_times,
+        stable=st.integers(0, 100),
+        episode_changes=counters,
+        severity=st.sampled_from(Severity),
+    ),
+    max_size=3,
+)
+advisory_matches = st.dictionaries(
+    texts,
+    st.builds(
+        AdvisoryMatch,
+        since=utc_times,
+        port=st.integers(1, 65535),
+        severity=st.sampled_from(Severity),
+        fingerprint=fingerprints.filter(lambda f: f is not None),
+    ),
+    max_size=3,
 )
 
 
@@ -466,6 +492,8 @@ def target_states(draw: st.DrawFn, name: str) -> TargetState:
         recent=tuple(
             draw(st.lists(st.builds(Notable, st.sampled_from(EventType), utc_times, texts)))
         ),
+        flaps=draw(flaps),
+        advisories=draw(advisory_matches),
     )
 
 
@@ -1252,4 +1280,5 @@ def test_migrations_ship_with_the_package() -> None:
         "0006_vantages_and_fleet.py",
         "0007_outbox_claims.py",
         "0008_scan_requests.py",
+        "0012_flaps_and_advisories.py",
     ]
