@@ -14,6 +14,10 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 _DIGITS = re.compile(r"\d+")
+# Event details key: the severity by which an event's notification channels are chosen, when
+# higher than its own (the end of a flap episode, a cleared advisory: to every channel that
+# was told of the beginning).
+NOTIFY_AS = "notify_as"
 
 
 class Severity(enum.IntEnum):
@@ -52,6 +56,11 @@ class EventType(enum.StrEnum):
     FINGERPRINT_CHANGED = "fingerprint_changed"
     ADDRESS_CHANGED = "address_changed"
     ANOMALY_ALL_OPEN = "anomaly_all_open"
+    # Raised around detection by flap damping (flap.py) and advisories (advisories.py).
+    PORT_FLAPPING = "port_flapping"
+    PORT_FLAP_ENDED = "port_flap_ended"
+    ADVISORY_MATCHED = "advisory_matched"
+    ADVISORY_CLEARED = "advisory_cleared"
 
 
 class ScanKind(enum.StrEnum):
@@ -104,6 +113,7 @@ class Fingerprint:
     tls_not_after: dt.datetime | None = None
     http_server: str | None = None  # the `Server` header
     http_title: str | None = None  # the page's <title>
+    tls_issuer: str | None = None  # the certificate's issuer (CN, O)
 
     def identity(self) -> tuple[str | None, ...]:
         """What must stay equal for the service to count as unchanged.
@@ -259,6 +269,32 @@ class Notable:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class PortFlap:
+    """Flap damping's memory of one port (flap.py): its recent changes, and an episode.
+
+    `changes` holds the times of the port's recent state changes (open <-> not open), newest
+    last, bounded by the threshold. While `since` is set the port is flapping: its events are
+    recorded but not notified until it has been stable for `flap_settle` scans (`stable`).
+    """
+
+    changes: tuple[dt.datetime, ...] = ()
+    since: dt.datetime | None = None  # when the episode began; None: not flapping
+    stable: int = 0  # scans of the port without a change, during an episode
+    episode_changes: int = 0  # changes during the episode (the threshold's included)
+    severity: Severity = Severity.WARNING  # of the episode's port_flapping (and its end)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AdvisoryMatch:
+    """An advisory rule that matches a target's fingerprints (advisories.py)."""
+
+    since: dt.datetime
+    port: int  # the (lowest) port whose fingerprint matched
+    severity: Severity
+    fingerprint: Fingerprint
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class TargetState:
     """Everything detection needs to remember about one target between scans."""
 
@@ -285,3 +321,7 @@ class TargetState:
     answered_at: dt.datetime | None = None
     silent_until: dt.datetime | None = None
     recent: tuple[Notable, ...] = ()  # newest last, bounded by detection
+    # Kept around detection, not by it: flap damping per port (flap.py), and the advisory
+    # rules matching now by rule name (advisories.py).
+    flaps: Mapping[int, PortFlap] = dataclasses.field(default_factory=dict)
+    advisories: Mapping[str, AdvisoryMatch] = dataclasses.field(default_factory=dict)

@@ -6,11 +6,15 @@
    (`scan/fingerprint.py`): banner, TLS certificate, HTTP Server header.
 4. **observation**: the engine's result becomes detection's input (`observation`, `model.py`).
 5. **evaluate**: `detect.evaluate` (pure) turns the previous state and the observation into an
-   `Evaluation`: the new state, the events and the findings created or changed.
+   `Evaluation`: the new state, the events and the findings created or changed. Around it,
+   also pure: `flap.damp` marks the events of a flapping port as held (recorded, not
+   notified) and raises `port_flapping` / `port_flap_ended`; `advisories.check` raises
+   `advisory_matched` / `advisory_cleared` from the fingerprints.
 6. **apply or hold**: a scan after which only time passed (of any kind) is held in memory and
    its times are written in batches (`flush_quiet`). Anything else goes to the store in one
    transaction (`store.Store.apply`): the state, the findings, the events, and one outbox row
-   per event and notification channel (`notify.channels_for_events` picks the channels).
+   per event and notification channel (`notify.channels_for_events` picks the channels; a
+   held event gets none).
 7. **notify**: the notifier is told which channels have new outbox rows
    (`notify.Notifier.outbox_written`) and delivers them (`notify/notifier.py`).
 
@@ -26,15 +30,17 @@ import collections
 import contextlib
 import dataclasses
 import datetime as dt
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from exposuremon import detect
-from exposuremon.config import Config, TargetConfig
+from exposuremon import advisories, detect, flap
+from exposuremon.config import AdvisoryConfig, Config, TargetConfig
 from exposuremon.logs import get_logger
 from exposuremon.metrics import Metrics
 from exposuremon.model import (
+    Event,
     EvidenceTimes,
+    Finding,
     Fingerprint,
     Observation,
     Observed,
@@ -109,6 +115,32 @@ def observation(
         dropped=result.stats.loss_events > 0 or result.stats.drops > 0 or result.stats.rate_limited,
         **times,
     )
+
+
+def evaluate(
+    prev: TargetState,
+    obs: Observation,
+    policy: detect.TargetPolicy,
+    flaps: flap.FlapPolicy,
+    rules: Sequence[advisories.Rule],
+    now: dt.datetime,
+) -> detect.Evaluation:
+    """Detection, then flap damping and advisories on what it made (all pure)."""
+    evaluation = detect.evaluate(prev, obs, policy, now)
+    evaluation = flap.damp(prev, obs, evaluation, policy, flaps, now)
+    return advisories.check(evaluation, rules, now)
+
+
+def notified_route(
+    config: Config, events: Sequence[Event], findings: Sequence[Finding]
+) -> Callable[[Event], list[str]]:
+    """Channels per event: `notify.channels_for_events` over the events that are not held.
+
+    A held event (of a flapping port) goes to no channel and does not make a channel busy,
+    so it brings no target-level context along either.
+    """
+    route = channels_for_events(config.notify, [e for e in events if not flap.is_held(e)], findings)
+    return lambda e: [] if flap.is_held(e) else route(e)
 
 
 def is_quiet(complete: bool, prev: TargetState, ev: detect.Evaluation) -> bool:
@@ -203,6 +235,11 @@ class ScanPipeline:
         self.connection_rates: dict[str, float] = {}
         self._running: dict[tuple[str, ScanKind], TargetScan] = {}
         self._store_mark: int | None = None  # the store's change stamp `seen` is current with
+        # The change stamp of this pipeline's last apply per target: `refresh_changed` keeps
+        # what it holds of a target whose newest stamp is its own.
+        self._own_stamps: dict[str, int] = {}
+        # The advisory rules compiled, with the config entries they were compiled from.
+        self._rules: tuple[tuple[AdvisoryConfig, ...], tuple[advisories.Rule, ...]] = ((), ())
         self._locks: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(
             asyncio.Lock
         )
@@ -216,6 +253,7 @@ class ScanPipeline:
     def forget(self, name: str) -> None:
         """Drop what is held of a target: its next scan reads the store (after an ack)."""
         self.seen.pop(name, None)
+        self._own_stamps.pop(name, None)
 
     def let_go(self, names: Iterable[str]) -> None:
         """Targets whose shard changed hands (fleet): drop everything held of them.
@@ -227,21 +265,32 @@ class ScanPipeline:
             self.seen.pop(name, None)
             self.quiet.pop(name, None)
             self._quiet_fences.pop(name, None)
+            self._own_stamps.pop(name, None)
 
     async def refresh_changed(self) -> frozenset[str]:
         """Forget what is held of targets written by someone else since the last call.
 
-        Besides this service only `exposuremon ack` (another process) writes a target's
-        state. Asking the store which targets changed, once per sweep tick, replaces a read
-        of every state with a finding before each of its scans. Our own writes come back too;
-        forgetting those costs one read at their next scan. Returns the names forgotten.
+        Besides this service, `exposuremon ack` (another process) and, in a fleet, other
+        nodes write a target's state. Asking the store which targets changed, once per sweep
+        tick, replaces a read of every state with a finding before each of its scans. Our own
+        writes come back too: a target whose newest stamp is the one our last apply wrote is
+        kept. Forgetting those cost a read at each one's next scan, which in the first-write
+        storm of an empty store (every target written once) queued 10,000 reads behind the
+        scans' writes until the connection pool timed out (issue 15's bench). Returns the
+        names forgotten.
         """
         if self._store_mark is None:
             self.seen.clear()  # the first call sets the mark: nothing held may predate it
+            self._own_stamps.clear()
         changed, self._store_mark = await self._store.changed_since(self._store_mark)
-        for name in changed:
+        forgotten = []
+        for name, stamp in changed.items():
+            if self._own_stamps.get(name) == stamp:
+                continue  # nobody wrote it after us
+            self._own_stamps.pop(name, None)
             self.seen.pop(name, None)
-        return changed
+            forgotten.append(name)
+        return frozenset(forgotten)
 
     async def preload(self, names: list[str]) -> None:
         """Hold the stored state of `names` (one read); an empty one for those never scanned."""
@@ -325,7 +374,14 @@ class ScanPipeline:
         obs = observation(target.name, kind, looked, confirmed, fingerprints)
         async with self.target_lock(target.name):
             prev = await self._previous_state(target.name)
-            evaluation = detect.evaluate(prev, obs, target.policy(config.scan), self._clock())
+            evaluation = evaluate(
+                prev,
+                obs,
+                target.policy(config.scan),
+                target.effective_scan(config.scan).flap_policy(),
+                self._advisory_rules(config),
+                self._clock(),
+            )
             if hold_quiet and is_quiet(result.complete, prev, evaluation):
                 self.quiet[target.name] = self.seen[target.name] = evaluation.state
                 if fence is not None:
@@ -347,6 +403,14 @@ class ScanPipeline:
                     return None
         self._log_recorded(target.name, kind, result, evaluation)
         return ScanDone(result, evaluation)
+
+    def _advisory_rules(self, config: Config) -> tuple[advisories.Rule, ...]:
+        """The config's advisory rules, compiled once per config (a reload makes a new one)."""
+        source, rules = self._rules
+        if source is not config.advisories:
+            rules = advisories.rules_of(config.advisories)
+            self._rules = (config.advisories, rules)
+        return rules
 
     def _learn_rate(self, name: str, result: ScanResult, overlapped: bool) -> None:
         """Keep the rate the target accepts for its next scan (and show it as a metric)."""
@@ -455,13 +519,14 @@ class ScanPipeline:
         fence: Fence | None = None,
     ) -> None:
         """Write the evaluation and its outbox rows in one transaction; tell the notifier."""
-        route = channels_for_events(config.notify, evaluation.events, evaluation.findings)
+        route = notified_route(config, evaluation.events, evaluation.findings)
         applied = await self._store.apply(
             record, evaluation.state, evaluation.events, evaluation.findings, route, fence=fence
         )
         name = evaluation.state.name
         self.quiet.pop(name, None)
         self.seen[name] = applied.state
+        self._own_stamps[name] = applied.change_stamp
         if applied.events:
             self._notifier.outbox_written({c for e in applied.events for c in route(e)})
 

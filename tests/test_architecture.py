@@ -117,7 +117,9 @@ def test_the_top_level_is_the_core() -> None:
     top = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
     assert top == {
         "acks",
+        "advisories",
         "detect",
+        "flap",
         "logs",
         "model",
         "pipeline",

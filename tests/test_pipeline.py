@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exposuremon.pipeline import contended_silence, kept_rate
+from exposuremon.config import parse_config
+from exposuremon.model import Event, EventType, Severity
+from exposuremon.pipeline import contended_silence, kept_rate, notified_route
 from exposuremon.scan import PortState, ScanResult, ScanStats
 
 NOW = dt.datetime(2026, 12, 2, 12, 0, tzinfo=dt.UTC)
@@ -69,3 +72,28 @@ def test_a_scan_sharing_the_bucket_never_lowers_the_rate(
     if learned is not None:
         assert kept is not None
         assert kept >= learned
+
+
+def test_held_events_go_to_no_channel_and_bring_no_context() -> None:
+    """A held event (of a flapping port) has no channel and makes no channel busy, so a
+    target-level event of the same scan is not dragged along; an end with `notify_as` goes
+    to the channels of its beginning's severity."""
+    config = parse_config(
+        '[[targets]]\nname = "t"\naddress = "198.51.100.7"\n'
+        '[[notify]]\nname = "pager"\ntype = "webhook"\nurl = "https://hook.example/x"\n'
+        'min_severity = "critical"\n',
+        Path("."),
+    )
+    now = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.UTC)
+
+    def event(type_: EventType, severity: Severity, port: int | None, **details: str) -> Event:
+        return Event(type_, severity, "t", now, type_.value, port=port, details=details)
+
+    held = event(EventType.FINDING_REOPENED, Severity.CRITICAL, 8081, held="flapping")
+    context = event(EventType.REBOOT_SUSPECTED, Severity.INFO, None)
+    end = event(EventType.PORT_FLAP_ENDED, Severity.INFO, 8081, notify_as="critical")
+    route = notified_route(config, [held, context], [])
+    assert route(held) == []
+    assert route(context) == []
+    route = notified_route(config, [held, end], [])
+    assert route(end) == ["pager"]

@@ -199,6 +199,45 @@ async def test_a_scan_asked_for_while_the_same_scan_runs_runs_after_it(tmp_path:
         listeners.close()
 
 
+async def test_the_services_own_writes_do_not_make_it_forget_what_it_holds(
+    tmp_path: Path,
+) -> None:
+    """A target the service wrote itself stays held across the change refresh (no store read
+    at its next scan); only somebody else's write makes the service forget it."""
+    listeners = Listeners()
+    port = listeners.open("127.0.0.9")
+    config = write_config(tmp_path, [{"name": "lo", "address": "127.0.0.9"}], quick="1h")
+    try:
+        async with running_service(config) as service:
+
+            async def finding_held() -> bool:
+                found = service.pipeline.seen.get("lo")
+                return bool(found and port in found.findings)
+
+            await wait_until(finding_held, 60, "a finding on the open port")
+            # The apply that opened the finding stamped the target; our refresh sees that
+            # stamp as the newest and keeps the held state.
+            assert await service.pipeline.refresh_changed() == frozenset()
+            assert "lo" in service.pipeline.seen
+            other = await Store.open(tmp_path / "state")
+            try:
+                held = service.pipeline.seen["lo"]
+                fid = held.findings[port].id
+                assert fid is not None
+                now = dt.datetime.now(dt.UTC)
+                await acks.ack_finding(other, fid, now + dt.timedelta(days=1), "known", now)
+            finally:
+                await other.close()
+
+            async def forgotten_or_reloaded() -> bool:
+                held = service.pipeline.seen.get("lo")
+                return held is None or held.findings[port].state is FindingState.ACKED
+
+            await wait_until(forgotten_or_reloaded, 30, "the ack makes the service forget")
+    finally:
+        listeners.close()
+
+
 async def test_an_ack_by_another_process_reaches_the_next_scan(tmp_path: Path) -> None:
     """`exposuremon ack` writes with its own connection: the service notices within its
     refresh, holds the acked finding, and its scans leave the ack standing."""

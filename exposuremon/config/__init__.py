@@ -19,6 +19,8 @@ from exposuremon.config.fields import (
     parse_rate,
 )
 from exposuremon.config.models import (
+    ADVISORY_FIELDS,
+    AdvisoryConfig,
     Config,
     DaemonConfig,
     FleetConfig,
@@ -35,10 +37,12 @@ from exposuremon.config.models import (
 )
 
 __all__ = [
+    "ADVISORY_FIELDS",
     "DEFAULT_FULL",
     "DEFAULT_QUICK",
     "NOTIFY_TYPES",
     "TOKEN_ENV",
+    "AdvisoryConfig",
     "Config",
     "ConfigError",
     "DaemonConfig",

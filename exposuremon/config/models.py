@@ -63,6 +63,7 @@ from exposuremon.config.fields import (
     split_listen,
 )
 from exposuremon.detect import TargetPolicy
+from exposuremon.flap import FlapPolicy
 from exposuremon.model import ScanKind, Severity
 from exposuremon.scan import HOT_PORTS, ScanOptions, format_ports
 
@@ -98,6 +99,9 @@ RetryHorizon = Annotated[
 # Reminders stop after remind_max, so a short period cannot flood (tests remind every 200ms).
 RemindEvery = Annotated[float, BeforeValidator(DurationParser(0.1))]
 Concurrency = Annotated[StrictInt, Field(ge=1, le=65535)]
+FlapWindow = Annotated[
+    float, BeforeValidator(DurationParser(1.0, 7 * 86400.0, why="no two scans fit in it"))
+]
 ResolveAfter = Annotated[StrictInt, Field(ge=1, le=100)]
 
 
@@ -113,6 +117,7 @@ class DaemonConfig(_Model):
         Literal["debug", "info", "warning", "error", "critical"], BeforeValidator(lower_text)
     ] = "info"
     retention: Retention = 90 * 86400.0
+    advisories_file: FilePath | None = None
 
 
 def _allowed_host(value: object) -> str:
@@ -170,6 +175,9 @@ class ScanConfig(_Model):
     resolve_after: ResolveAfter = 2
     anomaly_share: Annotated[float, BeforeValidator(parse_share)] = 0.5
     anomaly_min_ports: Annotated[StrictInt, Field(ge=1, le=65535)] = 50
+    flap_threshold: Annotated[StrictInt, Field(ge=2, le=1000)] = 4
+    flap_window: FlapWindow = 600.0
+    flap_settle: Annotated[StrictInt, Field(ge=1, le=1000)] = 5
 
     @model_validator(mode="after")
     def _timeouts_ordered(self) -> ScanConfig:
@@ -186,6 +194,10 @@ class ScanConfig(_Model):
     def with_override(self, override: ScanOverride) -> ScanConfig:
         """This section with a target's `[targets.scan]` values applied."""
         return self.model_copy(update=override.model_dump(exclude_none=True))
+
+    def flap_policy(self) -> FlapPolicy:
+        """Flap damping's thresholds under these settings."""
+        return FlapPolicy(self.flap_threshold, self.flap_window, self.flap_settle)
 
     def scan_options(self) -> ScanOptions:
         """The engine's options for one scan under these settings."""
@@ -490,6 +502,49 @@ class FleetConfig(_Model):
         return host or "node"
 
 
+ADVISORY_FIELDS = ("banner", "http_server", "http_title", "tls_subject", "tls_issuer")
+
+
+class AdvisoryConfig(_Model):
+    """`[[advisories]]`: known-bad firmware, recognised by regexes over fingerprint fields."""
+
+    name: Name
+    severity: Annotated[Severity, BeforeValidator(parse_severity)] = Severity.WARNING
+    match: dict[StrictStr, StrictStr]
+    ports: PortSet | None = None
+    text: StrictStr
+    url: Annotated[str, BeforeValidator(parse_http_url)] | None = None
+
+    @model_validator(mode="after")
+    def _patterns_compile(self) -> AdvisoryConfig:
+        # Checked here, at load: a typo in a pattern must not surface at the first scan.
+        if not self.match:
+            raise key_error("match", f"rule {self.name!r}: give at least one field to match")
+        for field, pattern in self.match.items():
+            if field not in ADVISORY_FIELDS:
+                known = ", ".join(ADVISORY_FIELDS)
+                raise key_error(
+                    f"match.{field}", f"rule {self.name!r}: unknown field (use one of {known})"
+                )
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise key_error(
+                    f"match.{field}", f"rule {self.name!r}: invalid regular expression: {exc}"
+                ) from None
+        return self
+
+    def patterns(self) -> dict[str, re.Pattern[str]]:
+        """The compiled patterns by fingerprint field."""
+        return {field: re.compile(pattern) for field, pattern in self.match.items()}
+
+
+class _AdvisoriesFile(_Model):
+    """The file `[daemon] advisories_file` names: `[[advisories]]` tables only."""
+
+    advisories: tuple[AdvisoryConfig, ...] = ()
+
+
 class Config(_Model):
     """The whole configuration file."""
 
@@ -501,6 +556,7 @@ class Config(_Model):
     fleet: FleetConfig = Field(default_factory=dict, validate_default=True)
     targets: tuple[TargetConfig, ...] = ()
     notify: tuple[NotifyConfig, ...] = ()
+    advisories: tuple[AdvisoryConfig, ...] = ()
 
     @model_validator(mode="after")
     def _references(self, info: ValidationInfo) -> Config:
@@ -539,7 +595,7 @@ def _cross_check(raw: Mapping[str, Any]) -> list[str]:
     if raw.get("targets") in (None, [], ()):
         problems.append("targets: at least one [[targets]] table is required")
     names: dict[str, set[object]] = {}
-    for section, kind in (("targets", "target"), ("notify", "notify")):
+    for section, kind in (("targets", "target"), ("notify", "notify"), ("advisories", "advisory")):
         seen = names.setdefault(section, set())
         entries = raw.get(section)
         for i, entry in enumerate(entries if isinstance(entries, list | tuple) else ()):
@@ -627,7 +683,39 @@ def parse_config(text: str, base_dir: Path, source: str = "<config>") -> Config:
         raise ConfigError(_translate(exc) + problems) from None
     if problems:
         raise ConfigError(problems)
+    if config.daemon.advisories_file is not None:
+        config = _with_advisories_file(config, config.daemon.advisories_file)
     return config
+
+
+def _with_advisories_file(config: Config, path: Path) -> Config:
+    """`config` with the `[[advisories]]` of the file `[daemon] advisories_file` names added.
+
+    Errors name the file and the rule's key path within it; a rule name used in both places
+    is an error.
+    """
+    where = f"daemon.advisories_file ({path})"
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError([f"{where}: cannot read: {reason}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{where}: invalid TOML: {exc}"]) from None
+    try:
+        extra = _AdvisoriesFile.model_validate(raw, context={"base_dir": path.parent}).advisories
+    except ValidationError as exc:
+        raise ConfigError([f"{where}: {line}" for line in _translate(exc)]) from None
+    names = {rule.name for rule in config.advisories}
+    problems = [
+        f"{where}: advisories[{i}].name: rule {rule.name!r} is also in the config file"
+        for i, rule in enumerate(extra)
+        if rule.name in names
+    ]
+    problems += _cross_check({"targets": [{}], "advisories": [{"name": r.name} for r in extra]})
+    if problems:
+        raise ConfigError([p if p.startswith(where) else f"{where}: {p}" for p in problems])
+    return config.model_copy(update={"advisories": config.advisories + extra})
 
 
 def load_config(path: Path) -> Config:

@@ -37,6 +37,7 @@ _PARSER_TYPES = {
     "parse_listen": '`"HOST:PORT"` (IPv6 as `"[::1]:PORT"`)',
     "parse_address": "IP address or hostname",
     "parse_public_url": "http(s) URL",
+    "parse_http_url": "http(s) URL",
     "parse_secret_url": "http(s) URL (a secret)",
     "parse_store_url": "`postgresql://` or `sqlite:////` URL (a secret)",
     "parse_share": "share 0.1-1",
@@ -128,6 +129,10 @@ def type_text(field: FieldInfo) -> str:
         return f"integer ≥ {bounds['ge']}" if "ge" in bounds else "integer"
     if typing.get_origin(base) is tuple:
         return "list of strings"
+    if typing.get_origin(base) is dict:
+        return "inline table of strings"
+    if base is str:
+        return "string"
     for item in metadata:  # a parser we have no words for: name it after itself
         name = getattr(getattr(item, "func", None), "__name__", "")
         if name:
@@ -214,7 +219,7 @@ def render(example_text: str | None = None) -> str:
         "`secret_env`, and `[store] url_env` names the one holding the database URL.",
     ]
     for table, model, keys in _sections(Config, ""):
-        array = table in ("targets", "notify")
+        array = table in ("targets", "notify", "advisories")
         header = f"[[{table}]]" if array else f"[{table}]"
         intro = (model.__doc__ or "").strip().splitlines()[0]
         intro = re.sub(r"^`[^`]*`:\s*", "", intro)

@@ -325,6 +325,7 @@ def _static_lines(
         "".join([f.port_reopened.template.format(name, port, 1) for port in row.reopened_ports]),
         "".join([f.port_acked.template.format(name, port, 1) for port in row.acked_ports]),
         f.unexpected_n.template.format(name, len(row.unexpected)),
+        "".join([f.flapping.template.format(name, port, 1) for port in row.flapping]),
         up,
         "".join(
             [f.findings.template.format(name, s, row.findings.get(s, 0)) for s in _FINDING_STATES]
@@ -394,6 +395,13 @@ class _Families:
             "How many unexpected ports of a target are open (active findings).",
             ("target",),
         )
+        self.flapping = Family(
+            f"{p}_port_flapping",
+            "gauge",
+            "1 for each port of a target in a flapping episode (its changes are recorded, not "
+            "notified, until it is stable for flap_settle scans).",
+            ("target", "port"),
+        )
         self.up = Family(
             f"{p}_target_up",
             "gauge",
@@ -440,6 +448,7 @@ class _Families:
             self.port_reopened,
             self.port_acked,
             self.unexpected_n,
+            self.flapping,
             self.up,
             self.findings,
             self.reopened,

@@ -42,7 +42,15 @@ import aiohttp
 from exposuremon.config import ConfigError, NotifyConfig, Rate
 from exposuremon.logs import get_logger
 from exposuremon.metrics import Metrics
-from exposuremon.model import DeliveryStatus, Event, EventType, Finding, FindingState, Severity
+from exposuremon.model import (
+    NOTIFY_AS,
+    DeliveryStatus,
+    Event,
+    EventType,
+    Finding,
+    FindingState,
+    Severity,
+)
 from exposuremon.notify import delivery, formats
 from exposuremon.notify.formats import SecretError, discord_url, split_ntfy_url
 from exposuremon.notify.message import Message, MessageKind, Request
@@ -119,6 +127,9 @@ def endpoint(channel_type: str, url: str) -> tuple[str, str | None]:
     return url, None
 
 
+_LABELS = {s.label: s for s in Severity}
+
+
 def channels_for_events(
     channels: Sequence[NotifyConfig], events: Sequence[Event], findings: Sequence[Finding]
 ) -> Callable[[Event], list[str]]:
@@ -126,7 +137,9 @@ def channels_for_events(
 
     A channel gets the events it wants (target in scope, severity at least its minimum).
     Resolved notices: a finding_resolved counts with the severity of the finding it resolves,
-    so every channel told of a finding hears that it is gone. Target-level events (reboot,
+    so every channel told of a finding hears that it is gone; an event with `notify_as` in its
+    details (the end of a flap episode, a cleared advisory) counts with that severity, the one
+    its beginning was raised at. Target-level events (reboot,
     down, up, address) go along as context to every channel that gets something of the scan.
     """
     resolved = {f.port: f.severity for f in findings if f.state is FindingState.RESOLVED}
@@ -134,6 +147,9 @@ def channels_for_events(
     def severity(e: Event) -> Severity:
         if e.type is EventType.FINDING_RESOLVED and e.port in resolved:
             return max(e.severity, resolved[e.port])
+        routed = e.details.get(NOTIFY_AS)
+        if isinstance(routed, str) and routed in _LABELS:
+            return max(e.severity, _LABELS[routed])
         return e.severity
 
     busy = {c.name for c in channels if any(c.wants(e.target, severity(e)) for e in events)}

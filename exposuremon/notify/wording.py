@@ -50,7 +50,9 @@ _CONTEXT_TYPES = (
     E.ADDRESS_CHANGED,
     E.ANOMALY_ALL_OPEN,
 )
-_GOOD_TYPES = frozenset({E.FINDING_RESOLVED, E.TARGET_UP, E.PORT_CLOSED})
+_GOOD_TYPES = frozenset(
+    {E.FINDING_RESOLVED, E.TARGET_UP, E.PORT_CLOSED, E.ADVISORY_CLEARED, E.PORT_FLAP_ENDED}
+)
 _TYPE_ORDER = {t: i for i, t in enumerate(EventType)}
 _NOTABLE_LABELS = {
     E.TARGET_DOWN: "target down",
@@ -172,6 +174,12 @@ def _headline(
         return clean(found[0].summary, SUMMARY_LIMIT)
     if found := kinds.get(E.ANOMALY_ALL_OPEN):
         return "middlebox suspected: nearly every port answers"
+    if found := kinds.get(E.ADVISORY_MATCHED):
+        if len(found) == 1:
+            return f"firmware advisory {clean(str(found[0].details.get('rule')), NAME_LIMIT)}"
+        return f"{len(found)} firmware advisories match"
+    if found := kinds.get(E.PORT_FLAPPING):
+        return f"{_count_ports(found)} flapping"
     if found := kinds.get(E.EXPECTED_PORT_CLOSED):
         return f"expected {_count_ports(found)} not answering"
     if found := kinds.get(E.FINDING_RESOLVED):
@@ -180,6 +188,16 @@ def _headline(
             how = _RESOLVED_HOW.get(str(e.details.get("reason")), "no longer open")
             return f"port {e.port}/tcp {how}, finding{_ids_text([e])} resolved"
         return f"{len(found)} findings resolved"
+    if found := kinds.get(E.PORT_FLAP_ENDED):
+        if len(found) == 1:
+            state = clean(str(found[0].details.get("state") or "closed"), 20)
+            return f"port {found[0].port}/tcp stopped flapping, {state}"
+        return f"{_count_ports(found)} stopped flapping"
+    if found := kinds.get(E.ADVISORY_CLEARED):
+        if len(found) == 1:
+            rule = clean(str(found[0].details.get("rule")), NAME_LIMIT)
+            return f"firmware advisory {rule} no longer matches"
+        return f"{len(found)} firmware advisories no longer match"
     for kind in (E.TARGET_UP, E.REBOOT_SUSPECTED, E.ADDRESS_CHANGED):
         if found := kinds.get(kind):
             return clean(found[0].summary, SUMMARY_LIMIT)
@@ -217,6 +235,23 @@ def _why(
         text = "The target stopped answering; its last known port states are kept."
     elif E.ANOMALY_ALL_OPEN in types:
         text = "Port states are kept until the target answers normally again."
+    elif E.ADVISORY_MATCHED in types:
+        text = (
+            "A service's fingerprint matches a known firmware problem ([[advisories]]): "
+            "update the router's firmware."
+        )
+        urls = sorted({str(e.details["url"]) for e in shown if e.details.get("url")})
+        if urls:
+            text += " See " + ", ".join(clean(u, SUMMARY_LIMIT) for u in urls[:3]) + "."
+    elif E.PORT_FLAPPING in types:
+        exposed = any(e.type is E.PORT_FLAPPING and e.severity is Severity.CRITICAL for e in shown)
+        text = (
+            "It keeps opening and closing (a UPnP mapping, a service in a crash loop). Its "
+            "changes are recorded, not sent, until it is stable; one message then says how "
+            "it ended."
+        )
+        if exposed:
+            text = "Unexpected and open half the time: treat it as exposed. " + text
     elif E.EXPECTED_PORT_CLOSED in types:
         text = "A port in expected_open stopped answering: a forwarded service may be down."
     elif E.REBOOT_SUSPECTED in types:

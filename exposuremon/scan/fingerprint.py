@@ -59,6 +59,7 @@ class CertInfo:
 
     subject: str | None = None  # e.g. "CN=router.example, O=Example GmbH"
     not_after: dt.datetime | None = None
+    issuer: str | None = None  # the same fields of the issuer (advisories match on it)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -273,7 +274,7 @@ def _subject(data: bytes, start: int, end: int) -> str | None:
 
 
 def parse_certificate(der: bytes) -> CertInfo:
-    """Subject CN/O and notAfter of an X.509 certificate in DER; never raises."""
+    """Subject CN/O, issuer CN/O and notAfter of an X.509 certificate in DER; never raises."""
     not_after = None
     try:
         tag, start, end = _der(der, 0, len(der))
@@ -288,11 +289,12 @@ def parse_certificate(der: bytes) -> CertInfo:
         # serialNumber, signature, issuer, validity, subject, ...
         if len(fields) < 5 or fields[3][0] != 0x30 or fields[4][0] != 0x30:
             return CertInfo()
+        issuer = _subject(der, fields[2][1], fields[2][2]) if fields[2][0] == 0x30 else None
         times = list(_der_children(der, fields[3][1], fields[3][2]))
         if len(times) == 2:
             tag, start, end = times[1]
             not_after = _der_time(tag, der[start:end])
-        return CertInfo(_subject(der, fields[4][1], fields[4][2]), not_after)
+        return CertInfo(_subject(der, fields[4][1], fields[4][2]), not_after, issuer)
     except _DerError:
         return CertInfo(None, not_after)
 
@@ -323,6 +325,7 @@ class _Look:
             tls_sha256=sha,
             tls_subject=cert.subject if cert else None,
             tls_not_after=cert.not_after if cert else None,
+            tls_issuer=cert.issuer if cert else None,
             http_server=http.server if http else None,
             http_title=http.title if http else None,
         )

@@ -127,6 +127,9 @@ class Applied:
     finding_ids_by_port: Mapping[int, int]  # the findings this apply inserted or changed
     state: TargetState  # the outcome state with the new findings' ids: keep this one
     events: tuple[Event, ...] = ()  # with `id` and `finding_id` set
+    # The target's change stamp this apply wrote: `changed_since` reports it back, and the
+    # writer, seeing its own stamp still the newest, knows nobody else wrote the target since.
+    change_stamp: int = 0
 
 
 def db_path(state_dir: Path) -> Path:
@@ -159,6 +162,11 @@ def database_url(where: Path | str) -> sa.URL:
             f"postgresql driver {driver!r} is not one of {', '.join(POSTGRES_DRIVERS)}"
         )
     raise ValueError("only postgresql:// and sqlite:/// database URLs are supported")
+
+
+# Reads at once per store: below the pool's 15 connections (SQLAlchemy's default 5 + 10
+# overflow), so a writer, the outbox and lease renewals always find one.
+CONCURRENT_READS = 8
 
 
 def postgres_engine(url: sa.URL, **options: Any) -> AsyncEngine:
@@ -387,6 +395,10 @@ class Store:
             self._reader = engine
             self._writer = engine.execution_options(**{_BEGIN: "BEGIN IMMEDIATE"})
         self._write_lock = asyncio.Lock()
+        # Reads wait here, not in the connection pool: the pool gives up after 30 s (an error
+        # that failed scans and /metrics when a thousand scans read at once, issue 15), and
+        # reads must leave the writer a connection. Waiting readers go in turn.
+        self._readers = asyncio.Semaphore(CONCURRENT_READS)
         self._clock = clock
         self.path = path  # the SQLite file; None on PostgreSQL
         # What logs and errors call the database: the SQLite file, or the URL without secrets.
@@ -424,7 +436,7 @@ class Store:
     async def _read(self, what: str) -> AsyncIterator[AsyncConnection]:
         # One transaction per read, so a multi-query read sees one snapshot.
         with errors(what):
-            async with self._reader.connect() as conn:
+            async with self._readers, self._reader.connect() as conn:
                 yield conn
 
     @contextlib.asynccontextmanager
@@ -630,7 +642,7 @@ class Store:
             await queries.sync_ports(conn, name, outcome_state.ports)
             state, changed = await queries.save_findings(conn, outcome_state, findings)
             await queries.update_target(conn, state)
-            await queries.stamp(conn, name, times=True)
+            change_stamp = await queries.stamp(conn, name, times=True)
             saved = await queries.insert_events(conn, events, scan_id, state, changed)
             await queries.insert_outbox(conn, saved, route, str(scan_id), now)
         return Applied(
@@ -639,6 +651,7 @@ class Store:
             finding_ids_by_port=changed,
             state=state,
             events=tuple(saved),
+            change_stamp=change_stamp,
         )
 
     async def touch(
@@ -848,22 +861,26 @@ class Store:
         async with self._read("read gauges") as conn:
             return await queries.gauge_snapshot(conn, since)
 
-    async def changed_since(self, mark: int | None) -> tuple[frozenset[str], int]:
-        """Targets whose state was written after `mark` (a scan's apply, an ack), and the new mark.
+    async def changed_since(self, mark: int | None) -> tuple[Mapping[str, int], int]:
+        """Targets whose state was written after `mark` (a scan's apply, an ack), each with
+        its newest change stamp, and the new mark.
 
         `mark` is what an earlier call returned; None asks only for the current mark. Writes
         of scan times alone (`touch`) do not count: they change no state a scan starts from.
+        A writer that finds its own `Applied.change_stamp` here knows nobody wrote after it.
         """
         t = schema.targets
         async with self._read("targets changed") as conn:
             newest = (await conn.execute(sa.select(sa.func.max(t.c.changed_seq)))).scalar()
             current = int(newest or 0)
             if mark is None or current == mark:
-                return frozenset(), current
+                return {}, current
             # A mark ahead of the store (a restored backup): every target may have changed.
             since = mark if mark < current else -1
-            rows = await conn.execute(sa.select(t.c.name).where(t.c.changed_seq > since))
-            return frozenset(rows.scalars()), current
+            rows = await conn.execute(
+                sa.select(t.c.name, t.c.changed_seq).where(t.c.changed_seq > since)
+            )
+            return {name: int(seq) for name, seq in rows}, current
 
     async def outbox_pending(self) -> int:
         """How many notification deliveries are waiting."""

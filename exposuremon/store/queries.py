@@ -356,13 +356,19 @@ async def next_stamp(conn: AsyncConnection, column: sa.Column[int]) -> int:
     return int(largest or 0) + 1
 
 
-async def stamp(conn: AsyncConnection, name: str, *, times: bool) -> None:
-    """Mark the target as changed for the state gauges (and its scan times, if `times`)."""
+async def stamp(conn: AsyncConnection, name: str, *, times: bool) -> int:
+    """Mark the target as changed for the state gauges (and its scan times, if `times`).
+
+    Returns the change stamp written, so that the writer can tell its own write from a later
+    one of somebody else's (`Store.changed_since`).
+    """
     t = schema.targets
-    values = {"changed_seq": await next_stamp(conn, t.c.changed_seq)}
+    changed = await next_stamp(conn, t.c.changed_seq)
+    values = {"changed_seq": changed}
     if times:
         values["times_seq"] = await next_stamp(conn, t.c.times_seq)
     await conn.execute(sa.update(t).where(t.c.name == name).values(values))
+    return changed
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -378,6 +384,7 @@ class TargetGauges:
     open_ports: list[str] = dataclasses.field(default_factory=list)  # port numbers, as text
     unexpected: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # port, severity
     findings: dict[str, int] = dataclasses.field(default_factory=dict)  # state -> count
+    flapping: list[str] = dataclasses.field(default_factory=list)  # ports in a flap episode
     # Of the active findings' ports (as text, in port order): those whose finding is a reopen,
     # and those whose finding is acknowledged. Per port, so that an alert can be exact.
     reopened_ports: list[str] = dataclasses.field(default_factory=list)
@@ -469,13 +476,15 @@ def _gauge_rows() -> sa.Select[Any]:
         t.c.reboots_total,
         open_ports,
         active,
+        t.c.flaps,
         *counts,
     )
 
 
 async def _gauges_of(conn: AsyncConnection, query: sa.Select[Any]) -> dict[str, TargetGauges]:
     targets = {}
-    for name, status, last_scan, reopened, reboots, ports, pairs, *n in await conn.execute(query):
+    rows = await conn.execute(query)
+    for name, status, last_scan, reopened, reboots, ports, pairs, flaps, *n in rows:
         # In port order: the aggregates' own order is unspecified (and differs by dialect).
         active = [] if not pairs else sorted((_active(x) for x in pairs.split(",")), key=_port)
         targets[name] = TargetGauges(
@@ -486,6 +495,7 @@ async def _gauges_of(conn: AsyncConnection, query: sa.Select[Any]) -> dict[str, 
             sorted(ports.split(","), key=int) if ports else [],
             [(port, severity) for port, severity, _, _ in active],
             {state.value: count for state, count in zip(FindingState, n, strict=True)},
+            sorted((p for p, f in (flaps or {}).items() if f.get("since") is not None), key=int),
             [port for port, _, _, reopens in active if reopens],
             [port for port, _, state, _ in active if state == FindingState.ACKED.value],
         )

@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from exposuremon.model import (
+    AdvisoryMatch,
     Event,
     EventType,
     Finding,
@@ -25,6 +26,7 @@ from exposuremon.model import (
     Fingerprint,
     Notable,
     Observed,
+    PortFlap,
     PortRecord,
     ScanKind,
     Severity,
@@ -103,6 +105,10 @@ targets = sa.Table(
     # times; `/metrics` re-reads only rows stamped after its last read.
     sa.Column("changed_seq", sa.Integer, nullable=False, server_default="0"),
     sa.Column("times_seq", sa.Integer, nullable=False, server_default="0"),
+    # Added by migration 0012: flap damping's memory {port: {...}} and the advisory rules
+    # matching now {rule: {...}} (see `flaps_json`, `advisories_json`); NULL: none.
+    sa.Column("flaps", sa.JSON(none_as_null=True)),
+    sa.Column("advisories", sa.JSON(none_as_null=True)),
     sa.Index(None, "changed_seq"),
     sa.Index(None, "times_seq"),
 )
@@ -412,6 +418,66 @@ def target_row(state: TargetState) -> dict[str, Any]:
             for i, n in enumerate(state.recent)
         ],
         "resolved_ids": resolved_ids,
+        "flaps": flaps_json(state.flaps, f"{name}.flaps"),
+        "advisories": advisories_json(state.advisories, f"{name}.advisories"),
+    }
+
+
+def flaps_json(flaps: Mapping[int, PortFlap], where: str) -> dict[str, Any] | None:
+    """`TargetState.flaps` as JSON (ports as text keys); None when there is none."""
+    if not flaps:
+        return None
+    return {
+        str(port): {
+            "changes": [to_micros(t, f"{where}[{port}].changes") for t in f.changes],
+            "since": opt_micros(f.since, f"{where}[{port}].since"),
+            "stable": f.stable,
+            "episode_changes": f.episode_changes,
+            "severity": Severity(f.severity).label,
+        }
+        for port, f in sorted(flaps.items())
+    }
+
+
+def flaps_from_json(data: Mapping[str, Any] | None) -> dict[int, PortFlap]:
+    """The inverse of `flaps_json`."""
+    return {
+        int(port): PortFlap(
+            changes=tuple(from_micros(t) for t in f["changes"]),
+            since=opt_datetime(f["since"]),
+            stable=f["stable"],
+            episode_changes=f["episode_changes"],
+            severity=Severity.parse(f["severity"]),
+        )
+        for port, f in (data or {}).items()
+    }
+
+
+def advisories_json(matches: Mapping[str, AdvisoryMatch], where: str) -> dict[str, Any] | None:
+    """`TargetState.advisories` as JSON; None when no rule matches."""
+    if not matches:
+        return None
+    return {
+        name: {
+            "since": to_micros(m.since, f"{where}[{name}].since"),
+            "port": m.port,
+            "severity": Severity(m.severity).label,
+            "fingerprint": fingerprint_to_json(m.fingerprint, f"{where}[{name}].fingerprint"),
+        }
+        for name, m in sorted(matches.items())
+    }
+
+
+def advisories_from_json(data: Mapping[str, Any] | None) -> dict[str, AdvisoryMatch]:
+    """The inverse of `advisories_json`."""
+    return {
+        name: AdvisoryMatch(
+            since=from_micros(m["since"]),
+            port=m["port"],
+            severity=Severity.parse(m["severity"]),
+            fingerprint=fingerprint_from_json(m["fingerprint"]) or Fingerprint(),
+        )
+        for name, m in (data or {}).items()
     }
 
 
@@ -448,6 +514,8 @@ def target_from_row(
             Notable(type=EventType(n["type"]), at=from_micros(n["at"]), detail=n["detail"])
             for n in row["recent"]
         ),
+        flaps=flaps_from_json(row.get("flaps")),
+        advisories=advisories_from_json(row.get("advisories")),
     )
 
 

@@ -71,6 +71,18 @@ class PortView:
     open: bool
     since: When | None
     service: str | None
+    flapping: bool = False  # in a flapping episode (flap damping): its changes are held
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AdvisoryView:
+    """A firmware advisory rule matching a target now."""
+
+    rule: str
+    severity: str
+    port: int
+    since: When
+    service: str | None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -106,6 +118,7 @@ class TargetView:
     last_reboot: When | None
     reboots: int
     reopened: int
+    advisories: tuple[AdvisoryView, ...] = ()
     history: timeline.Picture | None = None  # its ports' last 30 days (attention cards only)
 
 
@@ -289,6 +302,7 @@ def target_view(
     else:
         status = state.status.value
     open_ports = {p: rec for p, rec in state.ports.items() if rec.state is Observed.OPEN}
+    flapping = {p for p, f in state.flaps.items() if f.since is not None}
     ports = [
         PortView(
             port=p,
@@ -296,8 +310,22 @@ def target_view(
             open=True,
             since=when(rec.last_change, now),
             service=service(rec.fingerprint),
+            flapping=p in flapping,
         )
         for p, rec in open_ports.items()
+    ]
+    # A flapping port caught closed is shown too: it is open half the time.
+    ports += [
+        PortView(
+            port=p,
+            expected=p in expected,
+            open=False,
+            since=when(state.ports[p].last_change, now),
+            service=service(state.ports[p].fingerprint),
+            flapping=True,
+        )
+        for p in sorted(flapping - set(open_ports) - expected)
+        if p in state.ports
     ]
     if status != NEVER_SCANNED:
         # An expected port that is not open is news too (a forward that stopped working).
@@ -308,6 +336,7 @@ def target_view(
                 open=False,
                 since=when(state.ports[p].last_change, now) if p in state.ports else None,
                 service=None,
+                flapping=p in flapping,
             )
             for p in expected - set(open_ports)
         ]
@@ -329,6 +358,16 @@ def target_view(
         reboots=state.reboots_total,
         reopened=state.reopened_total,
         history=picture,
+        advisories=tuple(
+            AdvisoryView(
+                rule=name,
+                severity=m.severity.label,
+                port=m.port,
+                since=when(m.since, now) or When("", ""),
+                service=service(m.fingerprint),
+            )
+            for name, m in sorted(state.advisories.items())
+        ),
     )
 
 

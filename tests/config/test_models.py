@@ -157,7 +157,12 @@ def test_defaults() -> None:
         "resolve_after": 2,
         "anomaly_share": 0.5,
         "anomaly_min_ports": 50,
+        "flap_threshold": 4,
+        "flap_window": 600.0,
+        "flap_settle": 5,
     }
+    assert config.advisories == ()
+    assert config.daemon.advisories_file is None
     assert config.schedule.model_dump() == {
         "sentinel": 30.0,
         "quick": 900.0,
@@ -615,7 +620,7 @@ def test_example_documents_every_key() -> None:
         for name, field in model.model_fields.items():
             if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
                 header = rf"^[#\s]*\[{re.escape(f'{table}.{name}'.lstrip('.'))}\]"
-            elif table == "" and name in ("targets", "notify"):
+            elif table == "" and name in ("targets", "notify", "advisories"):
                 header = rf"^[#\s]*\[\[{name}\]\]"
             else:
                 header = rf"^[#\s]*{name} = "

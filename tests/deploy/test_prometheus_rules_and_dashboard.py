@@ -40,6 +40,7 @@ README = DEPLOY / "README.md"
 
 REQUIRED_ALERTS = {
     "ExposuremonPortReopened",
+    "ExposuremonPortFlapping",
     "ExposuremonUnexpectedPortOpen",
     "ExposuremonTargetDown",
     "ExposuremonScanStale",

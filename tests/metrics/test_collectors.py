@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -12,13 +14,14 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from exposuremon.config.models import load_config
+from exposuremon.config.models import load_config, parse_config
 from exposuremon.metrics import build_version
 from exposuremon.metrics.collectors import StateCollector
-from exposuremon.model import EventType
+from exposuremon.model import EventType, PortFlap, ScanKind, TargetState, TargetStatus
 from exposuremon.service import Service
-from exposuremon.store.database import Store
+from exposuremon.store.database import ScanRecord, Store
 from tests.support.daemon import all_events, of_type, wait_until, write_config
+from tests.support.databases import Backend
 from tests.support.loopback import Listeners, listening_ports
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -244,3 +247,45 @@ async def test_scrape_serves_both_formats_over_http(tmp_path: Path) -> None:
         assert value(found, "exposuremon_target_up", target="gw") == 1
         assert value(found, "exposuremon_scans_total", kind="sentinel", complete="true")
         assert value(found, "exposuremon_build_info", version=build_version()) == 1
+
+
+async def test_port_flapping_shows_the_ports_in_an_episode(backend: Backend) -> None:
+    """`port_flapping{target,port}` is 1 for each port in a flapping episode, read from the
+    store (both dialects), and gone once the episode ended."""
+    t0 = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.UTC)
+    config = parse_config(
+        '[[targets]]\nname = "gw"\naddress = "198.51.100.7"\n', Path("."), "<test>"
+    )
+    flapping = TargetState(
+        name="gw",
+        status=TargetStatus.UP,
+        flaps={8081: PortFlap(changes=(t0,), since=t0), 22: PortFlap(changes=(t0,))},
+    )
+    async with await Store.open(backend.where) as store:
+        await store.apply(scan_of("gw", t0), flapping, [], [], [])
+        collector = StateCollector(store.gauges, lambda: config)
+        await collector.refresh()
+        live = samples(collector)
+        assert series(live, "exposuremon_port_flapping") == [{"target": "gw", "port": "8081"}]
+        assert value(live, "exposuremon_port_flapping", target="gw", port="8081") == 1
+        settled = dataclasses.replace(flapping, flaps={})
+        await store.apply(scan_of("gw", t0 + dt.timedelta(minutes=1)), settled, [], [], [])
+        await collector.refresh()  # incremental: only the changed target is re-read
+        assert series(samples(collector), "exposuremon_port_flapping") == []
+
+
+def scan_of(target: str, when: dt.datetime) -> ScanRecord:
+    """A quick scan record finishing at `when`."""
+    return ScanRecord(
+        target=target,
+        kind=ScanKind.QUICK,
+        address="198.51.100.7",
+        started=when - dt.timedelta(seconds=2),
+        finished=when,
+        complete=True,
+        ports_scanned=100,
+        open_count=1,
+        closed_count=99,
+        filtered_count=0,
+        duration_s=2.0,
+    )

@@ -231,8 +231,94 @@ def notify_test_case() -> Message:
     )
 
 
+def flapping_case() -> Message:
+    """An unexpected port toggling: one critical port_flapping (its own changes are held)."""
+    flapping = ev(
+        E.PORT_FLAPPING,
+        Severity.CRITICAL,
+        "port 8081/tcp flapping: 4 changes in 18s, unexpected: exposed while open; its changes "
+        "are recorded, not notified, until stable for 5 scans",
+        8081,
+        details={
+            "state": "closed",
+            "changes": 4,
+            "first_change": "2026-11-26T03:13:49.000Z",
+            "window_s": 600.0,
+            "threshold": 4,
+            "settle": 5,
+            "expected": False,
+        },
+    )
+    return msg(flapping)
+
+
+def flap_ended_case() -> Message:
+    """The flapping port settled: one summary with its final state and finding."""
+    ended = ev(
+        E.PORT_FLAP_ENDED,
+        Severity.CRITICAL,
+        "port 8081/tcp stopped flapping: open (finding open) after 20 changes in 2m",
+        8081,
+        details={
+            "state": "open",
+            "finding": "open",
+            "flapping_since": "2026-11-26T03:12:07.000Z",
+            "changes": 20,
+            "stable_scans": 5,
+            "notify_as": "critical",
+        },
+    )
+    return msg(ended)
+
+
+def advisory_case() -> Message:
+    """The incident's firmware recognised by its HTTP Server header."""
+    matched = ev(
+        E.ADVISORY_MATCHED,
+        Severity.CRITICAL,
+        "advisory bintec-portforward-2019: firmware before 10.2.7 Patch 2 opens 80-89 and "
+        "440-449 with every port forward (port 443/tcp, http_server: bintec httpd)",
+        details={
+            "rule": "bintec-portforward-2019",
+            "text": "firmware before 10.2.7 Patch 2 opens 80-89 and 440-449 with every port "
+            "forward",
+            "url": "https://example.net/advisory",
+            "port": 443,
+            "matched": {"http_server": "bintec httpd"},
+            "fingerprint": {"http_server": "bintec httpd", "tls_subject": "CN=digitalisierungsbox"},
+        },
+    )
+    return msg(matched)
+
+
+def advisory_cleared_case() -> Message:
+    """After the firmware update the rule no longer matches."""
+    cleared = ev(
+        E.ADVISORY_CLEARED,
+        Severity.INFO,
+        "advisory bintec-portforward-2019 no longer matches (port 443/tcp: HTTP Server: "
+        "be.IP httpd)",
+        details={
+            "rule": "bintec-portforward-2019",
+            "text": "firmware before 10.2.7 Patch 2 opens 80-89 and 440-449 with every port "
+            "forward",
+            "url": "https://example.net/advisory",
+            "port": 443,
+            "matched_since": "2026-11-20T09:12:00.000Z",
+            "matched_fingerprint": {"http_server": "bintec httpd"},
+            "fingerprint": {"http_server": "be.IP httpd"},
+            "notify_as": "critical",
+        },
+    )
+    return msg(cleared)
+
+
 CASES = {
     "reboot-reopen": reboot_case,
+    "port-flapping": flapping_case,
+    "port-flap-ended": flap_ended_case,
+    "advisory-matched": advisory_case,
+    "advisory-cleared": advisory_cleared_case,
     "new-finding": new_case,
     "resolved": resolved_case,
     "target-down": down_case,

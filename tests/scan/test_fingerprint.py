@@ -244,10 +244,11 @@ def der_of(cert: Path) -> bytes:
 def test_parse_certificate_matches_cpython(
     certs: dict[str, tuple[Path, Path]], name: str, subject: str | None
 ) -> None:
-    """Subject CN/O and notAfter agree with CPython's own certificate decoder."""
+    """Subject CN/O, issuer and notAfter agree with CPython's own certificate decoder."""
     cert = certs[name][0]
     info = parse_certificate(der_of(cert))
     assert info.subject == subject
+    assert info.issuer == subject  # self-signed: its own issuer
     decoder = getattr(ssl._ssl, "_test_decode_cert", None)  # type: ignore[attr-defined]
     if decoder is None:
         pytest.skip("this Python has no ssl._ssl._test_decode_cert to compare with")

@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from exposuremon.model import (
+    AdvisoryMatch,
     Event,
     EventType,
     Finding,
@@ -35,6 +36,7 @@ from exposuremon.model import (
     Notable,
     Observation,
     Observed,
+    PortFlap,
     PortRecord,
     ScanKind,
     Severity,
@@ -58,7 +60,7 @@ from tests.support.records import scan_record_of
 
 T0 = dt.datetime(2026, 11, 20, 9, 12, 3, 123456, tzinfo=dt.UTC)
 CLOCK = dt.datetime(2026, 11, 26, 3, 14, 7, 654321, tzinfo=dt.UTC)
-HEAD = "0008"
+HEAD = "0012"
 
 
 def at(minutes: float) -> dt.datetime:
@@ -400,6 +402,30 @@ fingerprints = st.none() | st.builds(
     tls_not_after=opt_times,
     http_server=st.none() | texts,
     http_title=st.none() | texts,
+    tls_issuer=st.none() | texts,
+)
+flaps = st.dictionaries(
+    st.integers(1, 65535),
+    st.builds(
+        PortFlap,
+        changes=st.lists(utc_times, max_size=4).map(tuple),
+        since=opt_times,
+        stable=st.integers(0, 100),
+        episode_changes=counters,
+        severity=st.sampled_from(Severity),
+    ),
+    max_size=3,
+)
+advisory_matches = st.dictionaries(
+    texts,
+    st.builds(
+        AdvisoryMatch,
+        since=utc_times,
+        port=st.integers(1, 65535),
+        severity=st.sampled_from(Severity),
+        fingerprint=fingerprints.filter(lambda f: f is not None),
+    ),
+    max_size=3,
 )
 
 
@@ -466,6 +492,8 @@ def target_states(draw: st.DrawFn, name: str) -> TargetState:
         recent=tuple(
             draw(st.lists(st.builds(Notable, st.sampled_from(EventType), utc_times, texts)))
         ),
+        flaps=draw(flaps),
+        advisories=draw(advisory_matches),
     )
 
 
@@ -772,27 +800,30 @@ async def saved_open_finding(store: Store) -> Finding:
 
 
 async def test_changed_since_names_the_targets_written_after_a_mark(store: Store) -> None:
-    """Applies and acks mark a target changed; writes of quiet scans' times do not; a mark
-    ahead of the store (a restored backup) names every target."""
+    """Applies and acks mark a target changed, each with the stamp its write returned; writes
+    of quiet scans' times do not; a mark ahead of the store (a restored backup) names every
+    target."""
     names, mark = await store.changed_since(None)
-    assert names == frozenset()
+    assert names == {}
     stored = await saved_open_finding(store)
     quiet = TargetState(name="q", last_scan={ScanKind.SENTINEL: T0}, last_observed=T0)
-    await store.apply(scan_of("q", T0, ScanKind.SENTINEL), quiet, [], [], [])
+    applied = await store.apply(scan_of("q", T0, ScanKind.SENTINEL), quiet, [], [], [])
     names, mark = await store.changed_since(mark)
-    assert names == {"r", "q"}
+    assert set(names) == {"r", "q"}
+    assert names["q"] == applied.change_stamp > names["r"]
     later = dataclasses.replace(quiet, last_scan={ScanKind.SENTINEL: at(1)}, last_observed=at(1))
     await store.touch([later])
-    assert await store.changed_since(mark) == (frozenset(), mark)
+    assert await store.changed_since(mark) == ({}, mark)
     acked = dataclasses.replace(
         stored, state=FindingState.ACKED, ack_until=at(60), ack_reason="known"
     )
     await store.save_ack(acked)
     names, newer = await store.changed_since(mark)
-    assert names == {"r"}
+    assert set(names) == {"r"}
     assert newer > mark
+    assert names["r"] == newer  # the ack's stamp: no apply of ours returned it
     names, _ = await store.changed_since(newer + 100)
-    assert names == {"r", "q"}
+    assert set(names) == {"r", "q"}
 
 
 async def test_save_ack_persists_only_the_ack(store: Store) -> None:
@@ -1249,4 +1280,5 @@ def test_migrations_ship_with_the_package() -> None:
         "0006_vantages_and_fleet.py",
         "0007_outbox_claims.py",
         "0008_scan_requests.py",
+        "0012_flaps_and_advisories.py",
     ]

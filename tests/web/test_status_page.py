@@ -17,12 +17,14 @@ from prometheus_client import CollectorRegistry
 
 from exposuremon.config.models import Config, TargetConfig, load_config
 from exposuremon.model import (
+    AdvisoryMatch,
     Event,
     EventType,
     Finding,
     FindingState,
     Fingerprint,
     Observed,
+    PortFlap,
     PortRecord,
     ScanKind,
     Severity,
@@ -218,6 +220,34 @@ def test_ports_marked_expected_unexpected_and_missing() -> None:
     assert [k for k, _ in surgery.last_scans] == ["sentinel", "quick", "full"]
     assert surgery.last_scans[0][1] == page.When("1m ago", "2026-11-26T11:59:00Z")
     assert surgery.last_scans[1][1] is None
+
+
+def test_flapping_ports_and_matched_advisories_are_marked() -> None:
+    """A flapping port is marked on the card (also while it is closed), and a matched advisory
+    is listed with the port and fingerprint that matched."""
+    box = target("box", "198.51.100.9", "443")
+    episode = PortFlap(changes=(NOW,), since=NOW - dt.timedelta(minutes=3), stable=1)
+    fp = Fingerprint(http_server="bintec elmeg httpd")
+    known = dataclasses.replace(
+        state("box", "198.51.100.9", {443: rec(443, fp=fp), 8081: rec(8081, Observed.CLOSED)}, []),
+        flaps={8081: episode, 443: PortFlap(changes=(NOW,))},
+        advisories={
+            "bintec": AdvisoryMatch(NOW - dt.timedelta(hours=2), 443, Severity.CRITICAL, fp)
+        },
+    )
+    card = page.target_view(box, known, NOW)
+    assert [(p.port, p.open, p.flapping) for p in card.ports] == [
+        (443, True, False),
+        (8081, False, True),
+    ]
+    (advisory,) = card.advisories
+    assert (advisory.rule, advisory.severity, advisory.port) == ("bintec", "critical", 443)
+    assert advisory.service is not None
+    assert "bintec elmeg httpd" in advisory.service
+    model = dataclasses.replace(story(), attention=(card,), attention_reasons={"box": "info"})
+    html = page.render(model)
+    assert "8081</b> unexpected · not open now · flapping" in html
+    assert "advisory <b>bintec</b>" in html
 
 
 @pytest.mark.parametrize(
