@@ -5,12 +5,15 @@ them take exposuremon's scans and its known state as they are. The document foll
 (xmloutputversion 1.05) with `scanner="exposuremon"`, the way masscan writes `scanner="masscan"`.
 
 What the format has no field for is carried where nmap itself puts such things:
-- a fingerprint becomes `<service>` (name `http` when an HTTP answer came, tunnel `ssl` under
-  TLS, else `ssl`, else `unknown`; `product` = the HTTP Server header, method `probed`) and the
-  `<script>` results nmap's NSE scripts of the same name would give: `banner`,
-  `http-server-header`, `http-title`, `ssl-cert` (subject, expiry, SHA-256);
-- exposuremon's own verdicts are `<script id="exposuremon">` (per port: expected, ignored or
-  unexpected with its finding) and a host script `exposuremon` naming the target.
+- a fingerprint becomes `<service>`: name `http` when an HTTP answer came (tunnel `ssl` under
+  TLS), else `ssl` for TLS alone, else `unknown`; `product` = the HTTP Server header,
+  `extrainfo` = the page title and the certificate subject; method `probed`;
+- everything else is ONE `<script id="exposuremon">` per port, one `key: value` line each:
+  `verdict` (expected, ignored, unexpected with its finding), `banner`, `http-server-header`,
+  `http-title`, `ssl-cert` (subject, expiry, SHA-256), named after the NSE scripts that
+  report the same; and a host script `exposuremon` naming the target.
+One script per port because Debian's ndiff (7.93) cannot compare ports with more than one:
+it sorts their results with a Python 2 `__cmp__` and fails with a TypeError.
 
 Pure: values in, text out. Text from the network (banners, titles) may hold characters XML
 cannot carry (NUL, other controls, lone surrogates): they are written as `\\xNN` / `\\uNNNN`.
@@ -42,7 +45,7 @@ class NmapPort:
     port: int
     state: str  # "open", "closed" or "filtered"
     fingerprint: Fingerprint | None = None
-    notes: Sequence[tuple[str, str]] = ()  # extra (script id, output)
+    verdict: str = ""  # what exposuremon makes of the port (`expected`, ...); "": nothing
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -56,7 +59,7 @@ class NmapHost:
     extraports: Mapping[str, int] = dataclasses.field(default_factory=dict)  # state -> count
     started: dt.datetime | None = None
     finished: dt.datetime | None = None
-    notes: Sequence[tuple[str, str]] = ()  # host scripts: (id, output)
+    note: str = ""  # the host's `exposuremon` script output ("": none)
 
 
 def xml_text(text: str) -> str:
@@ -85,14 +88,20 @@ def service_of(fp: Fingerprint) -> dict[str, str]:
     attrs = {"name": "http" if http else "ssl" if tls else "unknown"}
     if fp.http_server:
         attrs["product"] = xml_text(fp.http_server)
+    extra = [f"title: {fp.http_title}"] if fp.http_title else []
+    extra += [f"TLS {fp.tls_subject}"] if fp.tls_subject else []
+    if extra:
+        attrs["extrainfo"] = xml_text("; ".join(extra))
     if http and tls:
         attrs["tunnel"] = "ssl"
     attrs |= {"method": "probed", "conf": "10" if http or tls else "3"}
     return attrs
 
 
-def scripts_of(fp: Fingerprint) -> list[tuple[str, str]]:
-    """The NSE-style `<script>` results of a fingerprint: (id, output)."""
+def fingerprint_lines(fp: Fingerprint) -> list[str]:
+    """The fingerprint as `key: value` lines of the port's `exposuremon` script, keyed by the
+    NSE scripts that report the same (`banner`, `http-server-header`, `http-title`,
+    `ssl-cert`). Line breaks inside a value are written as `\\n`, one line per key."""
     found = []
     if fp.banner:
         found.append(("banner", fp.banner))
@@ -101,27 +110,31 @@ def scripts_of(fp: Fingerprint) -> list[tuple[str, str]]:
     if fp.http_title:
         found.append(("http-title", fp.http_title))
     if fp.tls_subject or fp.tls_sha256:
-        lines = []
+        parts = []
         if fp.tls_subject:
-            lines.append(f"Subject: {fp.tls_subject}")
+            parts.append(f"Subject: {fp.tls_subject}")
         if fp.tls_not_after:
-            lines.append(f"Not valid after:  {fp.tls_not_after.strftime('%Y-%m-%dT%H:%M:%S')}")
+            parts.append(f"Not valid after: {fp.tls_not_after.strftime('%Y-%m-%dT%H:%M:%S')}")
         if fp.tls_sha256:
-            lines.append(f"SHA-256: {fp.tls_sha256}")
-        found.append(("ssl-cert", "\n".join(lines)))
-    return found
+            parts.append(f"SHA-256: {fp.tls_sha256}")
+        found.append(("ssl-cert", "; ".join(parts)))
+    return [f"{key}: {_one_line(value)}" for key, value in found]
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\r", "\\r").replace("\n", "\\n")
 
 
 def _port(parent: ET.Element, port: NmapPort) -> None:
     elem = ET.SubElement(parent, "port", protocol="tcp", portid=str(port.port))
     reason = REASONS.get(port.state, "unknown")
     ET.SubElement(elem, "state", state=port.state, reason=reason, reason_ttl="0")
-    scripts: list[tuple[str, str]] = []
+    lines = [f"verdict: {port.verdict}"] if port.verdict else []
     if port.fingerprint is not None and not port.fingerprint.is_empty():
         ET.SubElement(elem, "service", service_of(port.fingerprint))
-        scripts += scripts_of(port.fingerprint)
-    for script_id, output in [*scripts, *port.notes]:
-        ET.SubElement(elem, "script", id=script_id, output=xml_text(output))
+        lines += fingerprint_lines(port.fingerprint)
+    if lines:
+        ET.SubElement(elem, "script", id="exposuremon", output=xml_text("\n".join(lines)))
 
 
 def _host(parent: ET.Element, host: NmapHost) -> None:
@@ -144,10 +157,9 @@ def _host(parent: ET.Element, host: NmapHost) -> None:
             ET.SubElement(ports, "extraports", state=state, count=str(count))
     for port in sorted(host.ports, key=lambda p: p.port):
         _port(ports, port)
-    if host.notes:
+    if host.note:
         scripts = ET.SubElement(elem, "hostscript")
-        for script_id, output in host.notes:
-            ET.SubElement(scripts, "script", id=script_id, output=xml_text(output))
+        ET.SubElement(scripts, "script", id="exposuremon", output=xml_text(host.note))
 
 
 def nmap_run(

@@ -62,14 +62,10 @@ def result_nmap_xml(
     Open ports are listed; closed and filtered ones too while there are at most
     `EXTRAPORTS_MIN` of a state, else they are counted as `<extraports>`, as nmap does; ports
     the scan did not finish are left out. With `expected`, each open port carries an
-    `exposuremon` script result: `expected` or `unexpected`.
+    `exposuremon` script result: `verdict: expected` or `verdict: unexpected`.
     """
     ports = [
-        NmapPort(
-            port,
-            "open",
-            notes=() if expected is None else (("exposuremon", _verdict(port, expected)),),
-        )
+        NmapPort(port, "open", verdict="" if expected is None else _verdict(port, expected))
         for port in result.open
     ]
     extraports = {}

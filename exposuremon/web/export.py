@@ -123,16 +123,13 @@ def export_host(target: TargetConfig, state: TargetState | None) -> NmapHost:
     """One target as an nmap `<host>`: its status, its port records, verdicts as notes."""
     ports = []
     for record in _records(state):
-        notes = []
         said = verdict(target, state, record)
         finding = _finding(state, record.port)
         if finding is not None:
             said = f"{said}; {_finding_note(finding)}" if said else _finding_note(finding)
-        if said:
-            notes.append(("exposuremon", said))
         is_open = record.state is Observed.OPEN
         fingerprint = record.fingerprint if is_open else None  # a closed port's is history
-        ports.append(NmapPort(record.port, record.state.value, fingerprint, notes))
+        ports.append(NmapPort(record.port, record.state.value, fingerprint, said))
     address = _address(target, state)
     return NmapHost(
         address=address if _is_ip(address) else None,
@@ -140,7 +137,7 @@ def export_host(target: TargetConfig, state: TargetState | None) -> NmapHost:
         hostname=None if _is_ip(target.address) else target.address,
         ports=ports,
         finished=None if state is None else state.last_observed,
-        notes=[("exposuremon", f"target {target.name}")],
+        note=f"target {target.name}",
     )
 
 
