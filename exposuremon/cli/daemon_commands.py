@@ -192,7 +192,11 @@ def status(config_path: Path, as_json: bool) -> None:
     help="nmap's XML (for ndiff and importers), JSON, or CSV (one line per port).",
 )
 @click.option(
-    "--target", "names", multiple=True, metavar="NAME", help="Only this target (repeatable)."
+    "--target",
+    "names",
+    multiple=True,
+    metavar="NAME",
+    help="Only this target, or the targets of a range entry (repeatable).",
 )
 @click.option(
     "-o",
@@ -208,12 +212,13 @@ def export(config_path: Path, fmt: str, names: tuple[str, ...], output: Path) ->
     config = _load(config_path)
     targets = list(config.targets)
     if names:
-        known = {t.name for t in targets}
+        # A range entry's name stands for all of its targets, as in [[notify]] targets.
+        known = {t.name for t in targets} | {t.range_name for t in targets if t.range_name}
         unknown = [n for n in names if n not in known]
         if unknown:
             raise click.UsageError(f"--target: no target named {', '.join(map(repr, unknown))}")
         wanted = set(names)
-        targets = [t for t in targets if t.name in wanted]
+        targets = [t for t in targets if t.name in wanted or t.range_name in wanted]
     states = _with_store(config, lambda store: store.states_of([t.name for t in targets]))
     text = export_document(fmt, targets, states, utcnow(), version("exposuremon"))
     if str(output) == "-":

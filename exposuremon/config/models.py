@@ -245,9 +245,10 @@ class TargetConfig(_Model):
     schedule: ScheduleOverride = ScheduleOverride()
     scan: ScanOverride = ScanOverride()
     # Where the entry was written: `targets[2]` or `targets.csv:7` (for messages), and the
-    # range it was expanded from (None: a single address). Not keys of the file.
+    # range it was expanded from with the entry's name (None: a single address). Not keys of
+    # the file.
     _origin: str = PrivateAttr(default="")
-    _range: str | None = PrivateAttr(default=None)
+    _range: tuple[str, str] | None = PrivateAttr(default=None)
 
     @property
     def origin(self) -> str:
@@ -257,7 +258,12 @@ class TargetConfig(_Model):
     @property
     def from_range(self) -> str | None:
         """The CIDR range this target was expanded from, or None."""
-        return self._range
+        return None if self._range is None else self._range[0]
+
+    @property
+    def range_name(self) -> str | None:
+        """The name of the range entry this target was expanded from (`shop`), or None."""
+        return None if self._range is None else self._range[1]
 
     @model_validator(mode="after")
     def _policy_consistent(self) -> TargetConfig:
@@ -604,7 +610,7 @@ def _expand(
                 )
             taken[name] = f"{entry.origin} ({network})"
             member = entry.model_copy(update={"name": name, "address": address})
-            member._range = str(network)
+            member._range = (str(network), entry.name)
             targets.append(member)
             names.append(name)
         members_of[entry.name] = tuple(names)

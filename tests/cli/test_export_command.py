@@ -295,3 +295,14 @@ def test_unknown_target_and_missing_store(story: Story, tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "no database at" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_target_may_name_a_range_entry(story: Story) -> None:
+    """--target with the name of a range entry exports all the targets it expanded to."""
+    story.config.write_text(CONFIG + '\n[[targets]]\nname = "blk"\naddress = "192.0.2.8/31"\n')
+    doc = json.loads(export(story.config, "--format", "json", "--target", "blk", "--target", "lab"))
+    assert [(t["name"], t["address"], t["status"]) for t in doc["targets"]] == [
+        ("lab", "192.0.2.44", "never scanned"),
+        ("blk-192.0.2.8", "192.0.2.8", "never scanned"),
+        ("blk-192.0.2.9", "192.0.2.9", "never scanned"),
+    ]

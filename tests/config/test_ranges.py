@@ -43,6 +43,7 @@ def test_a_range_is_one_target_per_address_sharing_the_policy() -> None:
         assert member.ignore == frozenset({22})
         assert member.schedule.sentinel == 60.0
         assert member.from_range == "203.0.113.8/29"
+        assert member.range_name == "shop"
         assert member.origin == "targets[0]"
 
 
