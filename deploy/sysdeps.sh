@@ -5,6 +5,8 @@ need=""
 command -v nft >/dev/null 2>&1 || need="$need nftables"
 command -v ip >/dev/null 2>&1 || need="$need iproute2"
 command -v nmap >/dev/null 2>&1 || need="$need nmap"
+# ndiff reads the nmap XML of `scan -oX` and `export` in the tests (Debian ships it apart).
+command -v ndiff >/dev/null 2>&1 || need="$need ndiff"
 command -v openssl >/dev/null 2>&1 || need="$need openssl"
 command -v systemd-analyze >/dev/null 2>&1 || need="$need systemd"
 command -v chromium >/dev/null 2>&1 || need="$need chromium"

@@ -1,7 +1,7 @@
 """The daemon's commands: `run`, `check-config`, `status`, `findings`, `ack`, `notify-test`,
-`fleet status`.
+`export`, `fleet status`.
 
-`status`, `findings`, `ack` and `fleet status` read and write the daemon's store directly
+`status`, `findings`, `ack`, `export` and `fleet status` read and write the daemon's store directly
 (SQLite in WAL mode and PostgreSQL allow that while the daemon runs), through the same views
 the HTTP API uses.
 """
@@ -24,7 +24,14 @@ from exposuremon.config import Config, ConfigError, check_warnings, load_config
 from exposuremon.model import FindingState
 from exposuremon.store import MAX_PAGE, Store, StoreError, db_path
 from exposuremon.units import utcnow
-from exposuremon.web import findings_page, fleet_json, json_time, status_json
+from exposuremon.web import (
+    EXPORT_FORMATS,
+    export_document,
+    findings_page,
+    fleet_json,
+    json_time,
+    status_json,
+)
 
 T = TypeVar("T")
 EXIT_CONFIG = 2
@@ -91,7 +98,24 @@ def check_config(config_path: Path) -> None:
     config = _load(config_path)
     for warning in check_warnings(config, source=config_path):
         click.echo(f"{config_path}: warning: {warning}", err=True)
-    click.echo(f"{config_path}: ok, {len(config.targets)} targets, {len(config.notify)} channels")
+    click.echo(
+        f"{config_path}: ok, {len(config.targets)} targets{_expansion(config)}, "
+        f"{len(config.notify)} channels"
+    )
+
+
+def _expansion(config: Config) -> str:
+    """How the targets came about, when not one entry each: ` (3 ranges expanded ...)`."""
+    ranges = {t.origin: t.from_range for t in config.targets if t.from_range is not None}
+    from_file = sum(1 for t in config.targets if not t.origin.startswith("targets["))
+    parts = []
+    if ranges:
+        expanded = sum(1 for t in config.targets if t.from_range is not None)
+        count = f"{len(ranges)} address range" + ("s" if len(ranges) > 1 else "")
+        parts.append(f"{count} expanded to {expanded}")
+    if from_file:
+        parts.append(f"{from_file} from {config.daemon.targets_file}")
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 @click.command("run")
@@ -155,6 +179,55 @@ def status(config_path: Path, as_json: bool) -> None:
         )
     Console().print(table)
     click.echo("! = unexpected open port")
+
+
+@click.command("export")
+@config_option
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(EXPORT_FORMATS),
+    default="nmap-xml",
+    show_default=True,
+    help="nmap's XML (for ndiff and importers), JSON, or CSV (one line per port).",
+)
+@click.option(
+    "--target",
+    "names",
+    multiple=True,
+    metavar="NAME",
+    help="Only this target, or the targets of a range entry (repeatable).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    default=Path("-"),
+    help="Write to this file instead of standard output.",
+)
+def export(config_path: Path, fmt: str, names: tuple[str, ...], output: Path) -> None:
+    """The known state of every target (open ports, fingerprints, verdicts) as one document."""
+    from importlib.metadata import version
+
+    config = _load(config_path)
+    targets = list(config.targets)
+    if names:
+        # A range entry's name stands for all of its targets, as in [[notify]] targets.
+        known = {t.name for t in targets} | {t.range_name for t in targets if t.range_name}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise click.UsageError(f"--target: no target named {', '.join(map(repr, unknown))}")
+        wanted = set(names)
+        targets = [t for t in targets if t.name in wanted or t.range_name in wanted]
+    states = _with_store(config, lambda store: store.states_of([t.name for t in targets]))
+    text = export_document(fmt, targets, states, utcnow(), version("exposuremon"))
+    if str(output) == "-":
+        click.echo(text, nl=False)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise click.ClickException(f"--output {output}: {exc.strerror or exc}") from None
 
 
 @click.group("fleet")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -18,9 +19,11 @@ from exposuremon.scan import (
     ScanError,
     ScanOptions,
     ScanResult,
+    format_ports,
     parse_ports,
     rate_limit_note,
     result_json,
+    result_nmap_xml,
     scan_blocking,
     unexpected_open,
 )
@@ -101,7 +104,21 @@ def cli() -> None:
     show_default=True,
     help="Port spec: 80,443  80-89  1-65535  top1000  hot, comma-separated.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "nmap-xml"]),
+    default=None,
+    help="Output: a table (default), one JSON object, or nmap's XML (for ndiff and importers).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option(
+    "-oX",
+    "xml_file",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    default=None,
+    help="Also write nmap's XML to this file ('-': standard output), as nmap -oX does.",
+)
 @click.option(
     "--concurrency",
     type=click.IntRange(1, 65535),
@@ -144,7 +161,9 @@ def cli() -> None:
 def scan(
     host: str,
     ports: tuple[int, ...],
+    fmt: str | None,
     as_json: bool,
+    xml_file: Path | None,
     concurrency: int,
     timeout_max: float,
     retries: int,
@@ -153,6 +172,9 @@ def scan(
     workers: int | None,
 ) -> None:
     """Scan HOST once and print its open ports (exit 1: unexpected open port; 2: bad input)."""
+    if as_json and fmt not in (None, "json"):
+        raise click.UsageError(f"--json contradicts --format {fmt}")
+    fmt = "json" if as_json else fmt or "table"
     try:
         options = ScanOptions(
             concurrency=concurrency,
@@ -167,7 +189,7 @@ def scan(
         raise click.UsageError(str(exc)) from exc
     expected = set(expect_open) if expect_open is not None else None
     try:
-        if not as_json and sys.stderr.isatty():
+        if fmt == "table" and sys.stderr.isatty():
             result = _scan_with_progress(host, ports, options, expect_open or (), workers)
         else:
             result = scan_blocking(host, ports, options, hints=expect_open or (), workers=workers)
@@ -176,8 +198,15 @@ def scan(
     note = rate_limit_note(result)
     if note is not None:
         click.echo(note, err=True)  # for the person at the terminal; --json has the numbers
-    if as_json:
+    if fmt == "nmap-xml" or xml_file is not None:
+        args = f"exposuremon scan -p {format_ports(ports)} {host}"
+        xml = result_nmap_xml(result, args, _version(), expected)
+        if xml_file is not None:
+            _write_output(xml_file, xml)
+    if fmt == "json":
         click.echo(json.dumps(result_json(result, expected)))
+    elif fmt == "nmap-xml":
+        click.echo(xml, nl=False)
     else:
         from rich.console import Console  # rich costs ~40 ms of start-up: only when printing
 
@@ -188,6 +217,23 @@ def scan(
         sys.exit(EXIT_INTERRUPTED)
     if unexpected_open(result, expected):
         sys.exit(EXIT_UNEXPECTED)
+
+
+def _version() -> str:
+    from importlib.metadata import version
+
+    return version("exposuremon")
+
+
+def _write_output(path: Path, text: str) -> None:
+    """Write an output file (`-`: standard output); a failure is one line, exit 1."""
+    if str(path) == "-":
+        click.echo(text, nl=False)
+        return
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise click.ClickException(f"-oX {path}: {exc.strerror or exc}") from None
 
 
 def _scan_with_progress(
@@ -229,6 +275,7 @@ def _add_daemon_commands() -> None:
         daemon_commands.findings,
         daemon_commands.ack,
         daemon_commands.notify_test,
+        daemon_commands.export,
         daemon_commands.fleet,
         store_commands.migrate_store,
     ):

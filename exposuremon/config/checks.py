@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from exposuremon.config.fields import IPAddress
-from exposuremon.config.models import Config, TargetConfig
+from exposuremon.config.models import Config, TargetConfig, entry_key
 
 _HAIRPIN = (
     "scanning your own WAN from inside the LAN goes through hairpin NAT and shows the wrong "
@@ -120,10 +120,14 @@ def check_warnings(
     warnings: list[str] = []
     if source is not None:
         warnings += _exposed_secrets(config, source)
+    warned: set[str] = set()  # one warning per entry: the targets of a range share theirs
     for i, target in enumerate(config.targets):
-        reason = _address_warning(target, own)
+        origin = target.origin or f"targets[{i}]"
+        reason = None if origin in warned else _address_warning(target, own)
         if reason is not None:
-            warnings.append(f"targets[{i}].address: {reason}; {_HAIRPIN}")
+            warned.add(origin)
+            block = "" if target.from_range is None else f"range {target.from_range}: "
+            warnings.append(f"{entry_key(origin, 'address')}: {block}{reason}; {_HAIRPIN}")
     for i, channel in enumerate(config.notify):
         for key, env, file in (
             ("url", channel.url_env, channel.url_file),

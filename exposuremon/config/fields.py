@@ -26,6 +26,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from exposuremon.config.ranges import is_range, parse_range
 from exposuremon.model import Severity
 from exposuremon.scan import (
     RATE_MAX,
@@ -271,6 +272,13 @@ def parse_address(value: object) -> str:
             f"not an IP address or hostname: {value!r} (write it without scheme, port or path)"
         )
     return text.lower()
+
+
+def parse_target_address(value: object) -> str:
+    """A target's address: an IP address, a hostname or a CIDR range (config/ranges.py)."""
+    if isinstance(value, str) and is_range(value):
+        return str(parse_range(value.strip()))
+    return parse_address(value)
 
 
 def split_listen(text: str) -> tuple[str, int]:

@@ -21,8 +21,10 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     PlainSerializer,
     PlainValidator,
+    PrivateAttr,
     SecretStr,
     StrictBool,
     StrictInt,
@@ -60,8 +62,11 @@ from exposuremon.config.fields import (
     parse_severity,
     parse_share,
     parse_store_url,
+    parse_target_address,
     split_listen,
 )
+from exposuremon.config.ranges import check_names, is_range, member_name, members, parse_range
+from exposuremon.config.targets_file import parse_targets_csv, read_targets_file
 from exposuremon.detect import TargetPolicy
 from exposuremon.flap import FlapPolicy
 from exposuremon.model import ScanKind, Severity
@@ -118,6 +123,7 @@ class DaemonConfig(_Model):
     ] = "info"
     retention: Retention = 90 * 86400.0
     advisories_file: FilePath | None = None
+    targets_file: FilePath | None = None
 
 
 def _allowed_host(value: object) -> str:
@@ -241,7 +247,8 @@ class TargetConfig(_Model):
     """`[[targets]]`: one monitored address and its policy."""
 
     name: Name
-    address: Annotated[str, BeforeValidator(parse_address)]
+    # An IP address, a hostname, or a CIDR range that Config expands (config/ranges.py).
+    address: Annotated[str, BeforeValidator(parse_target_address)]
     expected_open: PortSet = frozenset()
     ignore: PortSet = frozenset()
     # Left out of repr: tens of thousands of ports would drown every log line.
@@ -249,6 +256,26 @@ class TargetConfig(_Model):
     ports_full: PortSet = Field(default=DEFAULT_FULL, repr=False)
     schedule: ScheduleOverride = ScheduleOverride()
     scan: ScanOverride = ScanOverride()
+    # Where the entry was written: `targets[2]` or `targets.csv:7` (for messages), and the
+    # range it was expanded from with the entry's name (None: a single address). Not keys of
+    # the file.
+    _origin: str = PrivateAttr(default="")
+    _range: tuple[str, str] | None = PrivateAttr(default=None)
+
+    @property
+    def origin(self) -> str:
+        """Where this target's entry is written: `targets[2]`, or `FILE:LINE` of a targets file."""
+        return self._origin
+
+    @property
+    def from_range(self) -> str | None:
+        """The CIDR range this target was expanded from, or None."""
+        return None if self._range is None else self._range[0]
+
+    @property
+    def range_name(self) -> str | None:
+        """The name of the range entry this target was expanded from (`shop`), or None."""
+        return None if self._range is None else self._range[1]
 
     @model_validator(mode="after")
     def _policy_consistent(self) -> TargetConfig:
@@ -564,7 +591,7 @@ class Config(_Model):
             return self
         problems = _cross_check(
             {
-                "targets": [{"name": t.name} for t in self.targets],
+                "targets": [{"name": t.name, "address": t.address} for t in self.targets],
                 "notify": [{"name": n.name, "targets": n.targets} for n in self.notify],
             }
         )
@@ -572,6 +599,24 @@ class Config(_Model):
             key, _, message = problems[0].partition(": ")
             raise key_error(key, message)
         return self
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _expand_ranges(cls, data: Any, handler: ModelWrapValidatorHandler[Config]) -> Config:
+        # Runs around validation: the entries are checked as written (errors name their key
+        # path), then every range becomes one target per address, so nothing past the config
+        # ever sees a range.
+        config = handler(data)
+        for i, target in enumerate(config.targets):
+            if not target.origin:
+                target._origin = f"targets[{i}]"
+        if not any(is_range(t.address) for t in config.targets):
+            return config
+        targets, members_of = _expand(config.targets)
+        notify = tuple(
+            _notify_expanded(i, n, targets, members_of) for i, n in enumerate(config.notify)
+        )
+        return config.model_copy(update={"targets": targets, "notify": notify})
 
     def target(self, name: str) -> TargetConfig:
         """The target called `name` (KeyError if there is none)."""
@@ -589,10 +634,76 @@ class Config(_Model):
         return target.effective_scan(self.scan)
 
 
-def _cross_check(raw: Mapping[str, Any]) -> list[str]:
-    """Checks across entries (unique names, known targets), tolerant of malformed input."""
+def entry_key(origin: str, key: str) -> str:
+    """The key path of `key` in an entry: `targets[2].address`, or `targets.csv:7: address`."""
+    return f"{origin}.{key}" if origin.endswith("]") else f"{origin}: {key}"
+
+
+def _expand(
+    entries: tuple[TargetConfig, ...],
+) -> tuple[tuple[TargetConfig, ...], dict[str, tuple[str, ...]]]:
+    """The targets with each range replaced by its addresses' targets, and each range entry's
+    name -> its targets' names. A name made twice is an error that names both entries."""
+    taken = {t.name: t.origin for t in entries if not is_range(t.address)}
+    targets: list[TargetConfig] = []
+    members_of: dict[str, tuple[str, ...]] = {}
+    for entry in entries:
+        if not is_range(entry.address):
+            targets.append(entry)
+            continue
+        network = parse_range(entry.address)
+        try:
+            check_names(entry.name, network)
+        except ValueError as exc:
+            raise key_error(entry_key(entry.origin, "name"), str(exc)) from None
+        names = []
+        for address in members(network):
+            name = member_name(entry.name, address)
+            if name in taken:
+                raise key_error(
+                    entry_key(entry.origin, "address"),
+                    f"range {network} makes target {name!r}, a name {taken[name]} has already",
+                )
+            taken[name] = f"{entry.origin} ({network})"
+            member = entry.model_copy(update={"name": name, "address": address})
+            member._range = (str(network), entry.name)
+            targets.append(member)
+            names.append(name)
+        members_of[entry.name] = tuple(names)
+    return tuple(targets), members_of
+
+
+def _notify_expanded(
+    index: int,
+    channel: NotifyConfig,
+    targets: tuple[TargetConfig, ...],
+    members_of: Mapping[str, tuple[str, ...]],
+) -> NotifyConfig:
+    """A channel's `targets` with a range entry's name standing for all of its targets."""
+    if channel.targets is None:
+        return channel
+    known = {t.name for t in targets}
+    wanted: list[str] = []
+    for j, name in enumerate(channel.targets):
+        if name in members_of:
+            wanted += members_of[name]
+        elif name in known:
+            wanted.append(name)
+        else:
+            raise key_error(f"notify[{index}].targets[{j}]", f"no target named {name!r}")
+    return channel.model_copy(update={"targets": tuple(dict.fromkeys(wanted))})
+
+
+def _cross_check(raw: Mapping[str, Any], extra: Iterable[TargetConfig] = ()) -> list[str]:
+    """Checks across entries (unique names, known targets), tolerant of malformed input.
+
+    `extra`: the targets of a targets file, which may not reuse a name of the config file.
+    A channel may name a range entry or one of its targets (`NAME-ADDRESS`; the expansion
+    checks those exactly).
+    """
     problems: list[str] = []
-    if raw.get("targets") in (None, [], ()):
+    extra = list(extra)
+    if raw.get("targets") in (None, [], ()) and not extra:
         problems.append("targets: at least one [[targets]] table is required")
     names: dict[str, set[object]] = {}
     for section, kind in (("targets", "target"), ("notify", "notify"), ("advisories", "advisory")):
@@ -603,13 +714,48 @@ def _cross_check(raw: Mapping[str, Any]) -> list[str]:
             if isinstance(name, str) and name in seen:
                 problems.append(f"{section}[{i}].name: duplicate {kind} name {name!r}")
             seen.add(name)
+    in_toml = {
+        entry.get("name"): i
+        for i, entry in enumerate(_entries(raw.get("targets")))
+        if isinstance(entry, Mapping)
+    }
+    in_file: dict[str, str] = {}
+    for target in extra:
+        if target.name in in_toml:
+            problems.append(
+                f"{entry_key(target.origin, 'name')}: target name {target.name!r} is also "
+                f"targets[{in_toml[target.name]}] of the config file"
+            )
+        elif target.name in in_file:
+            problems.append(
+                f"{entry_key(target.origin, 'name')}: duplicate target name {target.name!r} "
+                f"(also {in_file[target.name]})"
+            )
+        in_file.setdefault(target.name, target.origin)
+        names["targets"].add(target.name)
+    ranges = [
+        entry.get("name")
+        for entry in [
+            *_entries(raw.get("targets")),
+            *({"name": t.name, "address": t.address} for t in extra),
+        ]
+        if isinstance(entry, Mapping)
+        and isinstance(entry.get("address"), str)
+        and is_range(entry["address"])
+    ]
     channels = raw.get("notify")
     for i, channel in enumerate(channels if isinstance(channels, list | tuple) else ()):
         wanted = channel.get("targets") if isinstance(channel, Mapping) else None
         for j, name in enumerate(wanted if isinstance(wanted, list | tuple) else ()):
-            if isinstance(name, str) and name not in names["targets"]:
+            if not isinstance(name, str) or name in names["targets"]:
+                continue
+            if not any(isinstance(r, str) and name.startswith(f"{r}-") for r in ranges):
                 problems.append(f"notify[{i}].targets[{j}]: no target named {name!r}")
     return problems
+
+
+def _entries(value: object) -> list[object]:
+    return list(value) if isinstance(value, list | tuple) else []
 
 
 # --- loading and error translation ------------------------------------------------------------
@@ -676,7 +822,10 @@ def parse_config(text: str, base_dir: Path, source: str = "<config>") -> Config:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{source}: invalid TOML: {exc}"]) from None
-    problems = _cross_check(raw)
+    extra, problems = _file_targets(raw, base_dir)
+    problems += _cross_check(raw, extra)
+    if extra and isinstance(raw.get("targets", []), list):
+        raw["targets"] = [*raw.get("targets", []), *extra]
     try:
         config = Config.model_validate(raw, context={"base_dir": base_dir, "cross_checked": True})
     except ValidationError as exc:
@@ -716,6 +865,35 @@ def _with_advisories_file(config: Config, path: Path) -> Config:
     if problems:
         raise ConfigError([p if p.startswith(where) else f"{where}: {p}" for p in problems])
     return config.model_copy(update={"advisories": config.advisories + extra})
+
+
+def _file_targets(raw: Mapping[str, Any], base_dir: Path) -> tuple[list[TargetConfig], list[str]]:
+    """The targets of `[daemon] targets_file` (read now), and the problems with its lines.
+
+    A key of the wrong type is left to the model's checks, which report it by its path.
+    """
+    daemon = raw.get("daemon")
+    value = daemon.get("targets_file") if isinstance(daemon, Mapping) else None
+    if not isinstance(value, str) or not value:
+        return [], []
+    path = Path(value) if Path(value).is_absolute() else base_dir / value
+    try:
+        text = read_targets_file(path)
+    except (OSError, UnicodeError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return [], [f"daemon.targets_file: cannot read {path}: {reason}"]
+    rows, problems = parse_targets_csv(text, value)
+    targets: list[TargetConfig] = []
+    for row in rows:
+        origin = f"{value}:{row.line}"
+        try:
+            target = TargetConfig.model_validate(row.fields, context={"base_dir": base_dir})
+        except ValidationError as exc:
+            problems += [f"{origin}: {line}" for line in _translate(exc)]
+            continue
+        target._origin = origin
+        targets.append(target)
+    return targets, problems
 
 
 def load_config(path: Path) -> Config:

@@ -5,12 +5,16 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
+from exposuremon.scan.nmapxml import NmapHost, NmapPort, nmap_run
 from exposuremon.scan.ports import HOT_PORTS
-from exposuremon.scan.result import ScanResult
+from exposuremon.scan.result import PortState, ScanResult
 from exposuremon.units import format_duration, rfc3339
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
+
+# nmap lists the ports of a state one by one up to this many, and counts them past it.
+EXTRAPORTS_MIN = 25
 
 
 def unexpected_open(result: ScanResult, expected: Collection[int] | None) -> tuple[int, ...]:
@@ -48,6 +52,51 @@ def result_json(result: ScanResult, expected: Collection[int] | None = None) -> 
         doc["unexpected_open"] = list(unexpected_open(result, expected))
         doc["expected_not_open"] = sorted(p for p in expected if p not in set(result.open))
     return doc
+
+
+def result_nmap_xml(
+    result: ScanResult, args: str, version: str, expected: Collection[int] | None = None
+) -> str:
+    """The `scan --format nmap-xml` / `-oX` document: nmap's XML for one host (nmapxml.py).
+
+    Open ports are listed; closed and filtered ones too while there are at most
+    `EXTRAPORTS_MIN` of a state, else they are counted as `<extraports>`, as nmap does; ports
+    the scan did not finish are left out. With `expected`, each open port carries an
+    `exposuremon` script result: `verdict: expected` or `verdict: unexpected`.
+    """
+    ports = [
+        NmapPort(port, "open", verdict="" if expected is None else _verdict(port, expected))
+        for port in result.open
+    ]
+    extraports = {}
+    for state in (PortState.CLOSED, PortState.FILTERED):
+        found = result.ports_in(state)
+        if len(found) > EXTRAPORTS_MIN:
+            extraports[state.label] = len(found)
+        else:
+            ports += [NmapPort(port, state.label) for port in found]
+    host = NmapHost(
+        address=result.address,
+        # No answer at all: nmap's "down" (it would not have scanned the host without -Pn).
+        status="up" if result.responded else "down",
+        hostname=None if result.target == result.address else result.target,
+        ports=ports,
+        extraports=extraports,
+        started=result.started,
+        finished=result.finished,
+    )
+    return nmap_run(
+        [host],
+        args=args,
+        version=version,
+        started=result.started,
+        finished=result.finished,
+        ports=result.ports,
+    )
+
+
+def _verdict(port: int, expected: Collection[int]) -> str:
+    return "expected" if port in expected else "unexpected"
 
 
 def _rate(rate: float | None) -> float | None:

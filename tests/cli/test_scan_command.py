@@ -10,8 +10,10 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from libnmap.parser import NmapParser
 
 from exposuremon.scan.report import rate_limit_note
 from exposuremon.scan.result import ScanResult, ScanStats
@@ -166,3 +168,91 @@ def test_rate_limit_note_wording() -> None:
     )
     slow = ScanStats(rate_limited=True, learned_rate=1.04)
     assert "~1.0/s" in (rate_limit_note(dataclasses.replace(base, stats=slow)) or "")
+
+
+# ----------------------------------------------------------------------------- nmap XML
+
+
+def nmap_lines(a: Path, b: Path) -> tuple[int, list[str]]:
+    """Debian's ndiff on two documents: its exit code and its lines, padding collapsed."""
+    proc = subprocess.run(
+        ["ndiff", str(a), str(b)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.stderr == ""
+    return proc.returncode, [" ".join(line.split()) for line in proc.stdout.splitlines()]
+
+
+def test_nmap_xml_is_read_by_libnmap(listeners: Listeners) -> None:
+    """--format nmap-xml prints one nmap run that python-libnmap reads: the host, the open
+    port, the closed ones, and the verdict of --expect-open."""
+    port = listeners.open()
+    spec = f"{port - 3}-{port + 3}"
+    proc = run_cli("scan", "127.0.0.1", "-p", spec, "--format", "nmap-xml", "--expect-open", "1")
+    assert proc.returncode == 1, proc.stderr  # the open port was not expected
+    report = NmapParser.parse_fromstring(proc.stdout)
+    assert report.commandline == f"exposuremon scan -p {spec} 127.0.0.1"
+    (host,) = report.hosts
+    assert host.address == "127.0.0.1"
+    assert host.status == "up"
+    states = {s.port: s.state for s in host.services}
+    open_ = sorted(listening_ports() & set(range(port - 3, port + 4)))
+    assert sorted(p for p, s in states.items() if s == "open") == open_
+    assert set(states) == set(range(port - 3, port + 4))  # 7 ports: each listed, as nmap does
+    (script,) = host.get_service(port).scripts_results
+    assert script["output"] == "verdict: unexpected"
+
+
+def test_ox_writes_the_file_beside_the_table(listeners: Listeners, tmp_path: Path) -> None:
+    """-oX FILE writes the XML and still prints the table; ndiff compares two such files."""
+    port = listeners.open()
+    first, second = tmp_path / "first.xml", tmp_path / "second.xml"
+    proc = run_cli("scan", "127.0.0.1", "-p", f"{port},{port + 1}", "-oX", str(first))
+    assert proc.returncode == 0, proc.stderr
+    assert "1 open" in proc.stdout
+    assert first.read_text().startswith('<?xml version="1.0" encoding="UTF-8"?>')
+    listeners.close()
+    proc = run_cli("scan", "127.0.0.1", "-p", f"{port},{port + 1}", "-oX", str(second), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["open"] == []
+    code, lines = nmap_lines(first, second)
+    assert code == 1
+    assert "127.0.0.1:" in lines
+    assert f"-{port}/tcp open" in lines
+    assert f"+{port}/tcp closed" in lines
+    assert nmap_lines(second, second)[0] == 0
+
+
+def test_ndiff_against_a_real_nmap_scan(listeners: Listeners, tmp_path: Path) -> None:
+    """Our scan and nmap's of the same loopback listeners agree: ndiff finds no port that
+    differs in state; after one listener closes, ndiff shows it."""
+    a, b = listeners.open(), listeners.open()
+    spec = f"{a},{b}"
+    ours = tmp_path / "ours.xml"
+    proc = run_cli("scan", "127.0.0.1", "-p", spec, "-oX", str(ours))
+    assert proc.returncode == 0, proc.stderr
+    theirs = tmp_path / "nmap.xml"
+    nmap = ["nmap", "-n", "-sT", "-p", spec, "127.0.0.1", "-oX", str(theirs)]
+    done = subprocess.run(nmap, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    _, lines = nmap_lines(ours, theirs)
+    changed = [line for line in lines if line.startswith(("-", "+")) and "/tcp" in line]
+    # nmap names services from its table (ours has no name): a service column may differ,
+    # the state column may not.
+    assert {line[1:].split()[1] for line in changed} <= {"open"}, lines
+    assert sorted(NmapParser.parse_fromfile(str(theirs)).hosts[0].get_open_ports()) == sorted(
+        NmapParser.parse_fromfile(str(ours)).hosts[0].get_open_ports()
+    )
+    listeners.close()
+    done = subprocess.run(nmap, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    code, lines = nmap_lines(ours, theirs)
+    assert code == 1
+    assert f"-{a}/tcp open" in lines
+    assert any(line.startswith(f"+{a}/tcp closed") for line in lines), lines
+
+
+def test_json_flag_contradicting_format() -> None:
+    """--json with --format nmap-xml is a usage error (exit 2), not a guess."""
+    proc = run_cli("scan", "127.0.0.1", "-p", "1", "--json", "--format", "nmap-xml")
+    assert proc.returncode == 2
+    assert "--json contradicts --format nmap-xml" in proc.stderr
