@@ -48,10 +48,11 @@ AHEAD = 400.0  # seconds: "later" for the stale-scan check (> 2 full intervals, 
 # the last samples still count, as if the daemon had stopped scanning then).
 EVALUATED_AHEAD = {"ExposuremonScanStale"}
 # Series that exist only in some situations (a target behind SYN-flood protection; the live
-# nodes per vantage, set by fleet mode's lease keeper): their panels may be empty here, and
-# the metric may or may not have been exported in this run.
+# nodes per vantage, set by fleet mode's lease keeper; a port in a flapping episode): their
+# panels may be empty here, and the metric may or may not have been exported in this run.
 SITUATIONAL = {
     "exposuremon_target_accepted_connection_rate",
+    "exposuremon_port_flapping",
     "exposuremon_fleet_nodes",
     "exposuremon_fleet_shards",
 }
