@@ -157,12 +157,19 @@ def reference_registry(snapshot: str) -> CollectorRegistry:
     from prometheus_client.parser import text_string_to_metric_families
 
     registry = CollectorRegistry()
+    # One Gauge per sample name and label set: a histogram's `_bucket` samples have an `le`
+    # label its `_sum` and `_count` lack, and a Gauge takes one set of label names.
+    gauges: dict[tuple[str, tuple[str, ...]], Gauge] = {}
     for family in text_string_to_metric_families(snapshot):
-        if not family.samples:
-            continue
-        labels = sorted(family.samples[0].labels)
-        gauge = Gauge(f"ref_{family.name}", family.documentation, labels, registry=registry)
         for sample in family.samples:
+            labels = tuple(sorted(sample.labels))
+            key = (sample.name, labels)
+            if key not in gauges:
+                # Gauge names must be unique: a sample name seen with another label set
+                # (none in our exposition today) gets a numbered one.
+                name = f"ref_{sample.name}_{len(gauges)}"
+                gauges[key] = Gauge(name, family.documentation, labels, registry=registry)
+            gauge = gauges[key]
             if labels:
                 gauge.labels(**sample.labels).set(sample.value)
             else:
