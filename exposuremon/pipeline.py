@@ -26,7 +26,7 @@ import collections
 import contextlib
 import dataclasses
 import datetime as dt
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from exposuremon import detect
@@ -34,7 +34,10 @@ from exposuremon.config import Config, TargetConfig
 from exposuremon.logs import get_logger
 from exposuremon.metrics import Metrics
 from exposuremon.model import (
+    DEFAULT_VANTAGE,
+    Event,
     EvidenceTimes,
+    Finding,
     Fingerprint,
     Observation,
     Observed,
@@ -50,7 +53,7 @@ from exposuremon.scan import (
     TargetScan,
     fingerprint_many,
 )
-from exposuremon.store import Fence, FencedWrite, ScanRecord, Store
+from exposuremon.store import Fence, FencedWrite, Route, ScanRecord, Store
 
 MAX_FINGERPRINTS = 64  # ports fingerprinted per scan at most
 
@@ -74,6 +77,7 @@ def observation(
     result: ScanResult,
     confirmed: Iterable[int],
     fingerprints: Mapping[int, Fingerprint],
+    vantage: str = DEFAULT_VANTAGE,
 ) -> Observation:
     """The detection input built from an engine result (unfinished ports left out)."""
     states = {
@@ -107,6 +111,7 @@ def observation(
         # Any sign that the target dropped probes (random loss, or a rate limit's bucket):
         # a silence in this scan is then no evidence that a port closed.
         dropped=result.stats.loss_events > 0 or result.stats.drops > 0 or result.stats.rate_limited,
+        vantage=vantage,
         **times,
     )
 
@@ -178,6 +183,8 @@ class ScanPipeline:
         clock: Callable[[], dt.datetime],
         stopping: Callable[[], bool],
         fence_for: Callable[[str], Fence | None] | None = None,
+        degraded: Callable[[], frozenset[str]] = frozenset,
+        reprobe: Callable[[str, frozenset[int]], Awaitable[None]] | None = None,
     ) -> None:
         self._config = config  # a callable: a reload replaces the config between scans
         # Fleet mode: the lease a target's results are written under (None: its shard is not
@@ -185,6 +192,13 @@ class ScanPipeline:
         # it was observed under. None (one node): every target is ours, writes unfenced.
         self._fence_for = fence_for
         self._quiet_fences: dict[str, Fence] = {}
+        # The vantages judged degraded now (their silence is no evidence; see detect.py).
+        self._degraded = degraded
+        # Fleet mode: asks the other vantages to re-probe ports this one saw open first.
+        self._reprobe = reprobe
+        # Fleet mode: the store's stamp each held state is at least as new as (a state
+        # evaluated against an older one is evaluated again when written; `Store.apply`).
+        self._based: dict[str, int] = {}
         self._store = store
         self._scanner = scanner
         self._notifier = notifier
@@ -227,6 +241,7 @@ class ScanPipeline:
             self.seen.pop(name, None)
             self.quiet.pop(name, None)
             self._quiet_fences.pop(name, None)
+            self._based.pop(name, None)
 
     async def refresh_changed(self) -> frozenset[str]:
         """Forget what is held of targets written by someone else since the last call.
@@ -247,6 +262,9 @@ class ScanPipeline:
         """Hold the stored state of `names` (one read); an empty one for those never scanned."""
         stored = await self._store.states_of(names)
         self.seen.update({name: stored.get(name) or TargetState(name=name) for name in names})
+        if self._fence_for is not None:
+            # Read after the mark: at least as new as it (an older stamp only costs a re-read).
+            self._based.update({name: self._store_mark or 0 for name in names})
 
     def stop_running(self) -> None:
         """Stop every scan in progress; each still records what it finished (incomplete)."""
@@ -284,11 +302,17 @@ class ScanPipeline:
             raise
 
     async def run(
-        self, target: TargetConfig, kind: ScanKind, *, hold_quiet: bool = True
+        self,
+        target: TargetConfig,
+        kind: ScanKind,
+        *,
+        hold_quiet: bool = True,
+        extra_ports: Iterable[int] = (),
     ) -> ScanDone | None:
         """Scan `target`, confirm, fingerprint, evaluate, and apply (or hold) the outcome.
 
         `hold_quiet=False` writes a quiet scan at once (one somebody asked for and will look up).
+        `extra_ports` are scanned besides the kind's own (another vantage's re-probe request).
         """
         config = self._config()
         fence = None
@@ -304,7 +328,7 @@ class ScanPipeline:
             target.effective_scan(config.scan).scan_options(),
             start_rate=self.connection_rates.get(target.name),
         )
-        ports = sorted(target.ports_for(kind, ever_open(before)))
+        ports = sorted(set(target.ports_for(kind, ever_open(before))) | set(extra_ports))
         result, overlapped, contended = await self._scan(target, kind, ports, options, known_open)
         if not result.address:
             return None  # stopped before the name resolved: nothing was observed
@@ -322,18 +346,23 @@ class ScanPipeline:
         # The look ends after confirmation and fingerprints: dated then, a quick scan whose
         # fingerprints took seconds is not older than the sentinel scans that ran meanwhile.
         looked = dataclasses.replace(result, finished=max(result.finished, self._clock()))
-        obs = observation(target.name, kind, looked, confirmed, fingerprints)
+        obs = observation(target.name, kind, looked, confirmed, fingerprints, config.fleet.vantage)
         async with self.target_lock(target.name):
             prev = await self._previous_state(target.name)
-            evaluation = detect.evaluate(prev, obs, target.policy(config.scan), self._clock())
+            policy, degraded, now = target.policy(config.scan), self._degraded(), self._clock()
+            evaluation = detect.evaluate(prev, obs, policy, now, degraded=degraded)
             if hold_quiet and is_quiet(result.complete, prev, evaluation):
                 self.quiet[target.name] = self.seen[target.name] = evaluation.state
                 if fence is not None:
                     self._quiet_fences[target.name] = fence
             else:
                 record = ScanRecord.from_result(kind, result)
+
+                def redo(stored: TargetState) -> detect.Evaluation:
+                    return detect.evaluate(stored, obs, policy, now, degraded=degraded)
+
                 try:
-                    await self._apply(config, record, evaluation, fence)
+                    evaluation = await self._apply(config, record, evaluation, fence, redo)
                 except FencedWrite:
                     # This node's lease moved on while the scan ran (a pause, a lost
                     # database): its owner now writes the target; this result is stale.
@@ -346,6 +375,8 @@ class ScanPipeline:
                     )
                     return None
         self._log_recorded(target.name, kind, result, evaluation)
+        if evaluation.reprobe and self._reprobe is not None and not self._stopping():
+            await self._reprobe(target.name, evaluation.reprobe)
         return ScanDone(result, evaluation)
 
     def _learn_rate(self, name: str, result: ScanResult, overlapped: bool) -> None:
@@ -441,7 +472,12 @@ class ScanPipeline:
         # Only `exposuremon ack` writes besides this service, and only to an active finding:
         # `refresh_changed` forgets a target it wrote, and an ack that lands between that
         # and this scan's write stands (the store writes only what detection changed).
-        stored = seen if seen is not None else await self._store.load_state(name)
+        if seen is not None:
+            stored = seen
+        elif self._fence_for is not None:
+            stored, self._based[name] = await self._store.load_state_stamped(name)
+        else:
+            stored = await self._store.load_state(name)
         held = self.quiet.get(name)
         # Times of quiet scans not yet written are newer than the stored ones; anything
         # else changed in the store (an ack) wins over what this service holds.
@@ -453,17 +489,47 @@ class ScanPipeline:
         record: ScanRecord,
         evaluation: detect.Evaluation,
         fence: Fence | None = None,
-    ) -> None:
-        """Write the evaluation and its outbox rows in one transaction; tell the notifier."""
+        redo: Callable[[TargetState], detect.Evaluation] | None = None,
+    ) -> detect.Evaluation:
+        """Write the evaluation and its outbox rows in one transaction; tell the notifier.
+
+        In a fleet, nodes of other vantages write the same target: if it was written since
+        the state this evaluation started from, the store hands `redo` the state stored now
+        and writes its outcome instead (returned: the evaluation that was written).
+        """
         route = channels_for_events(config.notify, evaluation.events, evaluation.findings)
-        applied = await self._store.apply(
-            record, evaluation.state, evaluation.events, evaluation.findings, route, fence=fence
-        )
         name = evaluation.state.name
+        based = self._based.get(name, 0) if self._fence_for is not None else None
+        redone: list[tuple[detect.Evaluation, Callable[[Event], list[str]]]] = []
+
+        def again(
+            stored: TargetState,
+        ) -> tuple[TargetState, tuple[Event, ...], tuple[Finding, ...], Route]:
+            assert redo is not None
+            ev = redo(stored)
+            routed = channels_for_events(config.notify, ev.events, ev.findings)
+            redone.append((ev, routed))
+            return ev.state, ev.events, ev.findings, routed
+
+        applied = await self._store.apply(
+            record,
+            evaluation.state,
+            evaluation.events,
+            evaluation.findings,
+            route,
+            fence=fence,
+            based_on=based,
+            redo=again if redo is not None and based is not None else None,
+        )
+        if applied.redone:
+            evaluation, route = redone[-1]
         self.quiet.pop(name, None)
         self.seen[name] = applied.state
+        if based is not None:
+            self._based[name] = applied.stamp
         if applied.events:
             self._notifier.outbox_written({c for e in applied.events for c in route(e)})
+        return evaluation
 
     def _log_recorded(
         self, name: str, kind: ScanKind, result: ScanResult, evaluation: detect.Evaluation

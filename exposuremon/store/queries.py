@@ -356,13 +356,21 @@ async def next_stamp(conn: AsyncConnection, column: sa.Column[int]) -> int:
     return int(largest or 0) + 1
 
 
-async def stamp(conn: AsyncConnection, name: str, *, times: bool) -> None:
-    """Mark the target as changed for the state gauges (and its scan times, if `times`)."""
+async def stamp(conn: AsyncConnection, name: str, *, times: bool) -> int:
+    """Mark the target as changed for the state gauges (and its scan times, if `times`);
+    returns its new `changed_seq`."""
     t = schema.targets
     values = {"changed_seq": await next_stamp(conn, t.c.changed_seq)}
     if times:
         values["times_seq"] = await next_stamp(conn, t.c.times_seq)
     await conn.execute(sa.update(t).where(t.c.name == name).values(values))
+    return values["changed_seq"]
+
+
+async def changed_seq(conn: AsyncConnection, name: str) -> int | None:
+    """The target's `changed_seq` (None: no row yet)."""
+    t = schema.targets
+    return (await conn.execute(sa.select(t.c.changed_seq).where(t.c.name == name))).scalar()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

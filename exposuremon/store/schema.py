@@ -30,6 +30,8 @@ from exposuremon.model import (
     Severity,
     TargetState,
     TargetStatus,
+    VantagePort,
+    VantageView,
 )
 from exposuremon.units import rfc3339
 
@@ -103,6 +105,8 @@ targets = sa.Table(
     # times; `/metrics` re-reads only rows stamped after its last read.
     sa.Column("changed_seq", sa.Integer, nullable=False, server_default="0"),
     sa.Column("times_seq", sa.Integer, nullable=False, server_default="0"),
+    # Added by migration 0010: each vantage's own evidence (see `vantages_to_json`).
+    sa.Column("vantages", sa.JSON(none_as_null=True), nullable=False, server_default="{}"),
     sa.Index(None, "changed_seq"),
     sa.Index(None, "times_seq"),
 )
@@ -164,6 +168,7 @@ findings = sa.Table(
     sa.Column("ack_until", _Time),
     sa.Column("ack_reason", _Text),
     sa.Column("fingerprint", sa.JSON(none_as_null=True)),
+    sa.Column("seen_from", sa.JSON(none_as_null=True)),  # migration 0010: {state: [vantage]}
     sa.CheckConstraint(_SEVERITIES, name="severity"),
     sa.CheckConstraint("state IN ('open', 'acked', 'resolved')", name="state"),
     sa.Index(None, "target", "port", "state"),
@@ -290,6 +295,7 @@ scan_requests = sa.Table(
     sa.Column("target", _Text, nullable=False),
     sa.Column("kind", _Text, nullable=False),
     sa.Column("requested_at", _Time, nullable=False),
+    sa.Column("ports", sa.JSON(none_as_null=True)),  # migration 0010: a re-probe's ports
     sa.Index(None, "vantage", "shard"),
     sqlite_autoincrement=True,
 )
@@ -412,6 +418,43 @@ def target_row(state: TargetState) -> dict[str, Any]:
             for i, n in enumerate(state.recent)
         ],
         "resolved_ids": resolved_ids,
+        "vantages": vantages_to_json(state),
+    }
+
+
+def vantages_to_json(state: TargetState) -> dict[str, Any]:
+    """`TargetState.vantages` as JSON: per vantage its liveness times and port records."""
+    name = state.name
+    out: dict[str, Any] = {}
+    for vantage, view in sorted(state.vantages.items()):
+        where = f"{name}.vantages[{vantage}]"
+        out[vantage] = {
+            "answered_at": opt_micros(view.answered_at, f"{where}.answered_at"),
+            "silent_until": opt_micros(view.silent_until, f"{where}.silent_until"),
+            "ports": {
+                str(port): [
+                    Observed(rec.state).value,
+                    to_micros(rec.observed_at, f"{where}.ports[{port}]"),
+                    rec.closed_streak,
+                ]
+                for port, rec in sorted(view.ports.items())
+            },
+        }
+    return out
+
+
+def vantages_from_json(data: Mapping[str, Any] | None) -> dict[str, VantageView]:
+    """The inverse of `vantages_to_json`."""
+    return {
+        vantage: VantageView(
+            answered_at=opt_datetime(view.get("answered_at")),
+            silent_until=opt_datetime(view.get("silent_until")),
+            ports={
+                int(port): VantagePort(Observed(state), from_micros(at), int(streak))
+                for port, (state, at, streak) in view.get("ports", {}).items()
+            },
+        )
+        for vantage, view in (data or {}).items()
     }
 
 
@@ -448,6 +491,7 @@ def target_from_row(
             Notable(type=EventType(n["type"]), at=from_micros(n["at"]), detail=n["detail"])
             for n in row["recent"]
         ),
+        vantages=vantages_from_json(row["vantages"]),
     )
 
 
@@ -511,6 +555,9 @@ def finding_row(f: Finding) -> dict[str, Any]:
         "ack_until": opt_micros(f.ack_until, f"{where}.ack_until"),
         "ack_reason": f.ack_reason,
         "fingerprint": fingerprint_to_json(f.fingerprint, f"{where}.fingerprint"),
+        "seen_from": None
+        if f.seen_from is None
+        else {state: list(names) for state, names in f.seen_from.items()},
     }
 
 
@@ -529,6 +576,9 @@ def finding_from_row(row: Row) -> Finding:
         ack_until=opt_datetime(row["ack_until"]),
         ack_reason=row["ack_reason"],
         fingerprint=fingerprint_from_json(row["fingerprint"]),
+        seen_from=None
+        if row["seen_from"] is None
+        else {state: tuple(names) for state, names in row["seen_from"].items()},
     )
 
 

@@ -58,7 +58,7 @@ from tests.support.records import scan_record_of
 
 T0 = dt.datetime(2026, 11, 20, 9, 12, 3, 123456, tzinfo=dt.UTC)
 CLOCK = dt.datetime(2026, 11, 26, 3, 14, 7, 654321, tzinfo=dt.UTC)
-HEAD = "0008"
+HEAD = "0010"
 
 
 def at(minutes: float) -> dt.datetime:
