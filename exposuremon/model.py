@@ -227,8 +227,9 @@ class Finding:
     ack_reason: str | None = None
     fingerprint: Fingerprint | None = None
     # With more than one vantage: the vantages by what they last saw of the port, e.g.
-    # {"open": ("fra",), "filtered": ("nyc",)}; None with a single vantage.
-    seen_from: Mapping[str, tuple[str, ...]] | None = None
+    # {"open": ("fra",), "filtered": ("nyc",)}; None with a single vantage. Not hashed (a
+    # mapping): the store keys findings by their value while it saves them.
+    seen_from: Mapping[str, tuple[str, ...]] | None = dataclasses.field(default=None, hash=False)
 
     @property
     def is_active(self) -> bool:

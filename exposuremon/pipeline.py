@@ -356,7 +356,7 @@ class ScanPipeline:
                 if fence is not None:
                     self._quiet_fences[target.name] = fence
             else:
-                record = ScanRecord.from_result(kind, result)
+                record = ScanRecord.from_result(kind, result, config.fleet.vantage)
 
                 def redo(stored: TargetState) -> detect.Evaluation:
                     return detect.evaluate(stored, obs, policy, now, degraded=degraded)

@@ -97,9 +97,12 @@ class ScanRecord:
     closed_count: int
     filtered_count: int
     duration_s: float
+    vantage: str = schema.DEFAULT_VANTAGE  # where the scan ran from
 
     @classmethod
-    def from_result(cls, kind: ScanKind, result: ScanResult) -> ScanRecord:
+    def from_result(
+        cls, kind: ScanKind, result: ScanResult, vantage: str = schema.DEFAULT_VANTAGE
+    ) -> ScanRecord:
         """Summarise a scan engine result."""
         counts = result.counts
         return cls(
@@ -114,6 +117,7 @@ class ScanRecord:
             closed_count=counts["closed"],
             filtered_count=counts["filtered"],
             duration_s=result.duration,
+            vantage=vantage,
         )
 
 
@@ -1017,4 +1021,5 @@ def _scan_row(scan: ScanRecord) -> dict[str, Any]:
         "closed_count": scan.closed_count,
         "filtered_count": scan.filtered_count,
         "duration_s": scan.duration_s,
+        "vantage": scan.vantage,
     }

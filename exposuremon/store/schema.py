@@ -17,6 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from exposuremon import model
 from exposuremon.model import (
     Event,
     EventType,
@@ -73,7 +74,7 @@ class _Text(sa.TypeDecorator[str]):
 
 _SEVERITIES = "severity IN ('info', 'warning', 'critical')"
 # The vantage point of an observation (migration 0006); one node alone is "default".
-DEFAULT_VANTAGE = "default"
+DEFAULT_VANTAGE = model.DEFAULT_VANTAGE
 
 
 def _vantage() -> sa.Column[str]:

@@ -1249,4 +1249,5 @@ def test_migrations_ship_with_the_package() -> None:
         "0006_vantages_and_fleet.py",
         "0007_outbox_claims.py",
         "0008_scan_requests.py",
+        "0010_vantage_records.py",
     ]
