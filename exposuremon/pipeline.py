@@ -26,6 +26,7 @@ import collections
 import contextlib
 import dataclasses
 import datetime as dt
+import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
@@ -215,7 +216,10 @@ class ScanPipeline:
         # protection), learned by the engine: the next scan starts paced at it, not from
         # scratch (a quick scan that bursts into the bucket would see ports as silent).
         self.connection_rates: dict[str, float] = {}
-        self._running: dict[tuple[str, ScanKind], TargetScan] = {}
+        # Scans in progress by (target, kind, number): a re-probe may run beside the
+        # scheduled scan of the same kind.
+        self._running: dict[tuple[str, ScanKind, int], TargetScan] = {}
+        self._scan_numbers = itertools.count()
         self._store_mark: int | None = None  # the store's change stamp `seen` is current with
         self._locks: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(
             asyncio.Lock
@@ -402,8 +406,9 @@ class ScanPipeline:
         running = self._scanner.start(
             target.address, ports, options, hints=[*target.expected_open, *known_open]
         )
-        overlapped = any(name == target.name for name, _ in self._running)
-        self._running[(target.name, kind)] = running
+        overlapped = any(name == target.name for name, _, _ in self._running)
+        key = (target.name, kind, next(self._scan_numbers))
+        self._running[key] = running
         self.log.debug("scan started", target=target.name, kind=kind.value, ports=len(ports))
         try:
             # The engine names results by what it resolved; the store knows the target's name.
@@ -412,8 +417,8 @@ class ScanPipeline:
             running.stop()  # wait() is shielded: cancelling it alone would leave it scanning
             raise
         finally:
-            self._running.pop((target.name, kind), None)
-        others = [s for (name, _), s in self._running.items() if name == target.name]
+            self._running.pop(key, None)
+        others = [s for (name, _, _), s in self._running.items() if name == target.name]
         contended = contended_silence(
             result, running.started_at, (s.last_answered_at for s in others)
         )
