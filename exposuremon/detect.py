@@ -712,9 +712,8 @@ def _evaluate_vantage(
         return Evaluation(dataclasses.replace(prev, vantages=views), (), (), False)
     merge = None
     if others:
-        states = {
-            p: s for p, s in obs.states.items() if s is Observed.OPEN or not _open_in(others, p)
-        }
+        held_open = _open_in(others)
+        states = {p: s for p, s in obs.states.items() if s is Observed.OPEN or p not in held_open}
         streaks = {
             p: min(w.ports[p].closed_streak for w in (new_view, *others.values()) if p in w.ports)
             for p, s in states.items()
@@ -728,14 +727,16 @@ def _evaluate_vantage(
     if ev.state.anomaly_since is not None and track:
         # A middlebox answering every port: the vantage's port records stay as they were.
         views[vantage] = dataclasses.replace(new_view, ports=view.ports)
+    # Seen open first: by no other vantage (a degraded one's evidence of an open port too).
+    recorded, quiet = views.get(vantage, new_view).ports, policy.expected_open | policy.ignore
+    known = _open_in({v: w for v, w in prev.vantages.items() if v != vantage}) | quiet
     reprobe = frozenset(
         p
         for p, s in obs.states.items()
         if s is Observed.OPEN
-        and p in views.get(vantage, new_view).ports
-        and p not in policy.expected_open | policy.ignore
+        and p in recorded
+        and p not in known
         and ((old := view.ports.get(p)) is None or old.state is not Observed.OPEN)
-        and not _open_in({v: w for v, w in prev.vantages.items() if v != vantage}, p)
     )
     state = dataclasses.replace(ev.state, vantages=views)
     if not others:
@@ -744,9 +745,10 @@ def _evaluate_vantage(
     return _with_seen_from(dataclasses.replace(ev, state=state, reprobe=reprobe), healthy)
 
 
-def _open_in(views: Mapping[str, VantageView], port: int) -> bool:
-    return any(
-        (r := w.ports.get(port)) is not None and r.state is Observed.OPEN for w in views.values()
+def _open_in(views: Mapping[str, VantageView]) -> frozenset[int]:
+    """The ports some of `views` last saw open."""
+    return frozenset(
+        p for w in views.values() for p, r in w.ports.items() if r.state is Observed.OPEN
     )
 
 
