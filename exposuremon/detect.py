@@ -777,17 +777,26 @@ def _updated_view(
         streak = 0
         if new is not Observed.OPEN:
             streak = min((rec.closed_streak if rec else 0) + 1, policy.resolve_after)
-        ports[port] = VantagePort(state=new, observed_at=seen, closed_streak=streak)
+        since = rec.since if rec is not None and rec.state is new else seen
+        ports[port] = VantagePort(state=new, observed_at=seen, closed_streak=streak, since=since)
     return VantageView(answered_at=answered_at, silent_until=view.silent_until, ports=ports)
 
 
 def seen_from(views: Mapping[str, VantageView], port: int) -> dict[str, tuple[str, ...]] | None:
-    """The vantages by what each last saw of `port` (open first), or None if none saw it."""
+    """The vantages by what each last saw of `port` (open first), or None if none saw it.
+
+    While some vantage sees the port open, a vantage that saw it closed or filtered only
+    before that (a record from before a reopen, not yet looked again) is not named: it has
+    not answered since."""
+    records = {name: rec for name in views if (rec := views[name].ports.get(port)) is not None}
+    opened = [r.since or r.observed_at for r in records.values() if r.state is Observed.OPEN]
+    open_since = min(opened, default=None)
     by_state: dict[str, list[str]] = {}
-    for name in sorted(views):
-        rec = views[name].ports.get(port)
-        if rec is not None:
-            by_state.setdefault(rec.state.value, []).append(name)
+    for name, rec in sorted(records.items()):
+        stale = open_since is not None and rec.observed_at < open_since
+        if stale and rec.state is not Observed.OPEN:
+            continue
+        by_state.setdefault(rec.state.value, []).append(name)
     order = [o.value for o in Observed]
     return {k: tuple(by_state[k]) for k in order if k in by_state} or None
 

@@ -272,6 +272,8 @@ class VantagePort:
     state: Observed
     observed_at: dt.datetime  # when the deciding probe was sent
     closed_streak: int = 0  # consecutive closed/filtered observations from this vantage
+    # When this vantage first saw the port in `state` (this run of it); None: `observed_at`.
+    since: dt.datetime | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -154,6 +154,8 @@ def test_reboot_and_reopen_raised_once_whichever_vantage_sees_them_first() -> No
     assert E.TARGET_UP in kinds(first)
     assert E.REBOOT_SUSPECTED in kinds(first)
     assert E.FINDING_REOPENED in kinds(first)
+    # fra's record of 80 is from before the reopen: it has not answered since.
+    assert f.state.findings[80].seen_from == {"open": ("nyc",)}
     second = f.scan("fra", open_=[22, 80], closed=[443])
     assert kinds(second) == []
     assert f.state.findings[80].seen_from == {"open": ("fra", "nyc")}
@@ -205,13 +207,15 @@ def test_single_default_vantage_keeps_no_records() -> None:
 
 
 def test_seen_from_groups_vantages_by_state() -> None:
-    """seen_from lists the vantages with a record of the port by state, open first, sorted."""
-    at = T0
+    """seen_from lists the vantages with a record of the port by state, open first, sorted;
+    a close seen before the port was seen open (not looked at since) is left out."""
+    at, before = T0, T0 - dt.timedelta(minutes=5)
     views = {
         "nyc": VantageView(ports={80: VantagePort(Observed.FILTERED, at)}),
-        "fra": VantageView(ports={80: VantagePort(Observed.OPEN, at)}),
+        "fra": VantageView(ports={80: VantagePort(Observed.OPEN, at, since=at)}),
         "sfo": VantageView(ports={80: VantagePort(Observed.OPEN, at)}),
-        "syd": VantageView(),
+        "syd": VantageView(ports={80: VantagePort(Observed.CLOSED, before)}),
+        "lon": VantageView(),
     }
     assert seen_from(views, 80) == {"open": ("fra", "sfo"), "filtered": ("nyc",)}
     assert seen_from(views, 443) is None

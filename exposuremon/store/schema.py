@@ -424,7 +424,8 @@ def target_row(state: TargetState) -> dict[str, Any]:
 
 
 def vantages_to_json(state: TargetState) -> dict[str, Any]:
-    """`TargetState.vantages` as JSON: per vantage its liveness times and port records."""
+    """`TargetState.vantages` as JSON: per vantage its liveness times and port records, each
+    `[state, observed_at, closed_streak, since]` (times in microseconds)."""
     name = state.name
     out: dict[str, Any] = {}
     for vantage, view in sorted(state.vantages.items()):
@@ -437,6 +438,7 @@ def vantages_to_json(state: TargetState) -> dict[str, Any]:
                     Observed(rec.state).value,
                     to_micros(rec.observed_at, f"{where}.ports[{port}]"),
                     rec.closed_streak,
+                    opt_micros(rec.since, f"{where}.ports[{port}].since"),
                 ]
                 for port, rec in sorted(view.ports.items())
             },
@@ -451,8 +453,13 @@ def vantages_from_json(data: Mapping[str, Any] | None) -> dict[str, VantageView]
             answered_at=opt_datetime(view.get("answered_at")),
             silent_until=opt_datetime(view.get("silent_until")),
             ports={
-                int(port): VantagePort(Observed(state), from_micros(at), int(streak))
-                for port, (state, at, streak) in view.get("ports", {}).items()
+                int(port): VantagePort(
+                    Observed(fields[0]),
+                    from_micros(fields[1]),
+                    int(fields[2]),
+                    opt_datetime(fields[3] if len(fields) > 3 else None),
+                )
+                for port, fields in view.get("ports", {}).items()
             },
         )
         for vantage, view in (data or {}).items()

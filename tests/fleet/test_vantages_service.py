@@ -31,7 +31,7 @@ def vantage_config(tmp_path: Path, vantage: str) -> Path:
     directory.mkdir()
     fleet = (
         '[store]\nurl_env = "EM_FLEET_URL"\n'
-        f'[fleet]\nnode = "node-{vantage}"\nvantage = "{vantage}"\nlease_ttl = "3s"\n'
+        f'[fleet]\nnode = "node-{vantage}"\nvantage = "{vantage}"\nlease_ttl = "10s"\n'
     )
     return write_config(directory, targets, sentinel="1h", quick="1h", extra=fleet)
 
