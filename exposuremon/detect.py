@@ -75,6 +75,24 @@ Pure: no I/O and no clock reads (time is an argument). Rules of docs/architectur
   `MAX_RECENT`) for the reopen text.
 - Severity: reopened and unexpected hot ports critical; other unexpected ports, expected port
   closed, target down, fingerprint changed, anomaly warning; the rest info.
+- Vantages (docs/architecture.md "Fleet and vantage points"): every observation carries its
+  vantage (`obs.vantage`); each vantage keeps its own evidence in `TargetState.vantages`
+  (liveness: its newest answer and silence; per port kept in the merged state: its state,
+  when observed, its closed streak), and the fields above are the merge. One vantage's scan
+  is judged against its own record (staleness) and the other healthy vantages' records:
+  a port it sees closed or filtered while another healthy vantage's latest evidence is
+  open stays open (no `port_closed`, no streak); a close that does apply carries as merged
+  streak the least streak of every vantage with a record of the port, so a finding resolves
+  only when each of them saw it closed `resolve_after` times; a silent scan downs the
+  target only when no other healthy vantage's latest liveness evidence is an answer. Events
+  come from the merged state, so up, reboot, fingerprint and reopen are raised once,
+  by whichever vantage sees them first. With two or more vantages, active findings carry
+  `seen_from` (vantages by what they last saw of the port), also in the details of
+  `finding_opened` / `finding_reopened`. `Evaluation.reprobe` names the unexpected ports this
+  vantage saw open while no other vantage's record has them open: the others re-probe them.
+  A vantage in `degraded` is left out of every merge, and its scans' silence (a silent scan,
+  a filtered port) is dropped before anything is judged. A node alone in the vantage
+  "default" keeps no per-vantage records: its results are exactly those of one vantage.
 - Output: events in a stable order (target-level kinds first, then per-port kinds by port);
   findings created (id None) or changed, by port. Times in details are RFC 3339 UTC strings.
 """
@@ -83,10 +101,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from exposuremon.model import (
+    DEFAULT_VANTAGE,
     Event,
     EventType,
     Finding,
@@ -99,6 +118,8 @@ from exposuremon.model import (
     Severity,
     TargetState,
     TargetStatus,
+    VantagePort,
+    VantageView,
 )
 from exposuremon.scan import HOT_PORTS
 from exposuremon.units import rfc3339
@@ -168,6 +189,8 @@ class Evaluation:
     events: tuple[Event, ...]
     findings: tuple[Finding, ...]  # created (id None) or changed, by port
     reboot_suspected: bool
+    # Unexpected ports this vantage saw open first: the other vantages should re-probe them.
+    reprobe: frozenset[int] = frozenset()
 
 
 def severity_for(port: int, reopened: bool, policy: TargetPolicy) -> Severity:
@@ -208,21 +231,40 @@ def expire_acks(state: TargetState, now: dt.datetime) -> tuple[TargetState, tupl
 
 
 def evaluate(
-    prev: TargetState, obs: Observation, policy: TargetPolicy, now: dt.datetime
+    prev: TargetState,
+    obs: Observation,
+    policy: TargetPolicy,
+    now: dt.datetime,
+    *,
+    degraded: frozenset[str] = frozenset(),
 ) -> Evaluation:
-    """Apply one scan observation to a target's state (see the module docstring for rules)."""
+    """Apply one scan observation to a target's state (see the module docstring for rules).
+
+    `obs.vantage` is where it was seen from; `degraded` names the vantages judged degraded
+    (see "Vantages" below): their silence is no evidence, their records are left out.
+    """
     if obs.target != prev.name:
         raise ValueError(f"observation of target {obs.target!r} applied to {prev.name!r}")
     if now.utcoffset() is None:
         raise ValueError("now: must be timezone-aware")
-    return _Run(prev, obs, policy, now).run()
+    if obs.vantage == DEFAULT_VANTAGE and not prev.vantages and not degraded:
+        return _Run(prev, obs, policy, now).run()  # one node alone: exactly as ever
+    return _evaluate_vantage(prev, obs, policy, now, degraded)
 
 
 class _Run:
     """One evaluation's working copy of the state, collecting events as rules fire."""
 
-    def __init__(self, prev: TargetState, obs: Observation, policy: TargetPolicy, now: dt.datetime):
+    def __init__(
+        self,
+        prev: TargetState,
+        obs: Observation,
+        policy: TargetPolicy,
+        now: dt.datetime,
+        merge: _Merge | None = None,
+    ):
         self.prev, self.obs, self.policy, self.now = prev, obs, policy, now
+        self.merge = merge
         base, expired = expire_acks(prev, now)
         self.findings = dict(base.findings)
         self.changed: dict[int, Finding] = {f.port: f for f in expired}
@@ -349,7 +391,11 @@ class _Run:
         rec = self.ports.get(port)
         now, policy = self.obs.finished, self.policy  # records carry the observation's time
         seen = self.obs.seen_at.get(port, self.obs.started)  # when this evidence was observed
-        if rec is not None and seen <= (rec.observed_at or rec.last_seen):
+        if self.merge is not None:
+            stale = self.merge.stale(port, seen)  # by this vantage's own record of the port
+        else:
+            stale = rec is not None and seen <= (rec.observed_at or rec.last_seen)
+        if rec is not None and stale:
             # Newer evidence applied already (a scan that overlapped), or a replay. Its
             # fingerprints were taken after the scan, though: on a port still open they are
             # news (the quick scan after a reboot that sentinel scans overtook).
@@ -392,6 +438,8 @@ class _Run:
             # (an expected port down for days) then leaves its record as it was, and the scan
             # is quiet (only time advanced) instead of a write every 30 s.
             changes["closed_streak"] = min(rec.closed_streak + 1, policy.resolve_after)
+            if self.merge is not None:  # closed as long as every vantage that looked saw it
+                changes["closed_streak"] = self.merge.streaks.get(port, 1)
             if before is Observed.OPEN:
                 changes["times_closed"] = rec.times_closed + 1
             if not quiet and expected and before in (None, Observed.OPEN):
@@ -415,14 +463,11 @@ class _Run:
         self.ports[rec.port] = dataclasses.replace(rec, fingerprint=fp)
 
     def _silence_counts(self, port: int) -> bool:
-        """Whether `port` filtered is evidence that it closed (see the module docstring)."""
-        obs = self.obs
-        if obs.dropped:
-            return False
-        if obs.filtered_live is not None and port not in obs.filtered_live:
-            return False
-        # Judged on the observation alone, so that a replay decides the same.
-        return any(s is not Observed.FILTERED for p, s in obs.states.items() if p != port)
+        """Whether `port` filtered is evidence that it closed (see the module docstring).
+
+        With several vantages, judged on the vantage's whole scan (`_Merge.obs`), not on the
+        ports left of it once other vantages' evidence took some out."""
+        return silence_counts(self.obs if self.merge is None else self.merge.obs, port)
 
     def _fingerprint_change(self, rec: PortRecord, new: Fingerprint) -> None:
         port, old, last_reboot = rec.port, rec.fingerprint or Fingerprint(), self.prev.last_reboot
@@ -611,6 +656,191 @@ class _Run:
         return Evaluation(state, tuple(events), findings, reboot)
 
 
+# ------------------------------------------------------------------------------ vantages
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Merge:
+    """What `_Run` needs to apply one vantage's scan to the state merged across vantages."""
+
+    obs: Observation  # the vantage's whole scan (the run sees only the ports it may change)
+    view: VantageView  # the vantage's own record before this scan
+    streaks: Mapping[int, int]  # per port this scan closes: the merged closed streak
+
+    def stale(self, port: int, seen: dt.datetime) -> bool:
+        """Evidence no newer than this vantage's own record of the port changes nothing.
+
+        Judged by the vantage's record, not the merged one: another vantage's newer evidence
+        must not hide this one's (the merged state would then depend on the order of arrival).
+        """
+        rec = self.view.ports.get(port)
+        return rec is not None and seen <= rec.observed_at
+
+
+def _answers(obs: Observation) -> bool:
+    return obs.responded or any(s is not Observed.FILTERED for s in obs.states.values())
+
+
+def _evaluate_vantage(
+    prev: TargetState,
+    obs: Observation,
+    policy: TargetPolicy,
+    now: dt.datetime,
+    degraded: frozenset[str],
+) -> Evaluation:
+    """One vantage's scan against the merged state and the other vantages' records.
+
+    See "Vantages" in the module docstring. Each vantage keeps its own evidence
+    (`TargetState.vantages`); the merged state changes only where that evidence, together
+    with the other healthy vantages', says so.
+    """
+    vantage = obs.vantage
+    if vantage in degraded:
+        # A degraded vantage's silence is its own path failing, not the target: no evidence.
+        kept = {p: s for p, s in obs.states.items() if s is not Observed.FILTERED}
+        if not _answers(obs):
+            return Evaluation(prev, (), (), False)
+        obs = dataclasses.replace(obs, states=kept, responded=True)
+    track = vantage != DEFAULT_VANTAGE or bool(prev.vantages)
+    view = prev.vantages.get(vantage, VantageView())
+    others = {v: w for v, w in prev.vantages.items() if v != vantage and v not in degraded}
+    new_view = _updated_view(view, obs, policy, prev)
+    views = {**prev.vantages, vantage: new_view} if track else dict(prev.vantages)
+    answered = _answers(obs)
+    if not answered and any(w.answering() for w in others.values()):
+        # A target is down only when every healthy vantage hears nothing.
+        return Evaluation(dataclasses.replace(prev, vantages=views), (), (), False)
+    merge = None
+    if others:
+        held_open = _open_in(others)
+        states = {p: s for p, s in obs.states.items() if s is Observed.OPEN or p not in held_open}
+        streaks = {
+            p: min(w.ports[p].closed_streak for w in (new_view, *others.values()) if p in w.ports)
+            for p, s in states.items()
+            if s is not Observed.OPEN and p in new_view.ports
+        }
+        merge = _Merge(obs, view, streaks)
+        merged_obs = dataclasses.replace(obs, states=states, responded=answered)
+    else:
+        merged_obs = obs
+    ev = _Run(prev, merged_obs, policy, now, merge).run()
+    if ev.state.anomaly_since is not None and track:
+        # A middlebox answering every port: the vantage's port records stay as they were.
+        views[vantage] = dataclasses.replace(new_view, ports=view.ports)
+    # Seen open first: by no other vantage (a degraded one's evidence of an open port too).
+    recorded, quiet = views.get(vantage, new_view).ports, policy.expected_open | policy.ignore
+    known = _open_in({v: w for v, w in prev.vantages.items() if v != vantage}) | quiet
+    reprobe = frozenset(
+        p
+        for p, s in obs.states.items()
+        if s is Observed.OPEN
+        and p in recorded
+        and p not in known
+        and ((old := view.ports.get(p)) is None or old.state is not Observed.OPEN)
+    )
+    state = dataclasses.replace(ev.state, vantages=views)
+    if not others:
+        return dataclasses.replace(ev, state=state, reprobe=reprobe if track else frozenset())
+    healthy = {v: w for v, w in views.items() if v not in degraded}
+    return _with_seen_from(dataclasses.replace(ev, state=state, reprobe=reprobe), healthy)
+
+
+def _open_in(views: Mapping[str, VantageView]) -> frozenset[int]:
+    """The ports some of `views` last saw open."""
+    return frozenset(
+        p for w in views.values() for p, r in w.ports.items() if r.state is Observed.OPEN
+    )
+
+
+def _updated_view(
+    view: VantageView, obs: Observation, policy: TargetPolicy, prev: TargetState
+) -> VantageView:
+    """The vantage's own record after its scan: liveness, and ports as `_apply_port` keeps."""
+    if not _answers(obs):
+        if not obs.states:
+            return view
+        until = obs.finished if view.silent_until is None else max(view.silent_until, obs.finished)
+        return dataclasses.replace(view, silent_until=until)  # silence touches no port
+    at = obs.answered_at or obs.started
+    answered_at = at if view.answered_at is None else max(at, view.answered_at)
+    ports = dict(view.ports)
+    keep = set(prev.ports) | policy.expected_open | set(prev.findings) | set(prev.resolved)
+    for port, new in obs.states.items():
+        rec = ports.get(port)
+        seen = obs.seen_at.get(port, obs.started)
+        if rec is not None and seen <= rec.observed_at:
+            continue
+        if new is Observed.FILTERED and not silence_counts(obs, port):
+            continue
+        if rec is None and new is not Observed.OPEN and port not in keep:
+            continue  # as in the merged state: a closed port never seen open gets no record
+        streak = 0
+        if new is not Observed.OPEN:
+            streak = min((rec.closed_streak if rec else 0) + 1, policy.resolve_after)
+        since = rec.since if rec is not None and rec.state is new else seen
+        ports[port] = VantagePort(state=new, observed_at=seen, closed_streak=streak, since=since)
+    return VantageView(answered_at=answered_at, silent_until=view.silent_until, ports=ports)
+
+
+def seen_from(views: Mapping[str, VantageView], port: int) -> dict[str, tuple[str, ...]] | None:
+    """The vantages by what each last saw of `port` (open first), or None if none saw it.
+
+    While some vantage sees the port open, a vantage that saw it closed or filtered only
+    before that (a record from before a reopen, not yet looked again) is not named: it has
+    not answered since."""
+    records = {name: rec for name in views if (rec := views[name].ports.get(port)) is not None}
+    opened = [r.since or r.observed_at for r in records.values() if r.state is Observed.OPEN]
+    open_since = min(opened, default=None)
+    by_state: dict[str, list[str]] = {}
+    for name, rec in sorted(records.items()):
+        stale = open_since is not None and rec.observed_at < open_since
+        if stale and rec.state is not Observed.OPEN:
+            continue
+        by_state.setdefault(rec.state.value, []).append(name)
+    order = [o.value for o in Observed]
+    return {k: tuple(by_state[k]) for k in order if k in by_state} or None
+
+
+def _with_seen_from(ev: Evaluation, views: Mapping[str, VantageView]) -> Evaluation:
+    """Active findings (and their events) say from where the port is seen open and not."""
+    state = ev.state
+    changed = {f.port: f for f in ev.findings}
+    findings = dict(state.findings)
+    for port, finding in state.findings.items():
+        where = seen_from(views, port)
+        if where != finding.seen_from:
+            findings[port] = changed[port] = dataclasses.replace(finding, seen_from=where)
+        elif port in changed:
+            changed[port] = finding
+    events = tuple(
+        dataclasses.replace(e, details={**e.details, "seen_from": _seen_json(findings[e.port])})
+        if e.type in (EventType.FINDING_OPENED, EventType.FINDING_REOPENED) and e.port in findings
+        else e
+        for e in ev.events
+    )
+    return dataclasses.replace(
+        ev,
+        state=dataclasses.replace(state, findings=findings),
+        events=events,
+        findings=tuple(changed[p] for p in sorted(changed)),
+    )
+
+
+def _seen_json(finding: Finding) -> dict[str, list[str]] | None:
+    where = finding.seen_from
+    return None if where is None else {k: list(v) for k, v in where.items()}
+
+
+def silence_counts(obs: Observation, port: int) -> bool:
+    """Whether `port` filtered in `obs` is evidence that it closed (see the module docstring)."""
+    if obs.dropped:
+        return False
+    if obs.filtered_live is not None and port not in obs.filtered_live:
+        return False
+    # Judged on the observation alone, so that a replay decides the same.
+    return any(s is not Observed.FILTERED for p, s in obs.states.items() if p != port)
+
+
 def _p(port: int) -> str:
     return f"{port}/tcp"
 
@@ -666,5 +896,16 @@ def _timeless(state: TargetState) -> TargetState:
                 observed_at=None,
             )
             for port, rec in state.ports.items()
+        },
+        # A vantage's evidence times pass; a port's state, its streak, and whether the
+        # vantage hears the target are news (another vantage's evaluation rests on them).
+        vantages={
+            name: VantageView(
+                answered_at=_EPOCH if view.answering() else None,
+                ports={
+                    p: dataclasses.replace(r, observed_at=_EPOCH) for p, r in view.ports.items()
+                },
+            )
+            for name, view in state.vantages.items()
         },
     )

@@ -18,6 +18,7 @@ _DIGITS = re.compile(r"\d+")
 # higher than its own (the end of a flap episode, a cleared advisory: to every channel that
 # was told of the beginning).
 NOTIFY_AS = "notify_as"
+DEFAULT_VANTAGE = "default"  # the vantage of a node whose config names none
 
 
 class Severity(enum.IntEnum):
@@ -194,6 +195,8 @@ class Observation:
     # attempt got nothing, a timing ping to an answering port went unanswered): its silence
     # on other ports proves nothing.
     dropped: bool = False
+    # The vantage point the scan ran from ([fleet] vantage; one node alone: "default").
+    vantage: str = DEFAULT_VANTAGE
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -233,6 +236,10 @@ class Finding:
     ack_until: dt.datetime | None = None
     ack_reason: str | None = None
     fingerprint: Fingerprint | None = None
+    # With more than one vantage: the vantages by what they last saw of the port, e.g.
+    # {"open": ("fra",), "filtered": ("nyc",)}; None with a single vantage. Not hashed (a
+    # mapping): the store keys findings by their value while it saves them.
+    seen_from: Mapping[str, tuple[str, ...]] | None = dataclasses.field(default=None, hash=False)
 
     @property
     def is_active(self) -> bool:
@@ -295,6 +302,32 @@ class AdvisoryMatch:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class VantagePort:
+    """What one vantage last saw of one port: its own evidence, merged by detection."""
+
+    state: Observed
+    observed_at: dt.datetime  # when the deciding probe was sent
+    closed_streak: int = 0  # consecutive closed/filtered observations from this vantage
+    # When this vantage first saw the port in `state` (this run of it); None: `observed_at`.
+    since: dt.datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class VantageView:
+    """One vantage's latest evidence of a target: liveness, and the ports detection keeps."""
+
+    answered_at: dt.datetime | None = None  # newest answer from this vantage
+    silent_until: dt.datetime | None = None  # end of its newest silent scan
+    ports: Mapping[int, VantagePort] = dataclasses.field(default_factory=dict)
+
+    def answering(self) -> bool:
+        """Whether this vantage's newest liveness evidence is an answer."""
+        if self.answered_at is None:
+            return False
+        return self.silent_until is None or self.answered_at > self.silent_until
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class TargetState:
     """Everything detection needs to remember about one target between scans."""
 
@@ -325,3 +358,6 @@ class TargetState:
     # rules matching now by rule name (advisories.py).
     flaps: Mapping[int, PortFlap] = dataclasses.field(default_factory=dict)
     advisories: Mapping[str, AdvisoryMatch] = dataclasses.field(default_factory=dict)
+    # Per vantage, its own latest evidence (detection merges them into the fields above).
+    # Empty on a single node of the vantage "default": there the merged state is all there is.
+    vantages: Mapping[str, VantageView] = dataclasses.field(default_factory=dict)

@@ -30,7 +30,8 @@ import collections
 import contextlib
 import dataclasses
 import datetime as dt
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from exposuremon import advisories, detect, flap
@@ -38,6 +39,7 @@ from exposuremon.config import AdvisoryConfig, Config, TargetConfig
 from exposuremon.logs import get_logger
 from exposuremon.metrics import Metrics
 from exposuremon.model import (
+    DEFAULT_VANTAGE,
     Event,
     EvidenceTimes,
     Finding,
@@ -56,7 +58,7 @@ from exposuremon.scan import (
     TargetScan,
     fingerprint_many,
 )
-from exposuremon.store import Fence, FencedWrite, ScanRecord, Store
+from exposuremon.store import Fence, FencedWrite, Route, ScanRecord, Store
 
 MAX_FINGERPRINTS = 64  # ports fingerprinted per scan at most
 
@@ -80,6 +82,7 @@ def observation(
     result: ScanResult,
     confirmed: Iterable[int],
     fingerprints: Mapping[int, Fingerprint],
+    vantage: str = DEFAULT_VANTAGE,
 ) -> Observation:
     """The detection input built from an engine result (unfinished ports left out)."""
     states = {
@@ -113,6 +116,7 @@ def observation(
         # Any sign that the target dropped probes (random loss, or a rate limit's bucket):
         # a silence in this scan is then no evidence that a port closed.
         dropped=result.stats.loss_events > 0 or result.stats.drops > 0 or result.stats.rate_limited,
+        vantage=vantage,
         **times,
     )
 
@@ -124,9 +128,11 @@ def evaluate(
     flaps: flap.FlapPolicy,
     rules: Sequence[advisories.Rule],
     now: dt.datetime,
+    *,
+    degraded: frozenset[str] = frozenset(),
 ) -> detect.Evaluation:
     """Detection, then flap damping and advisories on what it made (all pure)."""
-    evaluation = detect.evaluate(prev, obs, policy, now)
+    evaluation = detect.evaluate(prev, obs, policy, now, degraded=degraded)
     evaluation = flap.damp(prev, obs, evaluation, policy, flaps, now)
     return advisories.check(evaluation, rules, now)
 
@@ -210,6 +216,8 @@ class ScanPipeline:
         clock: Callable[[], dt.datetime],
         stopping: Callable[[], bool],
         fence_for: Callable[[str], Fence | None] | None = None,
+        degraded: Callable[[], frozenset[str]] = frozenset,
+        reprobe: Callable[[str, frozenset[int]], Awaitable[None]] | None = None,
     ) -> None:
         self._config = config  # a callable: a reload replaces the config between scans
         # Fleet mode: the lease a target's results are written under (None: its shard is not
@@ -217,6 +225,13 @@ class ScanPipeline:
         # it was observed under. None (one node): every target is ours, writes unfenced.
         self._fence_for = fence_for
         self._quiet_fences: dict[str, Fence] = {}
+        # The vantages judged degraded now (their silence is no evidence; see detect.py).
+        self._degraded = degraded
+        # Fleet mode: asks the other vantages to re-probe ports this one saw open first.
+        self._reprobe = reprobe
+        # Fleet mode: the store's stamp each held state is at least as new as (a state
+        # evaluated against an older one is evaluated again when written; `Store.apply`).
+        self._based: dict[str, int] = {}
         self._store = store
         self._scanner = scanner
         self._notifier = notifier
@@ -233,7 +248,10 @@ class ScanPipeline:
         # protection), learned by the engine: the next scan starts paced at it, not from
         # scratch (a quick scan that bursts into the bucket would see ports as silent).
         self.connection_rates: dict[str, float] = {}
-        self._running: dict[tuple[str, ScanKind], TargetScan] = {}
+        # Scans in progress by (target, kind, number): a re-probe may run beside the
+        # scheduled scan of the same kind.
+        self._running: dict[tuple[str, ScanKind, int], TargetScan] = {}
+        self._scan_numbers = itertools.count()
         self._store_mark: int | None = None  # the store's change stamp `seen` is current with
         # The change stamp of this pipeline's last apply per target: `refresh_changed` keeps
         # what it holds of a target whose newest stamp is its own.
@@ -266,6 +284,7 @@ class ScanPipeline:
             self.quiet.pop(name, None)
             self._quiet_fences.pop(name, None)
             self._own_stamps.pop(name, None)
+            self._based.pop(name, None)
 
     async def refresh_changed(self) -> frozenset[str]:
         """Forget what is held of targets written by someone else since the last call.
@@ -296,6 +315,9 @@ class ScanPipeline:
         """Hold the stored state of `names` (one read); an empty one for those never scanned."""
         stored = await self._store.states_of(names)
         self.seen.update({name: stored.get(name) or TargetState(name=name) for name in names})
+        if self._fence_for is not None:
+            # Read after the mark: at least as new as it (an older stamp only costs a re-read).
+            self._based.update({name: self._store_mark or 0 for name in names})
 
     def stop_running(self) -> None:
         """Stop every scan in progress; each still records what it finished (incomplete)."""
@@ -333,11 +355,17 @@ class ScanPipeline:
             raise
 
     async def run(
-        self, target: TargetConfig, kind: ScanKind, *, hold_quiet: bool = True
+        self,
+        target: TargetConfig,
+        kind: ScanKind,
+        *,
+        hold_quiet: bool = True,
+        extra_ports: Iterable[int] = (),
     ) -> ScanDone | None:
         """Scan `target`, confirm, fingerprint, evaluate, and apply (or hold) the outcome.
 
         `hold_quiet=False` writes a quiet scan at once (one somebody asked for and will look up).
+        `extra_ports` are scanned besides the kind's own (another vantage's re-probe request).
         """
         config = self._config()
         fence = None
@@ -353,7 +381,7 @@ class ScanPipeline:
             target.effective_scan(config.scan).scan_options(),
             start_rate=self.connection_rates.get(target.name),
         )
-        ports = sorted(target.ports_for(kind, ever_open(before)))
+        ports = sorted(set(target.ports_for(kind, ever_open(before))) | set(extra_ports))
         result, overlapped, contended = await self._scan(target, kind, ports, options, known_open)
         if not result.address:
             return None  # stopped before the name resolved: nothing was observed
@@ -371,25 +399,27 @@ class ScanPipeline:
         # The look ends after confirmation and fingerprints: dated then, a quick scan whose
         # fingerprints took seconds is not older than the sentinel scans that ran meanwhile.
         looked = dataclasses.replace(result, finished=max(result.finished, self._clock()))
-        obs = observation(target.name, kind, looked, confirmed, fingerprints)
+        obs = observation(target.name, kind, looked, confirmed, fingerprints, config.fleet.vantage)
         async with self.target_lock(target.name):
             prev = await self._previous_state(target.name)
-            evaluation = evaluate(
-                prev,
-                obs,
-                target.policy(config.scan),
+            policy, degraded, now = target.policy(config.scan), self._degraded(), self._clock()
+            flaps, rules = (
                 target.effective_scan(config.scan).flap_policy(),
                 self._advisory_rules(config),
-                self._clock(),
             )
+            evaluation = evaluate(prev, obs, policy, flaps, rules, now, degraded=degraded)
             if hold_quiet and is_quiet(result.complete, prev, evaluation):
                 self.quiet[target.name] = self.seen[target.name] = evaluation.state
                 if fence is not None:
                     self._quiet_fences[target.name] = fence
             else:
-                record = ScanRecord.from_result(kind, result)
+                record = ScanRecord.from_result(kind, result, config.fleet.vantage)
+
+                def redo(stored: TargetState) -> detect.Evaluation:
+                    return evaluate(stored, obs, policy, flaps, rules, now, degraded=degraded)
+
                 try:
-                    await self._apply(config, record, evaluation, fence)
+                    evaluation = await self._apply(config, record, evaluation, fence, redo)
                 except FencedWrite:
                     # This node's lease moved on while the scan ran (a pause, a lost
                     # database): its owner now writes the target; this result is stale.
@@ -402,6 +432,8 @@ class ScanPipeline:
                     )
                     return None
         self._log_recorded(target.name, kind, result, evaluation)
+        if evaluation.reprobe and self._reprobe is not None and not self._stopping():
+            await self._reprobe(target.name, evaluation.reprobe)
         return ScanDone(result, evaluation)
 
     def _advisory_rules(self, config: Config) -> tuple[advisories.Rule, ...]:
@@ -435,8 +467,9 @@ class ScanPipeline:
         running = self._scanner.start(
             target.address, ports, options, hints=[*target.expected_open, *known_open]
         )
-        overlapped = any(name == target.name for name, _ in self._running)
-        self._running[(target.name, kind)] = running
+        overlapped = any(name == target.name for name, _, _ in self._running)
+        key = (target.name, kind, next(self._scan_numbers))
+        self._running[key] = running
         self.log.debug("scan started", target=target.name, kind=kind.value, ports=len(ports))
         try:
             # The engine names results by what it resolved; the store knows the target's name.
@@ -445,8 +478,8 @@ class ScanPipeline:
             running.stop()  # wait() is shielded: cancelling it alone would leave it scanning
             raise
         finally:
-            self._running.pop((target.name, kind), None)
-        others = [s for (name, _), s in self._running.items() if name == target.name]
+            self._running.pop(key, None)
+        others = [s for (name, _, _), s in self._running.items() if name == target.name]
         contended = contended_silence(
             result, running.started_at, (s.last_answered_at for s in others)
         )
@@ -505,7 +538,12 @@ class ScanPipeline:
         # Only `exposuremon ack` writes besides this service, and only to an active finding:
         # `refresh_changed` forgets a target it wrote, and an ack that lands between that
         # and this scan's write stands (the store writes only what detection changed).
-        stored = seen if seen is not None else await self._store.load_state(name)
+        if seen is not None:
+            stored = seen
+        elif self._fence_for is not None:
+            stored, self._based[name] = await self._store.load_state_stamped(name)
+        else:
+            stored = await self._store.load_state(name)
         held = self.quiet.get(name)
         # Times of quiet scans not yet written are newer than the stored ones; anything
         # else changed in the store (an ack) wins over what this service holds.
@@ -517,18 +555,48 @@ class ScanPipeline:
         record: ScanRecord,
         evaluation: detect.Evaluation,
         fence: Fence | None = None,
-    ) -> None:
-        """Write the evaluation and its outbox rows in one transaction; tell the notifier."""
-        route = notified_route(config, evaluation.events, evaluation.findings)
-        applied = await self._store.apply(
-            record, evaluation.state, evaluation.events, evaluation.findings, route, fence=fence
-        )
+        redo: Callable[[TargetState], detect.Evaluation] | None = None,
+    ) -> detect.Evaluation:
+        """Write the evaluation and its outbox rows in one transaction; tell the notifier.
+
+        In a fleet, nodes of other vantages write the same target: if it was written since
+        the state this evaluation started from, the store hands `redo` the state stored now
+        and writes its outcome instead (returned: the evaluation that was written).
+        """
+        route = channels_for_events(config.notify, evaluation.events, evaluation.findings)
         name = evaluation.state.name
+        based = self._based.get(name, 0) if self._fence_for is not None else None
+        redone: list[tuple[detect.Evaluation, Callable[[Event], list[str]]]] = []
+
+        def again(
+            stored: TargetState,
+        ) -> tuple[TargetState, tuple[Event, ...], tuple[Finding, ...], Route]:
+            assert redo is not None
+            ev = redo(stored)
+            routed = notified_route(config, ev.events, ev.findings)
+            redone.append((ev, routed))
+            return ev.state, ev.events, ev.findings, routed
+
+        applied = await self._store.apply(
+            record,
+            evaluation.state,
+            evaluation.events,
+            evaluation.findings,
+            route,
+            fence=fence,
+            based_on=based,
+            redo=again if redo is not None and based is not None else None,
+        )
+        if applied.redone:
+            evaluation, route = redone[-1]
         self.quiet.pop(name, None)
         self.seen[name] = applied.state
-        self._own_stamps[name] = applied.change_stamp
+        self._own_stamps[name] = applied.stamp
+        if based is not None:
+            self._based[name] = applied.stamp
         if applied.events:
             self._notifier.outbox_written({c for e in applied.events for c in route(e)})
+        return evaluation
 
     def _log_recorded(
         self, name: str, kind: ScanKind, result: ScanResult, evaluation: detect.Evaluation

@@ -176,6 +176,7 @@ class Service:
             clock=self.clock,
             stopping=self._stop_requested.is_set,
             fence_for=None if leases is None else leases.fence_for,
+            reprobe=None if leases is None else self._request_reprobe,
         )
         app = make_app(self.metrics.registry, self, state=self.state_metrics)
         self._http = HttpServer(app, self.config.http.host, self.config.http.port)
@@ -472,9 +473,49 @@ class Service:
     async def _run_requested_scans(self, leases: LeaseKeeper) -> None:
         held = leases.held
         requested = await self.store.take_scan_requests(leases.identity.vantage, held.keys())
-        for name, kind in requested:
-            if self._target(name) is not None:
+        for name, kind, ports in requested:
+            if self._target(name) is None:
+                continue
+            if ports is None:
                 self._scheduler.run_soon(name, kind)
+            else:  # another vantage saw these ports open first: look from here at once
+                self._jobs_add(asyncio.get_running_loop().create_task(self.reprobe(name, ports)))
+
+    async def reprobe(self, name: str, ports: frozenset[int]) -> None:
+        """Another vantage's re-probe request: a sentinel scan of `name` with `ports` added,
+        written at once (its answer goes into the finding's `seen_from`)."""
+        target = self._target(name)
+        if target is None or self._stop_requested.is_set() or not self.owns(name):
+            return
+        try:
+            await self.pipeline.run(
+                target, ScanKind.SENTINEL, hold_quiet=False, extra_ports=sorted(ports)
+            )
+        except ScanError as exc:
+            self.log.warning("re-probe failed", target=name, error=str(exc))
+        except Exception:
+            self.log.exception("re-probe crashed", target=name)
+
+    async def _request_reprobe(self, name: str, ports: frozenset[int]) -> None:
+        """Ask the other vantages to re-probe `ports` of `name` (fleet mode)."""
+        leases = self._leases
+        if leases is None:
+            return
+        shard = shard_of(name, leases.shards)
+        try:
+            asked = await self.store.request_reprobe(leases.identity.vantage, shard, name, ports)
+        except StoreError as exc:
+            self.log.warning(
+                "could not ask other vantages to re-probe", target=name, error=str(exc)
+            )
+            return
+        if asked:
+            self.log.info(
+                "re-probe asked of other vantages",
+                target=name,
+                ports=sorted(ports),
+                vantages=asked,
+            )
 
     async def report_late(self) -> None:
         """Log the scans that ran late or not at all since the last call (one line per kind)."""

@@ -48,7 +48,7 @@ import hmac
 import json
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -308,7 +308,8 @@ def webhook_bodies(message: Message, limit: int = WEBHOOK_BYTES) -> list[dict[st
 def webhook_body(message: Message) -> dict[str, Any]:
     """The generic webhook body (docs/architecture.md) plus `kind`, `delivery_id`, `part`, `parts`.
 
-    Per event `dedup_key` is `{target}/tcp/{port}/{finding_id}` for finding_opened and
+    Per event `seen_from` (only on finding events from a fleet with several vantages), and
+    `dedup_key` is `{target}/tcp/{port}/{finding_id}` for finding_opened and
     finding_reopened, `{target}/tcp/{port}/{finding_id}/{type}` for other events of a finding,
     and `{target}/{type}/{event id}` otherwise. `protocol` is null for events without a port.
     """
@@ -328,6 +329,7 @@ def webhook_body(message: Message) -> dict[str, Any]:
                 "summary": clean(e.summary, None),
                 "finding_id": e.finding_id,
                 "dedup_key": dedup_key(message.target, e),
+                **_seen_from(e),
             }
             for e in message.events
         ],
@@ -335,6 +337,20 @@ def webhook_body(message: Message) -> dict[str, Any]:
         "delivery_id": clean(message.delivery_id, None) or None,
         "part": 1,  # of `parts`: a large group is split (`webhook_bodies`)
         "parts": 1,
+    }
+
+
+def _seen_from(e: Event) -> dict[str, Any]:
+    """`seen_from` of a finding event from a fleet with several vantages; nothing otherwise."""
+    where = e.details.get("seen_from")
+    if not isinstance(where, Mapping):
+        return {}
+    return {
+        "seen_from": {
+            clean(str(state), None): [clean(str(n), None) for n in names]
+            for state, names in where.items()
+            if isinstance(names, list | tuple)
+        }
     }
 
 

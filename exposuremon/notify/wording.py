@@ -272,10 +272,11 @@ def _finding_items(events: Sequence[Event], ref: dt.datetime | None) -> tuple[It
             _int(e.details.get("reopen_count")),
             bool(e.details.get("hot")),
             _fingerprint(e.details.get("fingerprint")),
+            vantages_text(e.details.get("seen_from")),
         )
 
     items = []
-    for (_, closed, count, hot, fp), group in _groups(events, key):
+    for (_, closed, count, hot, fp, where), group in _groups(events, key):
         spans = [Span(_ports_label(group)), *_ids_spans(group)]
         if closed:
             spans.append(Span(f" — closed since {closed}"))
@@ -285,10 +286,39 @@ def _finding_items(events: Sequence[Event], ref: dt.datetime | None) -> tuple[It
             spans.append(
                 Span(f" — {group[0].severity.label}" + (", web/admin port" if hot else ""))
             )
+        if where:
+            spans.append(Span(f" — {where}"))
         if fp:
             spans += [Span(" — "), Span(fp, Style.CODE)]
         items.append(Item(tuple(spans), _ports(group)))
     return tuple(items)
+
+
+def vantages_text(seen_from: object) -> str | None:
+    """Where a finding's port is seen open from, when several vantages looked (fleet mode):
+    `confirmed from fra and nyc`, `open from fra only; filtered from nyc`, `open from fra`
+    (the others not heard from yet). None without `seen_from` (a single vantage)."""
+    if not isinstance(seen_from, Mapping):
+        return None
+
+    def names(state: str) -> list[str]:
+        found = seen_from.get(state)
+        if not isinstance(found, list | tuple):
+            return []
+        return [clean(str(n), NAME_LIMIT) for n in found][:8]
+
+    opened = names("open")
+    if not opened:
+        return None
+    elsewhere = [(state, names(state)) for state in ("closed", "filtered") if names(state)]
+    if not elsewhere:
+        return f"{'confirmed' if len(opened) > 1 else 'open'} from {_and(opened)}"
+    rest = "; ".join(f"{state} from {_and(found)}" for state, found in elsewhere)
+    return f"open from {_and(opened)} only; {rest}"
+
+
+def _and(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def _notables(reopened: Sequence[Event]) -> list[tuple[dt.datetime, EventType, str]]:

@@ -98,9 +98,12 @@ class ScanRecord:
     closed_count: int
     filtered_count: int
     duration_s: float
+    vantage: str = schema.DEFAULT_VANTAGE  # where the scan ran from
 
     @classmethod
-    def from_result(cls, kind: ScanKind, result: ScanResult) -> ScanRecord:
+    def from_result(
+        cls, kind: ScanKind, result: ScanResult, vantage: str = schema.DEFAULT_VANTAGE
+    ) -> ScanRecord:
         """Summarise a scan engine result."""
         counts = result.counts
         return cls(
@@ -115,6 +118,7 @@ class ScanRecord:
             closed_count=counts["closed"],
             filtered_count=counts["filtered"],
             duration_s=result.duration,
+            vantage=vantage,
         )
 
 
@@ -127,9 +131,14 @@ class Applied:
     finding_ids_by_port: Mapping[int, int]  # the findings this apply inserted or changed
     state: TargetState  # the outcome state with the new findings' ids: keep this one
     events: tuple[Event, ...] = ()  # with `id` and `finding_id` set
-    # The target's change stamp this apply wrote: `changed_since` reports it back, and the
-    # writer, seeing its own stamp still the newest, knows nobody else wrote the target since.
-    change_stamp: int = 0
+    stamp: int = 0  # the target's `changed_seq` after this write (`apply`'s `based_on`)
+    redone: bool = False  # the outcome was made again from the stored state (`apply`'s `redo`)
+
+
+# Makes a scan's outcome again from the state stored now: state, events, findings, routes.
+Redo = Callable[
+    [TargetState], tuple[TargetState, Sequence[Event], Sequence[Finding], queries.Route]
+]
 
 
 def db_path(state_dir: Path) -> Path:
@@ -475,22 +484,52 @@ class Store:
         async with self._row_write(f"request a {kind} scan of {target}") as conn:
             await conn.execute(sa.insert(schema.scan_requests).values(row))
 
+    async def request_reprobe(
+        self, vantage: str, shard: int, target: str, ports: Collection[int]
+    ) -> list[str]:
+        """Ask every other vantage of the fleet (those with a node in `nodes`) to re-probe
+        `ports` of `target` now: a sentinel scan with those ports added, run by the node of
+        each vantage that holds `shard`. Returns the vantages asked."""
+        n, t = schema.nodes, schema.scan_requests
+        others = sa.select(n.c.vantage).where(n.c.vantage != vantage).distinct()
+        async with self._row_write(f"request re-probes of {target}") as conn:
+            vantages = sorted((await conn.execute(others)).scalars())
+            rows = [
+                {
+                    "vantage": v,
+                    "shard": shard,
+                    "target": target,
+                    "kind": ScanKind.SENTINEL.value,
+                    "requested_at": schema.to_micros(self._clock(), "clock"),
+                    "ports": sorted(ports),
+                }
+                for v in vantages
+            ]
+            if rows:
+                await conn.execute(sa.insert(t), rows)
+        return vantages
+
     async def take_scan_requests(
         self, vantage: str, shards: Collection[int]
-    ) -> list[tuple[str, ScanKind]]:
-        """Take (delete) the scan requests of `vantage` in `shards`, oldest first."""
+    ) -> list[tuple[str, ScanKind, frozenset[int] | None]]:
+        """Take (delete) the scan requests of `vantage` in `shards`, oldest first: target,
+        kind, and the ports to add to the kind's own (a re-probe; None: none)."""
         if not shards:
             return []
         t = schema.scan_requests
         taken = (
             sa.delete(t)
             .where(t.c.vantage == vantage, t.c.shard.in_(sorted(shards)))
-            .returning(t.c.id, t.c.target, t.c.kind)
+            .returning(t.c.id, t.c.target, t.c.kind, t.c.ports)
         )
         async with self._row_write(f"take scan requests of vantage {vantage}") as conn:
             rows = (await conn.execute(taken)).all()
         known = {kind.value: kind for kind in ScanKind}
-        return [(r.target, known[r.kind]) for r in sorted(rows) if r.kind in known]
+        return [
+            (r.target, known[r.kind], None if r.ports is None else frozenset(r.ports))
+            for r in sorted(rows, key=lambda r: r.id)
+            if r.kind in known
+        ]
 
     async def fleet_shards(self) -> int:
         """How many shards targets hash into (fixed when the database was created)."""
@@ -565,6 +604,14 @@ class Store:
             states = await queries.load_states(conn, target)
         return states.get(target, TargetState(name=target))
 
+    async def load_state_stamped(self, target: str) -> tuple[TargetState, int]:
+        """`load_state` and the target's `changed_seq` in the same snapshot (0: no row), to
+        give `apply` as `based_on`."""
+        async with self._read(f"load state of {target}") as conn:
+            states = await queries.load_states(conn, target)
+            seq = await queries.changed_seq(conn, target)
+        return states.get(target, TargetState(name=target)), int(seq or 0)
+
     async def load_states(self) -> dict[str, TargetState]:
         """The stored state of every target ever scanned (removed ones keep their history)."""
         async with self._read("load states") as conn:
@@ -613,11 +660,20 @@ class Store:
         channels: Sequence[str] | queries.Route,
         *,
         fence: leases.Fence | None = None,
+        based_on: int | None = None,
+        redo: Redo | None = None,
     ) -> Applied:
         """Save one scan's result in one transaction: scan, state, findings, events, outbox.
 
         With a `fence` (fleet mode), the write is made only while that lease is current: else
         it raises `FencedWrite` and writes nothing. Without one, no lease is looked at.
+
+        With `based_on` and `redo` (fleet mode: nodes of other vantages write the same
+        target), the outcome was evaluated against a state the store held at stamp
+        `based_on` (a `changed_seq`: an earlier `Applied.stamp`, or a mark read no earlier
+        than the state). If the target was written since, its state is loaded in this
+        transaction, under the writers' lock, and `redo` makes the outcome again from it:
+        every write is evaluated against the state stored when it commits.
 
         `findings` are the ones detection created (id None) or changed; the state's findings
         are saved too when they differ from the stored ones. Port events without a finding id
@@ -633,16 +689,24 @@ class Store:
         scan_row = _scan_row(scan)
         now = schema.to_micros(self._clock(), "clock")
         what = f"apply {scan.kind} scan of {name}"
+        redone = False
         async with self._write(what) as conn:
             if fence is not None:
                 await self._check_fences(conn, what, (fence,))
+            if based_on is not None and redo is not None:
+                stored_seq = await queries.changed_seq(conn, name)
+                if stored_seq is not None and stored_seq > based_on:
+                    stored = (await queries.load_states(conn, name))[name]
+                    outcome_state, events, findings, route = redo(stored)
+                    queries.check_outcome(outcome_state, events, findings)
+                    redone = True
             await queries.ensure_target(conn, outcome_state)
             result = await conn.execute(sa.insert(schema.scans).values(scan_row))
             scan_id = int(result.inserted_primary_key[0])  # type: ignore[index]
             await queries.sync_ports(conn, name, outcome_state.ports)
             state, changed = await queries.save_findings(conn, outcome_state, findings)
             await queries.update_target(conn, state)
-            change_stamp = await queries.stamp(conn, name, times=True)
+            seq = await queries.stamp(conn, name, times=True)
             saved = await queries.insert_events(conn, events, scan_id, state, changed)
             await queries.insert_outbox(conn, saved, route, str(scan_id), now)
         return Applied(
@@ -651,7 +715,8 @@ class Store:
             finding_ids_by_port=changed,
             state=state,
             events=tuple(saved),
-            change_stamp=change_stamp,
+            stamp=seq,
+            redone=redone,
         )
 
     async def touch(
@@ -1008,4 +1073,5 @@ def _scan_row(scan: ScanRecord) -> dict[str, Any]:
         "closed_count": scan.closed_count,
         "filtered_count": scan.filtered_count,
         "duration_s": scan.duration_s,
+        "vantage": scan.vantage,
     }

@@ -371,6 +371,12 @@ async def stamp(conn: AsyncConnection, name: str, *, times: bool) -> int:
     return changed
 
 
+async def changed_seq(conn: AsyncConnection, name: str) -> int | None:
+    """The target's `changed_seq` (None: no row yet)."""
+    t = schema.targets
+    return (await conn.execute(sa.select(t.c.changed_seq).where(t.c.name == name))).scalar()
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class TargetGauges:
     """What the state gauges show of one target, read in one snapshot."""

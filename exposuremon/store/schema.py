@@ -17,6 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from exposuremon import model
 from exposuremon.model import (
     AdvisoryMatch,
     Event,
@@ -32,6 +33,8 @@ from exposuremon.model import (
     Severity,
     TargetState,
     TargetStatus,
+    VantagePort,
+    VantageView,
 )
 from exposuremon.units import rfc3339
 
@@ -73,7 +76,7 @@ class _Text(sa.TypeDecorator[str]):
 
 _SEVERITIES = "severity IN ('info', 'warning', 'critical')"
 # The vantage point of an observation (migration 0006); one node alone is "default".
-DEFAULT_VANTAGE = "default"
+DEFAULT_VANTAGE = model.DEFAULT_VANTAGE
 
 
 def _vantage() -> sa.Column[str]:
@@ -109,6 +112,8 @@ targets = sa.Table(
     # matching now {rule: {...}} (see `flaps_json`, `advisories_json`); NULL: none.
     sa.Column("flaps", sa.JSON(none_as_null=True)),
     sa.Column("advisories", sa.JSON(none_as_null=True)),
+    # Added by migration 0010: each vantage's own evidence (see `vantages_to_json`).
+    sa.Column("vantages", sa.JSON(none_as_null=True), nullable=False, server_default="{}"),
     sa.Index(None, "changed_seq"),
     sa.Index(None, "times_seq"),
 )
@@ -170,6 +175,7 @@ findings = sa.Table(
     sa.Column("ack_until", _Time),
     sa.Column("ack_reason", _Text),
     sa.Column("fingerprint", sa.JSON(none_as_null=True)),
+    sa.Column("seen_from", sa.JSON(none_as_null=True)),  # migration 0010: {state: [vantage]}
     sa.CheckConstraint(_SEVERITIES, name="severity"),
     sa.CheckConstraint("state IN ('open', 'acked', 'resolved')", name="state"),
     sa.Index(None, "target", "port", "state"),
@@ -296,6 +302,7 @@ scan_requests = sa.Table(
     sa.Column("target", _Text, nullable=False),
     sa.Column("kind", _Text, nullable=False),
     sa.Column("requested_at", _Time, nullable=False),
+    sa.Column("ports", sa.JSON(none_as_null=True)),  # migration 0010: a re-probe's ports
     sa.Index(None, "vantage", "shard"),
     sqlite_autoincrement=True,
 )
@@ -420,6 +427,7 @@ def target_row(state: TargetState) -> dict[str, Any]:
         "resolved_ids": resolved_ids,
         "flaps": flaps_json(state.flaps, f"{name}.flaps"),
         "advisories": advisories_json(state.advisories, f"{name}.advisories"),
+        "vantages": vantages_to_json(state),
     }
 
 
@@ -481,6 +489,49 @@ def advisories_from_json(data: Mapping[str, Any] | None) -> dict[str, AdvisoryMa
     }
 
 
+def vantages_to_json(state: TargetState) -> dict[str, Any]:
+    """`TargetState.vantages` as JSON: per vantage its liveness times and port records, each
+    `[state, observed_at, closed_streak, since]` (times in microseconds)."""
+    name = state.name
+    out: dict[str, Any] = {}
+    for vantage, view in sorted(state.vantages.items()):
+        where = f"{name}.vantages[{vantage}]"
+        out[vantage] = {
+            "answered_at": opt_micros(view.answered_at, f"{where}.answered_at"),
+            "silent_until": opt_micros(view.silent_until, f"{where}.silent_until"),
+            "ports": {
+                str(port): [
+                    Observed(rec.state).value,
+                    to_micros(rec.observed_at, f"{where}.ports[{port}]"),
+                    rec.closed_streak,
+                    opt_micros(rec.since, f"{where}.ports[{port}].since"),
+                ]
+                for port, rec in sorted(view.ports.items())
+            },
+        }
+    return out
+
+
+def vantages_from_json(data: Mapping[str, Any] | None) -> dict[str, VantageView]:
+    """The inverse of `vantages_to_json`."""
+    return {
+        vantage: VantageView(
+            answered_at=opt_datetime(view.get("answered_at")),
+            silent_until=opt_datetime(view.get("silent_until")),
+            ports={
+                int(port): VantagePort(
+                    Observed(fields[0]),
+                    from_micros(fields[1]),
+                    int(fields[2]),
+                    opt_datetime(fields[3] if len(fields) > 3 else None),
+                )
+                for port, fields in view.get("ports", {}).items()
+            },
+        )
+        for vantage, view in (data or {}).items()
+    }
+
+
 def resolved_ids(row: Row) -> dict[int, int]:
     """The `targets.resolved_ids` of a row: finding id by port."""
     return {int(port): int(fid) for port, fid in row["resolved_ids"].items()}
@@ -516,6 +567,7 @@ def target_from_row(
         ),
         flaps=flaps_from_json(row.get("flaps")),
         advisories=advisories_from_json(row.get("advisories")),
+        vantages=vantages_from_json(row["vantages"]),
     )
 
 
@@ -579,6 +631,9 @@ def finding_row(f: Finding) -> dict[str, Any]:
         "ack_until": opt_micros(f.ack_until, f"{where}.ack_until"),
         "ack_reason": f.ack_reason,
         "fingerprint": fingerprint_to_json(f.fingerprint, f"{where}.fingerprint"),
+        "seen_from": None
+        if f.seen_from is None
+        else {state: list(names) for state, names in f.seen_from.items()},
     }
 
 
@@ -597,6 +652,9 @@ def finding_from_row(row: Row) -> Finding:
         ack_until=opt_datetime(row["ack_until"]),
         ack_reason=row["ack_reason"],
         fingerprint=fingerprint_from_json(row["fingerprint"]),
+        seen_from=None
+        if row["seen_from"] is None
+        else {state: tuple(names) for state, names in row["seen_from"].items()},
     )
 
 

@@ -56,6 +56,10 @@ def finding_json(finding: Finding, address: str | None) -> dict[str, Any]:
         "ack_until": json_time(finding.ack_until),
         "ack_reason": finding.ack_reason,
         "fingerprint": fingerprint_json(finding.fingerprint),
+        # With several vantages: {"open": ["fra"], "filtered": ["nyc"]}; null with one.
+        "seen_from": None
+        if finding.seen_from is None
+        else {state: list(names) for state, names in finding.seen_from.items()},
     }
 
 

@@ -59,6 +59,7 @@ FINDING_KEYS = {
     "ack_until",
     "ack_reason",
     "fingerprint",
+    "seen_from",
 }
 CONFIG = f"""
 [daemon]

@@ -55,7 +55,7 @@ from exposuremon.notify.formats import (
 )
 from exposuremon.notify.message import Message, MessageKind, Request
 from exposuremon.notify.text import NAME_LIMIT, ZWSP, clean
-from exposuremon.notify.wording import TEST_TITLE
+from exposuremon.notify.wording import TEST_TITLE, vantages_text
 
 GOLDEN = Path(__file__).parent / "golden" / "notify"
 E = EventType
@@ -172,6 +172,29 @@ def new_case() -> Message:
         },
     )
     return msg(opened, finding)
+
+
+def vantages_case() -> Message:
+    """Fleet with vantages: one port confirmed from two, one open from one only."""
+    both = ev(
+        E.FINDING_OPENED,
+        Severity.CRITICAL,
+        "port 8080/tcp open, not expected (hot port)",
+        8080,
+        id=210,
+        finding_id=10,
+        details={"hot": True, "times_opened": 1, "seen_from": {"open": ["fra", "nyc"]}},
+    )
+    one = ev(
+        E.FINDING_OPENED,
+        Severity.WARNING,
+        "port 8443/tcp open, not expected",
+        8443,
+        id=211,
+        finding_id=11,
+        details={"hot": False, "seen_from": {"open": ["fra"], "filtered": ["nyc"]}},
+    )
+    return msg(both, one)
 
 
 def resolved_case() -> Message:
@@ -320,6 +343,7 @@ CASES = {
     "advisory-matched": advisory_case,
     "advisory-cleared": advisory_cleared_case,
     "new-finding": new_case,
+    "vantages": vantages_case,
     "resolved": resolved_case,
     "target-down": down_case,
     "reminder": reminder_case,
@@ -419,7 +443,8 @@ def limits_ntfy(body: dict[str, Any]) -> None:
 
 def limits_webhook(body: dict[str, Any]) -> None:
     assert set(body) == WEBHOOK_KEYS
-    assert all(set(e) == EVENT_KEYS for e in body["events"])
+    # `seen_from`: finding events from a fleet with several vantages only.
+    assert all(set(e) - {"seen_from"} == EVENT_KEYS for e in body["events"])
     assert 1 <= body["part"] <= body["parts"]
     assert len(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()) < 256_000
 
@@ -1062,3 +1087,16 @@ def test_detect_output_renders_the_incident() -> None:
 def test_discord_url_asks_to_wait_and_keeps_the_query(url: str, posted: str) -> None:
     """Discord is posted with `wait=true` (an unsaved message is an error), `thread_id` kept."""
     assert discord_url(url) == posted
+
+
+def test_vantages_are_named_where_they_matter() -> None:
+    """Messages say from where a finding's port is seen open; nothing with one vantage."""
+    assert vantages_text(None) is None
+    assert vantages_text({"open": ["fra", "nyc"]}) == "confirmed from fra and nyc"
+    assert vantages_text({"open": ["fra"]}) == "open from fra"
+    assert (
+        vantages_text({"open": ["fra"], "closed": ["sfo"], "filtered": ["nyc", "syd"]})
+        == "open from fra only; closed from sfo; filtered from nyc and syd"
+    )
+    assert vantages_text({"filtered": ["nyc"]}) is None
+    assert vantages_text({"open": "fra"}) is None  # not a list: nothing trusted

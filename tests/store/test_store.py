@@ -810,7 +810,7 @@ async def test_changed_since_names_the_targets_written_after_a_mark(store: Store
     applied = await store.apply(scan_of("q", T0, ScanKind.SENTINEL), quiet, [], [], [])
     names, mark = await store.changed_since(mark)
     assert set(names) == {"r", "q"}
-    assert names["q"] == applied.change_stamp > names["r"]
+    assert names["q"] == applied.stamp > names["r"]
     later = dataclasses.replace(quiet, last_scan={ScanKind.SENTINEL: at(1)}, last_observed=at(1))
     await store.touch([later])
     assert await store.changed_since(mark) == ({}, mark)
@@ -1280,5 +1280,6 @@ def test_migrations_ship_with_the_package() -> None:
         "0006_vantages_and_fleet.py",
         "0007_outbox_claims.py",
         "0008_scan_requests.py",
+        "0010_vantage_records.py",
         "0012_flaps_and_advisories.py",
     ]
