@@ -52,6 +52,9 @@ class EventType(enum.StrEnum):
     FINGERPRINT_CHANGED = "fingerprint_changed"
     ADDRESS_CHANGED = "address_changed"
     ANOMALY_ALL_OPEN = "anomaly_all_open"
+    # Maintenance windows (schedule/maintenance.py): notifications held, then one summary.
+    MAINTENANCE_STARTED = "maintenance_started"
+    MAINTENANCE_ENDED = "maintenance_ended"
 
 
 class ScanKind(enum.StrEnum):

@@ -11,6 +11,8 @@
    its times are written in batches (`flush_quiet`). Anything else goes to the store in one
    transaction (`store.Store.apply`): the state, the findings, the events, and one outbox row
    per event and notification channel (`notify.channels_for_events` picks the channels).
+   A target in a maintenance window gets its rows held instead (`holding`), for the
+   summary at the window's end (service.py, schedule/maintenance.py).
 7. **notify**: the notifier is told which channels have new outbox rows
    (`notify.Notifier.outbox_written`) and delivers them (`notify/notifier.py`).
 
@@ -178,8 +180,11 @@ class ScanPipeline:
         clock: Callable[[], dt.datetime],
         stopping: Callable[[], bool],
         fence_for: Callable[[str], Fence | None] | None = None,
+        holding: Callable[[str], bool] | None = None,
     ) -> None:
         self._config = config  # a callable: a reload replaces the config between scans
+        # Whether a target is in a maintenance window now: its notifications are held.
+        self._holding = holding
         # Fleet mode: the lease a target's results are written under (None: its shard is not
         # this node's). Taken when a scan starts, so a result is written only under the lease
         # it was observed under. None (one node): every target is ours, writes unfenced.
@@ -456,13 +461,22 @@ class ScanPipeline:
     ) -> None:
         """Write the evaluation and its outbox rows in one transaction; tell the notifier."""
         route = channels_for_events(config.notify, evaluation.events, evaluation.findings)
-        applied = await self._store.apply(
-            record, evaluation.state, evaluation.events, evaluation.findings, route, fence=fence
-        )
         name = evaluation.state.name
+        # Decided under the target's lock, which the end of its maintenance also takes: a
+        # scan is held and then summed up, or sent; never held after its summary went out.
+        hold = self._holding is not None and self._holding(name)
+        applied = await self._store.apply(
+            record,
+            evaluation.state,
+            evaluation.events,
+            evaluation.findings,
+            route,
+            fence=fence,
+            hold=hold,
+        )
         self.quiet.pop(name, None)
         self.seen[name] = applied.state
-        if applied.events:
+        if applied.events and not hold:
             self._notifier.outbox_written({c for e in applied.events for c in route(e)})
 
     def _log_recorded(

@@ -7,6 +7,7 @@ model's repr or of an error message; env- and file-based secrets are read only w
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import os
 import re
@@ -65,6 +66,7 @@ from exposuremon.config.fields import (
 from exposuremon.detect import TargetPolicy
 from exposuremon.model import ScanKind, Severity
 from exposuremon.scan import HOT_PORTS, ScanOptions, format_ports
+from exposuremon.schedule import MaintenanceWindow, OneOff, Recurring, parse_cron, parse_zone
 
 
 class _Model(BaseModel):
@@ -490,6 +492,100 @@ class FleetConfig(_Model):
         return host or "node"
 
 
+def parse_rfc3339(value: object) -> dt.datetime:
+    """An RFC 3339 time with its UTC offset: a TOML offset date-time or a string."""
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(
+                f"expected an RFC 3339 time like '2026-12-05T22:00:00+01:00', got {value!r}"
+            ) from None
+    if not isinstance(value, dt.datetime):
+        raise ValueError(
+            f"expected an RFC 3339 time like '2026-12-05T22:00:00+01:00', got {value!r}"
+        )
+    if value.tzinfo is None:
+        raise ValueError(f"needs a UTC offset ('Z' or '+01:00'), got {value.isoformat()!r}")
+    return value
+
+
+def _cron(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a crontab expression like '0 2 * * SUN'")
+    parse_cron(value)
+    return value
+
+
+def _zone_name(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a time zone name like 'Europe/Berlin'")
+    parse_zone(value)
+    return value
+
+
+MaintenanceTime = Annotated[dt.datetime, BeforeValidator(parse_rfc3339)]
+MaintenanceDuration = Annotated[
+    float, BeforeValidator(DurationParser(60.0, 7 * 86400.0, why="shorter than one scan"))
+]
+_ONE_OFF = ("start", "end")
+_RECURRING = ("cron", "duration", "timezone")
+
+
+class MaintenanceConfig(_Model):
+    """`[[maintenance]]`: a window in which events are recorded but notifications held back.
+
+    One-off (`start` and `end`) or recurring (`cron`, `duration`, `timezone`); at its end one
+    summary per target goes out with what is still true (schedule/maintenance.py).
+    """
+
+    targets: tuple[StrictStr, ...] | None = None
+    start: MaintenanceTime | None = None
+    end: MaintenanceTime | None = None
+    cron: Annotated[str, BeforeValidator(_cron)] | None = None
+    duration: MaintenanceDuration | None = None
+    timezone: Annotated[str, BeforeValidator(_zone_name)] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> MaintenanceConfig:
+        once = [k for k in _ONE_OFF if getattr(self, k) is not None]
+        again = [k for k in _RECURRING if getattr(self, k) is not None]
+        if once and again:
+            raise key_error(
+                again[0],
+                f"a window has either {' and '.join(_ONE_OFF)} "
+                f"or {', '.join(_RECURRING)}, not both (start is set)",
+            )
+        if not once and not again:
+            raise key_error("start", "set start and end, or cron, duration and timezone")
+        missing = [k for k in (_ONE_OFF if once else _RECURRING) if getattr(self, k) is None]
+        if missing:
+            raise key_error(missing[0], "required key is missing")
+        if self.start is not None and self.end is not None and self.end <= self.start:
+            raise key_error(
+                "end",
+                f"must be after start (start {self.start.isoformat()!r}, "
+                f"end {self.end.isoformat()!r})",
+            )
+        if self.targets is not None and not self.targets:
+            raise key_error("targets", "empty list; leave the key out for every target")
+        return self
+
+    def window(self, index: int) -> MaintenanceWindow:
+        """The window of the `index`-th `[[maintenance]]` table (key `config/<index>`)."""
+        schedule: OneOff | Recurring
+        if self.start is not None and self.end is not None:
+            schedule = OneOff(self.start.astimezone(dt.UTC), self.end.astimezone(dt.UTC))
+        else:
+            assert self.cron is not None  # the validator demands cron and duration
+            assert self.duration is not None
+            schedule = Recurring(
+                self.cron, dt.timedelta(seconds=self.duration), self.timezone or "UTC"
+            )
+        targets = None if self.targets is None else frozenset(self.targets)
+        return MaintenanceWindow(f"config/{index}", schedule, targets)
+
+
 class Config(_Model):
     """The whole configuration file."""
 
@@ -501,6 +597,7 @@ class Config(_Model):
     fleet: FleetConfig = Field(default_factory=dict, validate_default=True)
     targets: tuple[TargetConfig, ...] = ()
     notify: tuple[NotifyConfig, ...] = ()
+    maintenance: tuple[MaintenanceConfig, ...] = ()
 
     @model_validator(mode="after")
     def _references(self, info: ValidationInfo) -> Config:
@@ -510,12 +607,17 @@ class Config(_Model):
             {
                 "targets": [{"name": t.name} for t in self.targets],
                 "notify": [{"name": n.name, "targets": n.targets} for n in self.notify],
+                "maintenance": [{"targets": m.targets} for m in self.maintenance],
             }
         )
         if problems:
             key, _, message = problems[0].partition(": ")
             raise key_error(key, message)
         return self
+
+    def maintenance_windows(self) -> tuple[MaintenanceWindow, ...]:
+        """The `[[maintenance]]` windows (the API's and the CLI's are in the store)."""
+        return tuple(m.window(i) for i, m in enumerate(self.maintenance))
 
     def target(self, name: str) -> TargetConfig:
         """The target called `name` (KeyError if there is none)."""
@@ -547,12 +649,13 @@ def _cross_check(raw: Mapping[str, Any]) -> list[str]:
             if isinstance(name, str) and name in seen:
                 problems.append(f"{section}[{i}].name: duplicate {kind} name {name!r}")
             seen.add(name)
-    channels = raw.get("notify")
-    for i, channel in enumerate(channels if isinstance(channels, list | tuple) else ()):
-        wanted = channel.get("targets") if isinstance(channel, Mapping) else None
-        for j, name in enumerate(wanted if isinstance(wanted, list | tuple) else ()):
-            if isinstance(name, str) and name not in names["targets"]:
-                problems.append(f"notify[{i}].targets[{j}]: no target named {name!r}")
+    for section in ("notify", "maintenance"):
+        entries = raw.get(section)
+        for i, entry in enumerate(entries if isinstance(entries, list | tuple) else ()):
+            wanted = entry.get("targets") if isinstance(entry, Mapping) else None
+            for j, name in enumerate(wanted if isinstance(wanted, list | tuple) else ()):
+                if isinstance(name, str) and name not in names["targets"]:
+                    problems.append(f"{section}[{i}].targets[{j}]: no target named {name!r}")
     return problems
 
 

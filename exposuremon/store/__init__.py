@@ -26,6 +26,7 @@ from exposuremon.store.leases import (
     Lease,
     LeaseView,
 )
+from exposuremon.store.maintenance import AdHocWindow, HeldNotification
 from exposuremon.store.outbox import Claim, Delivery, Outgoing, Pace, ReminderRule
 from exposuremon.store.queries import (
     FindingCounts,
@@ -40,6 +41,7 @@ __all__ = [
     "DEFAULT_RETENTION",
     "MAX_PAGE",
     "Acquired",
+    "AdHocWindow",
     "Applied",
     "Claim",
     "Delivery",
@@ -51,6 +53,7 @@ __all__ = [
     "GaugeMark",
     "GaugeSnapshot",
     "HeldLease",
+    "HeldNotification",
     "Lease",
     "LeaseView",
     "Outgoing",

@@ -27,6 +27,9 @@ COPIED = (
     schema.events,
     schema.outbox,
     schema.reminders,
+    schema.maintenance_windows,
+    schema.maintenance_held,
+    schema.maintenance_active,
     schema.nodes,
     schema.shard_leases,
 )

@@ -58,7 +58,7 @@ from tests.support.records import scan_record_of
 
 T0 = dt.datetime(2026, 11, 20, 9, 12, 3, 123456, tzinfo=dt.UTC)
 CLOCK = dt.datetime(2026, 11, 26, 3, 14, 7, 654321, tzinfo=dt.UTC)
-HEAD = "0008"
+HEAD = "0011"
 
 
 def at(minutes: float) -> dt.datetime:
@@ -1249,4 +1249,5 @@ def test_migrations_ship_with_the_package() -> None:
         "0006_vantages_and_fleet.py",
         "0007_outbox_claims.py",
         "0008_scan_requests.py",
+        "0011_maintenance_windows.py",
     ]
