@@ -37,7 +37,6 @@ from exposuremon.schedule import (
     JobSpec,
     LateScans,
     MaintenanceWindow,
-    OneOff,
     ScanScheduler,
     SentinelSweeper,
     SweepSpec,
@@ -66,9 +65,8 @@ MAINTENANCE_EVERY = 1.0  # seconds between looks at maintenance windows (starts 
 
 def ad_hoc_window(stored: AdHocWindow) -> MaintenanceWindow:
     """A stored (API or CLI) window as the schedule knows windows: key `api/<id>`."""
-    targets = None if stored.targets is None else frozenset(stored.targets)
-    return MaintenanceWindow(
-        f"api/{stored.id}", OneOff(stored.starts_at, stored.ends_at), targets, stored.reason
+    return MaintenanceWindow.ad_hoc(
+        stored.id, stored.targets, stored.starts_at, stored.ends_at, stored.reason
     )
 
 

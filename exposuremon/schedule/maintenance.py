@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from apscheduler.triggers.cron import CronTrigger
 
 from exposuremon.model import Event, EventType, FindingState, Severity, TargetState
+from exposuremon.units import parse_duration, rfc3339
 
 # Bounds on one recurring window's arithmetic, so that every loop ends: occurrences starting
 # within a duration plus a margin are looked at, at most this many (a cron of every minute
@@ -223,6 +224,70 @@ class MaintenanceWindow:
     def applies_to(self, target: str) -> bool:
         """Whether the window covers `target` at all (at some time)."""
         return self.targets is None or target in self.targets
+
+    @classmethod
+    def ad_hoc(
+        cls,
+        window_id: int,
+        targets: Iterable[str] | None,
+        start: dt.datetime,
+        end: dt.datetime,
+        reason: str = "",
+    ) -> MaintenanceWindow:
+        """A window the API or the CLI added (kept in the store): key `api/<id>`."""
+        names = None if targets is None else frozenset(targets)
+        return cls(f"api/{window_id}", OneOff(start, end), names, reason)
+
+
+# The longest ad-hoc window, and how far ahead one may start: a forgotten window must not
+# silence a target for good.
+MAX_AD_HOC = dt.timedelta(days=30)
+MAX_AHEAD = dt.timedelta(days=365)
+
+
+def ad_hoc_times(
+    start: str | None, end: str | None, duration: str | None, now: dt.datetime
+) -> tuple[dt.datetime, dt.datetime]:
+    """An ad-hoc window's (start, end) from what the API or the CLI was given.
+
+    `start`: RFC 3339, default now. Exactly one of `end` (RFC 3339) and `duration` (`2h`).
+    ValueError starting with the field's name.
+    """
+    begin = now if start is None else _instant("start", start)
+    if (end is None) == (duration is None):
+        raise ValueError("end: give exactly one of end (an RFC 3339 time) and duration (2h)")
+    if duration is not None:
+        try:
+            seconds = parse_duration(duration)
+        except ValueError as exc:
+            raise ValueError(f"duration: {exc}") from None
+        finish = begin + dt.timedelta(seconds=seconds)
+        field = "duration"
+    else:
+        assert end is not None  # one of the two, checked above
+        finish = _instant("end", end)
+        field = "end"
+    if finish <= begin:
+        raise ValueError(f"{field}: the window must end after it starts ({rfc3339(begin)})")
+    if finish <= now:
+        raise ValueError(f"{field}: the window must end in the future (now {rfc3339(now)})")
+    if finish - begin > MAX_AD_HOC:
+        raise ValueError(f"{field}: at most {MAX_AD_HOC.days} days long")
+    if begin - now > MAX_AHEAD:
+        raise ValueError(f"start: at most {MAX_AHEAD.days} days ahead")
+    return begin, finish
+
+
+def _instant(field: str, text: str) -> dt.datetime:
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"{field}: expected an RFC 3339 time like 2026-12-05T22:00:00+01:00, got {text[:64]!r}"
+        ) from None
+    if when.tzinfo is None:
+        raise ValueError(f"{field}: needs a UTC offset ('Z' or '+01:00'), got {text[:64]!r}")
+    return when.astimezone(_UTC)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -7,7 +7,13 @@ from __future__ import annotations
 
 from exposuremon.web.api import Backend
 from exposuremon.web.app import HttpServer, make_app
-from exposuremon.web.views import findings_page, fleet_json, json_time, status_json
+from exposuremon.web.views import (
+    findings_page,
+    fleet_json,
+    json_time,
+    maintenance_json,
+    status_json,
+)
 
 __all__ = [
     "Backend",
@@ -15,6 +21,7 @@ __all__ = [
     "findings_page",
     "fleet_json",
     "json_time",
+    "maintenance_json",
     "make_app",
     "status_json",
 ]
