@@ -569,6 +569,11 @@ class MaintenanceConfig(_Model):
             )
         if self.targets is not None and not self.targets:
             raise key_error("targets", "empty list; leave the key out for every target")
+        if self.cron is not None and self.duration is not None:
+            try:
+                Recurring(self.cron, dt.timedelta(seconds=self.duration), self.timezone or "UTC")
+            except ValueError as exc:
+                raise key_error("duration", f"{exc} (cron {self.cron!r})") from None
         return self
 
     def window(self, index: int) -> MaintenanceWindow:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
+import itertools
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -37,6 +38,9 @@ from exposuremon.units import parse_duration, rfc3339
 MAX_OCCURRENCES = 2_000
 MAX_DURATION = dt.timedelta(days=7)
 MIN_DURATION = dt.timedelta(minutes=1)
+# A recurring window must end before its next start; checked over this many starts.
+GAP_SAMPLE = 500
+_GAP_FROM = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 # How far a wall clock can be from UTC-as-wall: more than any zone's DST shift.
 _WALL_MARGIN = dt.timedelta(hours=3)
 _UTC = dt.UTC
@@ -104,6 +108,17 @@ class Recurring:
         parse_zone(self.timezone)
         if not MIN_DURATION <= self.duration <= MAX_DURATION:
             raise ValueError(f"duration must be from {MIN_DURATION} to {MAX_DURATION}")
+        gap = self.shortest_gap()
+        if gap is not None and self.duration >= gap:
+            raise ValueError(
+                f"duration {self.duration} is not shorter than the time between two starts "
+                f"({gap}): the window would never end"
+            )
+
+    def shortest_gap(self) -> dt.timedelta | None:
+        """The shortest time between two starts among the first GAP_SAMPLE from 2024 (a leap
+        year, its DST nights included); None when fewer than two start in that sample."""
+        return _shortest_gap(self.cron, self.timezone)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -146,6 +161,18 @@ class Recurring:
 
 
 Schedule = OneOff | Recurring
+
+
+@functools.lru_cache(maxsize=256)
+def _shortest_gap(cron: str, timezone: str) -> dt.timedelta | None:
+    # Any duration below the gap will do to list the starts: the gap does not depend on it.
+    probe = Recurring.__new__(Recurring)
+    object.__setattr__(probe, "cron", cron)
+    object.__setattr__(probe, "duration", MIN_DURATION)
+    object.__setattr__(probe, "timezone", timezone)
+    starts = list(itertools.islice(probe.starts_from(_GAP_FROM), GAP_SAMPLE))
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    return min(gaps) if gaps else None
 
 
 @functools.lru_cache(maxsize=256)
