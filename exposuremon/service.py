@@ -542,7 +542,10 @@ class Service:
             events = list({h.event.id: h.event for h in held}.values())
             summary = summarise(events, state)
             send: dict[str, list[int]] = {}
+            configured = {c.name for c in self.config.notify}
             for h in held:
+                if h.channel not in configured:
+                    continue  # a channel removed meanwhile: nothing would deliver it
                 ids = send.setdefault(h.channel, [])
                 if h.event.id in summary.page_events and h.event.id not in ids:
                     ids.append(h.event.id)

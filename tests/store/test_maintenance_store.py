@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from exposuremon.model import Event, EventType, Severity, TargetState
-from exposuremon.store import Store
-from tests.store.test_store import scan_of
+from exposuremon.store import ReminderRule, Store
+from tests.store.test_store import finding, scan_of
 from tests.support.databases import Backend
 
 CLOCK = dt.datetime(2026, 12, 5, 21, 0, tzinfo=dt.UTC)
@@ -130,3 +130,23 @@ async def test_targets_with_held_rows_but_no_record_still_need_an_end(store: Sto
         hold=True,
     )
     assert await store.maintenance_open() == {"q": None}
+
+
+async def test_no_reminders_while_the_target_is_in_maintenance(store: Store) -> None:
+    """A critical open finding is not reminded of while its target is in maintenance; once
+    the maintenance is finished, reminders are queued again."""
+    opened = finding("r", 8080, severity=Severity.CRITICAL, opened_at=T0)
+    state = TargetState(name="r", findings={8080: opened})
+    await store.apply(
+        scan_of("r", T0), state, [event("r", EventType.FINDING_OPENED, 8080)], [opened], []
+    )
+    start = Event(
+        EventType.MAINTENANCE_STARTED, Severity.INFO, "r", T0, "m", details={"window": "api/1"}
+    )
+    await store.start_maintenance([start])
+    rules = [ReminderRule("chat", dt.timedelta(minutes=1), 3)]
+    later = CLOCK + dt.timedelta(hours=1)
+    assert await store.enqueue_reminders(rules, later) == {}
+    ended = Event(EventType.MAINTENANCE_ENDED, Severity.INFO, "r", CLOCK, "maintenance ended")
+    await store.finish_maintenance(ended, [], {})
+    assert await store.enqueue_reminders(rules, later) == {"chat": 1}
