@@ -9,6 +9,7 @@ it as the page.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from exposuremon.model import EventType, FindingState
+from exposuremon.model import Event, EventType, FindingState
 from exposuremon.service import Service
 from tests.e2e.test_notifications import loopback_net, notify_toml
-from tests.support.daemon import running_service, wait_until, write_config
+from tests.support.daemon import all_events, of_type, running_service, wait_until, write_config
 from tests.support.loopback import Listeners
 from tests.support.receivers import Receiver
 
@@ -189,3 +190,60 @@ async def test_a_window_holds_messages_then_sends_one_summary_per_target(
     (end,) = [e for e in events if e["type"] == EventType.MAINTENANCE_ENDED.value]
     assert f"still open: {STAYS}/tcp" in end["summary"]
     assert f"opened and closed again: {COMES_AND_GOES}/tcp" in end["summary"]
+
+
+async def test_a_config_window_starts_and_ends_by_the_clock(tmp_path: Path) -> None:
+    """A [[maintenance]] window of the config: started and ended by time, each recorded as an
+    event for its target only; with nothing held, no message goes out."""
+    net = loopback_net()
+    listeners = Listeners()
+    hook = Receiver("webhook")
+    now = dt.datetime.now(dt.UTC)
+    end = now + dt.timedelta(seconds=8)
+    window = (
+        "[[maintenance]]\n"
+        'targets = ["inside"]\n'
+        f'start = "{now.isoformat()}"\n'
+        f'end = "{end.isoformat()}"\n'
+    )
+    try:
+        for n in (1, 2):
+            listeners.open(f"{net}.{n}", EXPECTED)
+        await hook.start()
+        config = write_config(
+            tmp_path,
+            [
+                {
+                    "name": name,
+                    "address": f"{net}.{n}",
+                    "expected_open": [EXPECTED],
+                    "ports_quick": PORTS,
+                    "ports_full": PORTS,
+                }
+                for n, name in ((1, "inside"), (2, "outside"))
+            ],
+            extra=notify_toml([{"name": "hook", "type": "webhook", "url": hook.url}]) + window,
+        )
+        async with running_service(config) as service:
+            assert service.holding("inside")
+            assert not service.holding("outside")
+
+            async def ended() -> list[Event]:
+                return of_type(
+                    await all_events(service.store, "inside"), EventType.MAINTENANCE_ENDED
+                )
+
+            (event,) = await wait_until(ended, 30, "the window's end recorded")
+            assert event.observed_at >= end
+            started = of_type(
+                await all_events(service.store, "inside"), EventType.MAINTENANCE_STARTED
+            )
+            assert [e.details["window"] for e in started] == ["config/0"]
+            assert event.details["window"] == "config/0"
+            assert not service.holding("inside")
+            outside = await all_events(service.store, "outside")
+            assert of_type(outside, EventType.MAINTENANCE_STARTED) == []
+    finally:
+        listeners.close()
+        await hook.close()
+    assert hook.requests == []
