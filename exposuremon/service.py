@@ -34,13 +34,13 @@ from exposuremon.notify import Notifier, NullNotifier
 from exposuremon.pipeline import ScanPipeline
 from exposuremon.scan import ScanError, Scanner
 from exposuremon.schedule import (
+    ActiveMemo,
     JobSpec,
     LateScans,
     MaintenanceWindow,
     ScanScheduler,
     SentinelSweeper,
     SweepSpec,
-    active_span,
     covering,
     ended_event,
     first_run,
@@ -145,6 +145,7 @@ class Service:
         self._windows: tuple[MaintenanceWindow, ...] = config.maintenance_windows()
         self._in_maintenance: frozenset[str] = frozenset()
         self._maintenance_lock = asyncio.Lock()
+        self._active = ActiveMemo()  # `holding` asks at every scan written
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -486,9 +487,7 @@ class Service:
     def holding(self, target: str) -> bool:
         """Whether `target` is in a maintenance window now: its notifications are held."""
         now = self.clock()
-        return any(
-            w.applies_to(target) and active_span(w.schedule, now) is not None for w in self._windows
-        )
+        return any(w.applies_to(target) and self._active.active(w, now) for w in self._windows)
 
     def maintenance_windows(self) -> tuple[MaintenanceWindow, ...]:
         """The windows in force as of the last look: the config's, then the store's."""

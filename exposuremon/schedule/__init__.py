@@ -21,6 +21,7 @@ from exposuremon.schedule.jobs import (
 )
 from exposuremon.schedule.lateness import LATE_AFTER, LateScans, LateSummary, is_late
 from exposuremon.schedule.maintenance import (
+    ActiveMemo,
     MaintenanceWindow,
     OneOff,
     Recurring,
@@ -54,6 +55,7 @@ __all__ = [
     "FIRST_RUN_WINDOW",
     "LATE_AFTER",
     "REBOOT_FOLLOW_UPS",
+    "ActiveMemo",
     "JobSpec",
     "LateScans",
     "LateSummary",

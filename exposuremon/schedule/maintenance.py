@@ -218,10 +218,14 @@ def active_span(schedule: Schedule, t: dt.datetime) -> tuple[dt.datetime, dt.dat
     start = min(s for s, _ in covering)
     end = max(e for _, e in covering)
     if isinstance(schedule, Recurring):
-        for s in schedule.starts_from(t + _TICK):
-            if s > end:
+        # Occurrences starting before the stretch's end extend it (a start exactly at the end
+        # too: touching occurrences are one stretch). Bounded: each round moves `end` on.
+        lo = t + _TICK
+        for _ in range(MAX_OCCURRENCES):
+            later = schedule.starts(lo, end + _TICK)
+            if not later:
                 break
-            end = max(end, s + schedule.duration)
+            lo, end = end + _TICK, max(end, later[-1] + schedule.duration)
     return start, end
 
 
@@ -315,6 +319,32 @@ def _instant(field: str, text: str) -> dt.datetime:
     if when.tzinfo is None:
         raise ValueError(f"{field}: needs a UTC offset ('Z' or '+01:00'), got {text[:64]!r}")
     return when.astimezone(_UTC)
+
+
+class ActiveMemo:
+    """Whether windows are active at a time, each answer kept until it can change.
+
+    A recurring window's answer costs milliseconds (APScheduler steps through the calendar);
+    the pipeline asks at every scan it writes. An answer holds until the stretch in force
+    ends, or until the next start: only then is it computed again. Pure: `t` is given.
+    """
+
+    LIMIT = 1024  # windows remembered (a reload or new ad-hoc windows bring new ones)
+
+    def __init__(self) -> None:
+        self._known: dict[MaintenanceWindow, tuple[dt.datetime, bool, dt.datetime | None]] = {}
+
+    def active(self, window: MaintenanceWindow, t: dt.datetime) -> bool:
+        """Whether `window` is active at `t`."""
+        known = self._known.get(window)
+        if known is not None and known[0] <= t and (known[2] is None or t < known[2]):
+            return known[1]
+        span = active_span(window.schedule, t)
+        entry = (t, True, span[1]) if span else (t, False, next_start(window.schedule, t))
+        if len(self._known) >= self.LIMIT:
+            self._known.clear()
+        self._known[window] = entry
+        return entry[1]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

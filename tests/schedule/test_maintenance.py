@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from exposuremon.model import Event, EventType, Finding, FindingState, Severity, TargetState
 from exposuremon.schedule import (
+    ActiveMemo,
     MaintenanceWindow,
     OneOff,
     Recurring,
@@ -327,3 +328,15 @@ def test_summary_pages_only_findings_open_at_the_end(
     assert set(summary.came_and_went) == opened - open_ports
     assert set(summary.still_open) <= open_ports
     assert summary.held == len(held)
+
+
+@settings(max_examples=40, deadline=None)
+@given(recurring, st.lists(st.integers(0, 14 * 24 * 60), min_size=1, max_size=30))
+def test_the_memo_answers_as_the_schedule_does(window: Recurring, minutes: list[int]) -> None:
+    """Asked at increasing times, the memo says what active_span says at each."""
+    memo = ActiveMemo()
+    w = MaintenanceWindow("config/0", window)
+    base = dt.datetime(2026, 10, 20, tzinfo=UTC)
+    for m in sorted(minutes):
+        t = base + dt.timedelta(minutes=m)
+        assert memo.active(w, t) == (active_span(window, t) is not None)
