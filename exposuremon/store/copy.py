@@ -27,11 +27,11 @@ COPIED = (
     schema.events,
     schema.outbox,
     schema.reminders,
+    schema.nodes,
+    schema.shard_leases,
     schema.maintenance_windows,
     schema.maintenance_held,
     schema.maintenance_active,
-    schema.nodes,
-    schema.shard_leases,
 )
 BATCH = 5000  # rows per INSERT: bounded memory on a store of millions of events
 
