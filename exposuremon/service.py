@@ -144,6 +144,7 @@ class Service:
         # last look (`maintenance_tick`); and the targets the metric shows in one.
         self._windows: tuple[MaintenanceWindow, ...] = config.maintenance_windows()
         self._in_maintenance: frozenset[str] = frozenset()
+        self._maintenance_shown: frozenset[str] = frozenset()  # targets the gauge has
         self._maintenance_lock = asyncio.Lock()
         self._active = ActiveMemo()  # `holding` asks at every scan written
 
@@ -512,7 +513,7 @@ class Service:
         self._windows = self.config.maintenance_windows() + tuple(map(ad_hoc_window, stored))
         names = [t.name for t in self.config.targets if self.owns(t.name)]
         covered = covering(self._windows, names, now)
-        self._show_maintenance(frozenset(covered))
+        self._show_maintenance(frozenset(covered), frozenset(names))
         recorded = await self.store.maintenance_open()
         plan = transitions(covered, (n for n in recorded if self.owns(n)))
         if plan.starting:
@@ -525,12 +526,18 @@ class Service:
         for name in plan.ending:
             await self._end_maintenance(name, recorded.get(name))
 
-    def _show_maintenance(self, covered: frozenset[str]) -> None:
-        for name in self._in_maintenance - covered:
-            self.metrics.maintenance.remove(name)
-        for name in covered - self._in_maintenance:
-            self.metrics.maintenance.labels(target=name).set(1)
-        self._in_maintenance = covered
+    def _show_maintenance(self, covered: frozenset[str], names: frozenset[str]) -> None:
+        """`exposuremon_maintenance{target}`: 1 in a window, 0 otherwise, for this node's
+        targets; only what changed since the last look is written."""
+        gauge = self.metrics.maintenance
+        for name in self._maintenance_shown - names:
+            gauge.remove(name)
+        for name in names - self._maintenance_shown:
+            gauge.labels(target=name).set(1 if name in covered else 0)
+        kept = names & self._maintenance_shown
+        for name in (covered ^ self._in_maintenance) & kept:
+            gauge.labels(target=name).set(1 if name in covered else 0)
+        self._in_maintenance, self._maintenance_shown = covered, names
 
     async def _end_maintenance(self, name: str, window: str | None) -> None:
         """One target's maintenance ended: its summary message, with what still holds."""

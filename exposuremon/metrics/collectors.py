@@ -109,8 +109,8 @@ class Metrics:
         )
         self.maintenance = Gauge(
             f"{PREFIX}_maintenance",
-            "1 while the target is in a maintenance window (notifications held); absent "
-            "otherwise. Alert rules use it to stay quiet during windows.",
+            "1 while the target is in a maintenance window (notifications held), else 0. "
+            "Alert rules use it to stay quiet during windows.",
             ["target"],
             registry=self.registry,
         )

@@ -175,7 +175,9 @@ async def test_a_window_holds_messages_then_sends_one_summary_per_target(
             await wait_until(settled, 30, "nothing left pending or held")
             listed = await api(service, "GET", "/maintenance")
             assert listed["in_maintenance"] == []
-            assert "exposuremon_maintenance{" not in await metrics_text(service)
+            shown = await metrics_text(service)
+            assert 'exposuremon_maintenance{target="inside"} 0.0' in shown
+            assert 'exposuremon_maintenance{target="outside"} 0.0' in shown
     finally:
         listeners.close()
         await hook.close()
