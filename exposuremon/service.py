@@ -515,7 +515,7 @@ class Service:
         covered = covering(self._windows, names, now)
         self._show_maintenance(frozenset(covered), frozenset(names))
         recorded = await self.store.maintenance_open()
-        plan = transitions(covered, (n for n in recorded if self.owns(n)))
+        plan = transitions(covered, {n: w for n, w in recorded.items() if self.owns(n)})
         if plan.starting:
             events = [started_event(n, key, now) for n, key in sorted(plan.starting.items())]
             saved = await self.store.start_maintenance(events)

@@ -395,16 +395,20 @@ class Transitions:
     ending: tuple[str, ...]
 
 
-def transitions(covered: Mapping[str, MaintenanceWindow], recorded: Iterable[str]) -> Transitions:
-    """Compare the targets in a window now with those the store says are in one.
+def transitions(
+    covered: Mapping[str, MaintenanceWindow], recorded: Mapping[str, str | None]
+) -> Transitions:
+    """Compare the targets in a window now with what the store says.
 
-    `recorded` also names targets with notifications held but no window any more (a window
-    removed from the config, a restart after its end): they end now, so nothing stays held.
+    `recorded`: target -> the window its `maintenance_started` was recorded for, or None for a
+    target that only has held notifications (a scan held in the second before the service's
+    look recorded the start; a window removed from the config; a restart after its end).
+    Covered targets without a recorded start start; every recorded one not covered ends, so
+    nothing stays held.
     """
-    recorded = set(recorded)
     return Transitions(
-        starting={n: w.key for n, w in covered.items() if n not in recorded},
-        ending=tuple(sorted(recorded - covered.keys())),
+        starting={n: w.key for n, w in covered.items() if recorded.get(n) is None},
+        ending=tuple(sorted(n for n in recorded if n not in covered)),
     )
 
 

@@ -207,11 +207,13 @@ def test_covering_names_each_target_in_an_active_window() -> None:
 
 
 def test_transitions_start_new_targets_and_end_those_no_longer_covered() -> None:
-    """Covered but not recorded: starts; recorded (or held) but not covered: ends."""
+    """Covered without a recorded start: starts; recorded (or held) but not covered: ends."""
     w = MaintenanceWindow("api/1", OneOff(at("2026-01-01T00:00:00Z"), at("2026-01-02T00:00:00Z")))
-    plan = transitions({"a": w, "b": w}, ["b", "c"])
-    assert plan.starting == {"a": "api/1"}
+    plan = transitions({"a": w, "b": w, "d": w}, {"b": "api/1", "c": "api/1", "d": None})
+    # d has held rows only (a scan held before the start was recorded): its start is written.
+    assert plan.starting == {"a": "api/1", "d": "api/1"}
     assert plan.ending == ("c",)
+    assert transitions({}, {"e": None}).ending == ("e",)
 
 
 def test_showing_gives_the_stretch_in_force_or_the_next_one() -> None:
