@@ -70,6 +70,9 @@ class ReadOnly:
         """No rate limit seen (nothing scans here)."""
         return None
 
+    def maintenance_changed(self) -> None:
+        """Nothing to act on (the bench only reads)."""
+
 
 async def timed(http: aiohttp.ClientSession, url: str, rounds: int) -> dict[str, Any]:
     """Median and max time of `rounds` GETs (after one warm-up), and the body's size."""

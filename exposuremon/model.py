@@ -62,6 +62,9 @@ class EventType(enum.StrEnum):
     PORT_FLAP_ENDED = "port_flap_ended"
     ADVISORY_MATCHED = "advisory_matched"
     ADVISORY_CLEARED = "advisory_cleared"
+    # Maintenance windows (schedule/maintenance.py): notifications held, then one summary.
+    MAINTENANCE_STARTED = "maintenance_started"
+    MAINTENANCE_ENDED = "maintenance_ended"
 
 
 class ScanKind(enum.StrEnum):

@@ -14,7 +14,8 @@
    its times are written in batches (`flush_quiet`). Anything else goes to the store in one
    transaction (`store.Store.apply`): the state, the findings, the events, and one outbox row
    per event and notification channel (`notify.channels_for_events` picks the channels; a
-   held event gets none).
+   held event gets none). A target in a maintenance window gets its rows held instead
+   (`holding`), for the summary at the window's end (service.py, schedule/maintenance.py).
 7. **notify**: the notifier is told which channels have new outbox rows
    (`notify.Notifier.outbox_written`) and delivers them (`notify/notifier.py`).
 
@@ -218,8 +219,11 @@ class ScanPipeline:
         fence_for: Callable[[str], Fence | None] | None = None,
         degraded: Callable[[], frozenset[str]] = frozenset,
         reprobe: Callable[[str, frozenset[int]], Awaitable[None]] | None = None,
+        holding: Callable[[str], bool] | None = None,
     ) -> None:
         self._config = config  # a callable: a reload replaces the config between scans
+        # Whether a target is in a maintenance window now: its notifications are held.
+        self._holding = holding
         # Fleet mode: the lease a target's results are written under (None: its shard is not
         # this node's). Taken when a scan starts, so a result is written only under the lease
         # it was observed under. None (one node): every target is ours, writes unfenced.
@@ -563,7 +567,7 @@ class ScanPipeline:
         the state this evaluation started from, the store hands `redo` the state stored now
         and writes its outcome instead (returned: the evaluation that was written).
         """
-        route = channels_for_events(config.notify, evaluation.events, evaluation.findings)
+        route = notified_route(config, evaluation.events, evaluation.findings)
         name = evaluation.state.name
         based = self._based.get(name, 0) if self._fence_for is not None else None
         redone: list[tuple[detect.Evaluation, Callable[[Event], list[str]]]] = []
@@ -577,6 +581,9 @@ class ScanPipeline:
             redone.append((ev, routed))
             return ev.state, ev.events, ev.findings, routed
 
+        # Decided under the target's lock, which the end of its maintenance also takes: a
+        # scan is held and then summed up, or sent; never held after its summary went out.
+        hold = self._holding is not None and self._holding(name)
         applied = await self._store.apply(
             record,
             evaluation.state,
@@ -586,6 +593,7 @@ class ScanPipeline:
             fence=fence,
             based_on=based,
             redo=again if redo is not None and based is not None else None,
+            hold=hold,
         )
         if applied.redone:
             evaluation, route = redone[-1]
@@ -594,7 +602,7 @@ class ScanPipeline:
         self._own_stamps[name] = applied.stamp
         if based is not None:
             self._based[name] = applied.stamp
-        if applied.events:
+        if applied.events and not hold:
             self._notifier.outbox_written({c for e in applied.events for c in route(e)})
         return evaluation
 

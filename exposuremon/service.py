@@ -34,14 +34,21 @@ from exposuremon.notify import Notifier, NullNotifier
 from exposuremon.pipeline import ScanPipeline
 from exposuremon.scan import ScanError, Scanner
 from exposuremon.schedule import (
+    ActiveMemo,
     JobSpec,
     LateScans,
+    MaintenanceWindow,
     ScanScheduler,
     SentinelSweeper,
     SweepSpec,
+    covering,
+    ended_event,
     first_run,
+    started_event,
+    summarise,
+    transitions,
 )
-from exposuremon.store import Store, StoreError
+from exposuremon.store import AdHocWindow, Store, StoreError
 from exposuremon.systemd import SystemdNotifier, service_status
 from exposuremon.units import utcnow
 from exposuremon.web import HttpServer, make_app
@@ -53,6 +60,14 @@ STATUS_EVERY = 60.0  # seconds between STATUS= updates to systemd
 LATE_SUMMARY_EVERY = 60.0  # seconds between log summaries of late scans
 CHANGES_EVERY = 1.0  # seconds between looks for targets another process wrote (acks)
 TAKEOVER_SPREAD = 5.0  # seconds over which the overdue sentinel scans of gained targets start
+MAINTENANCE_EVERY = 1.0  # seconds between looks at maintenance windows (starts and ends)
+
+
+def ad_hoc_window(stored: AdHocWindow) -> MaintenanceWindow:
+    """A stored (API or CLI) window as the schedule knows windows: key `api/<id>`."""
+    return MaintenanceWindow.ad_hoc(
+        stored.id, stored.targets, stored.starts_at, stored.ends_at, stored.reason
+    )
 
 
 class StartError(RuntimeError):
@@ -125,6 +140,13 @@ class Service:
         # Chat delivery (notify/notifier.py): a real worker once the store is open.
         self.notifications: Notifier | NullNotifier = NullNotifier()
         self._session: aiohttp.ClientSession | None = None
+        # Maintenance windows in force: the config's and the store's (ad-hoc) ones, as of the
+        # last look (`maintenance_tick`); and the targets the metric shows in one.
+        self._windows: tuple[MaintenanceWindow, ...] = config.maintenance_windows()
+        self._in_maintenance: frozenset[str] = frozenset()
+        self._maintenance_shown: frozenset[str] = frozenset()  # targets the gauge has
+        self._maintenance_lock = asyncio.Lock()
+        self._active = ActiveMemo()  # `holding` asks at every scan written
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -177,6 +199,7 @@ class Service:
             stopping=self._stop_requested.is_set,
             fence_for=None if leases is None else leases.fence_for,
             reprobe=None if leases is None else self._request_reprobe,
+            holding=self.holding,
         )
         app = make_app(self.metrics.registry, self, state=self.state_metrics)
         self._http = HttpServer(app, self.config.http.host, self.config.http.port)
@@ -190,6 +213,8 @@ class Service:
         await self._pipeline.preload([t.name for t in self.config.targets])
         last_scans = await self._store.last_scans()
         self._owned = self._owned_now()
+        # Before the first scan: windows of the store, and ends missed while stopped.
+        await self.maintenance_tick()
         jobs, sweeps = self._schedules(self.config, self._owned)
         self._sweeper.sync(sweeps, self._first_sentinels(last_scans))
         self._sweeper.start()
@@ -200,6 +225,7 @@ class Service:
         self._scheduler.add_maintenance(self.refresh_status, interval=STATUS_EVERY)
         self._scheduler.add_maintenance(self.report_late, interval=LATE_SUMMARY_EVERY)
         self._scheduler.add_maintenance(self.refresh_changed, interval=CHANGES_EVERY)
+        self._scheduler.add_maintenance(self.maintenance_tick, interval=MAINTENANCE_EVERY)
         self._ready = True
         self._started = True
         if self._leases is not None:
@@ -457,6 +483,91 @@ class Service:
         counts = await self.store.prune(cutoff)
         if any(counts.values()):
             self.log.info("pruned", **counts)
+
+    # -- maintenance windows (schedule/maintenance.py) ----------------------------------
+
+    def holding(self, target: str) -> bool:
+        """Whether `target` is in a maintenance window now: its notifications are held."""
+        now = self.clock()
+        return any(w.applies_to(target) and self._active.active(w, now) for w in self._windows)
+
+    def maintenance_windows(self) -> tuple[MaintenanceWindow, ...]:
+        """The windows in force as of the last look: the config's, then the store's."""
+        return self._windows
+
+    def maintenance_changed(self) -> None:
+        """A window was added or ended (API): look now rather than at the next tick."""
+        if self._started and not self._stop_requested.is_set():
+            self._jobs_add(asyncio.get_running_loop().create_task(self.maintenance_tick()))
+
+    async def maintenance_tick(self) -> None:
+        """Start and end targets' maintenance as the windows say (events, summaries)."""
+        try:
+            async with self._maintenance_lock:  # a tick and an API poke do not overlap
+                await self._maintenance_tick()
+        except StoreError as exc:  # the next tick tries again; held rows stay held
+            self.log.warning("could not look at maintenance windows", error=str(exc))
+
+    async def _maintenance_tick(self) -> None:
+        now = self.clock()
+        stored = await self.store.maintenance_windows(ending_after=now)
+        self._windows = self.config.maintenance_windows() + tuple(map(ad_hoc_window, stored))
+        names = [t.name for t in self.config.targets if self.owns(t.name)]
+        covered = covering(self._windows, names, now)
+        self._show_maintenance(frozenset(covered), frozenset(names))
+        recorded = await self.store.maintenance_open()
+        plan = transitions(covered, {n: w for n, w in recorded.items() if self.owns(n)})
+        if plan.starting:
+            events = [started_event(n, key, now) for n, key in sorted(plan.starting.items())]
+            saved = await self.store.start_maintenance(events)
+            for event in saved:
+                self.log.info(
+                    "maintenance started", target=event.target, window=event.details.get("window")
+                )
+        for name in plan.ending:
+            await self._end_maintenance(name, recorded.get(name))
+
+    def _show_maintenance(self, covered: frozenset[str], names: frozenset[str]) -> None:
+        """`exposuremon_maintenance{target}`: 1 in a window, 0 otherwise, for this node's
+        targets; only what changed since the last look is written."""
+        gauge = self.metrics.maintenance
+        for name in self._maintenance_shown - names:
+            gauge.remove(name)
+        for name in names - self._maintenance_shown:
+            gauge.labels(target=name).set(1 if name in covered else 0)
+        kept = names & self._maintenance_shown
+        for name in (covered ^ self._in_maintenance) & kept:
+            gauge.labels(target=name).set(1 if name in covered else 0)
+        self._in_maintenance, self._maintenance_shown = covered, names
+
+    async def _end_maintenance(self, name: str, window: str | None) -> None:
+        """One target's maintenance ended: its summary message, with what still holds."""
+        # Under the target's lock: no scan holds a row after the summary took the others.
+        async with self.pipeline.target_lock(name):
+            held = await self.store.held_notifications(name)
+            state = await self.store.load_state(name)
+            events = list({h.event.id: h.event for h in held}.values())
+            summary = summarise(events, state)
+            send: dict[str, list[int]] = {}
+            configured = {c.name for c in self.config.notify}
+            for h in held:
+                if h.channel not in configured:
+                    continue  # a channel removed meanwhile: nothing would deliver it
+                ids = send.setdefault(h.channel, [])
+                if h.event.id in summary.page_events and h.event.id not in ids:
+                    ids.append(h.event.id)
+            ended = ended_event(name, window, self.clock(), summary)
+            await self.store.finish_maintenance(ended, [h.id for h in held], send)
+        if send:
+            self.notifications.outbox_written(send)
+        self.log.info(
+            "maintenance ended",
+            target=name,
+            window=window,
+            held=summary.held,
+            still_open=list(summary.still_open),
+            came_and_went=list(summary.came_and_went),
+        )
 
     # -- scanning --------------------------------------------------------------------------
 

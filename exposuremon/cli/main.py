@@ -266,7 +266,7 @@ def _scan_with_progress(
 
 def _add_daemon_commands() -> None:
     # Imported here so that `exposuremon scan` does not pay for the daemon's imports.
-    from exposuremon.cli import daemon_commands, store_commands
+    from exposuremon.cli import daemon_commands, maintenance_commands, store_commands
 
     for command in (
         daemon_commands.run,
@@ -277,6 +277,7 @@ def _add_daemon_commands() -> None:
         daemon_commands.notify_test,
         daemon_commands.export,
         daemon_commands.fleet,
+        maintenance_commands.maintenance,
         store_commands.migrate_store,
     ):
         cli.add_command(command)

@@ -7,6 +7,7 @@ model's repr or of an error message; env- and file-based secrets are read only w
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import os
 import re
@@ -14,7 +15,7 @@ import socket
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -71,6 +72,7 @@ from exposuremon.detect import TargetPolicy
 from exposuremon.flap import FlapPolicy
 from exposuremon.model import ScanKind, Severity
 from exposuremon.scan import HOT_PORTS, ScanOptions, format_ports
+from exposuremon.schedule import MaintenanceWindow, OneOff, Recurring, parse_cron, parse_zone
 
 
 class _Model(BaseModel):
@@ -572,6 +574,105 @@ class _AdvisoriesFile(_Model):
     advisories: tuple[AdvisoryConfig, ...] = ()
 
 
+def parse_rfc3339(value: object) -> dt.datetime:
+    """An RFC 3339 time with its UTC offset: a TOML offset date-time or a string."""
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(
+                f"expected an RFC 3339 time like '2026-12-05T22:00:00+01:00', got {value!r}"
+            ) from None
+    if not isinstance(value, dt.datetime):
+        raise ValueError(
+            f"expected an RFC 3339 time like '2026-12-05T22:00:00+01:00', got {value!r}"
+        )
+    if value.tzinfo is None:
+        raise ValueError(f"needs a UTC offset ('Z' or '+01:00'), got {value.isoformat()!r}")
+    return value
+
+
+def _cron(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a crontab expression like '0 2 * * SUN'")
+    parse_cron(value)
+    return value
+
+
+def _zone_name(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a time zone name like 'Europe/Berlin'")
+    parse_zone(value)
+    return value
+
+
+MaintenanceTime = Annotated[dt.datetime, BeforeValidator(parse_rfc3339)]
+MaintenanceDuration = Annotated[
+    float, BeforeValidator(DurationParser(60.0, 7 * 86400.0, why="shorter than one scan"))
+]
+_ONE_OFF = ("start", "end")
+_RECURRING = ("cron", "duration", "timezone")
+
+
+class MaintenanceConfig(_Model):
+    """`[[maintenance]]`: a window in which events are recorded but notifications held back.
+
+    One-off (`start` and `end`) or recurring (`cron`, `duration`, `timezone`); at its end one
+    summary per target goes out with what is still true (schedule/maintenance.py).
+    """
+
+    targets: tuple[StrictStr, ...] | None = None
+    start: MaintenanceTime | None = None
+    end: MaintenanceTime | None = None
+    cron: Annotated[str, BeforeValidator(_cron)] | None = None
+    duration: MaintenanceDuration | None = None
+    timezone: Annotated[str, BeforeValidator(_zone_name)] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> MaintenanceConfig:
+        once = [k for k in _ONE_OFF if getattr(self, k) is not None]
+        again = [k for k in _RECURRING if getattr(self, k) is not None]
+        if once and again:
+            raise key_error(
+                again[0],
+                f"a window has either {' and '.join(_ONE_OFF)} "
+                f"or {', '.join(_RECURRING)}, not both (start is set)",
+            )
+        if not once and not again:
+            raise key_error("start", "set start and end, or cron, duration and timezone")
+        missing = [k for k in (_ONE_OFF if once else _RECURRING) if getattr(self, k) is None]
+        if missing:
+            raise key_error(missing[0], "required key is missing")
+        if self.start is not None and self.end is not None and self.end <= self.start:
+            raise key_error(
+                "end",
+                f"must be after start (start {self.start.isoformat()!r}, "
+                f"end {self.end.isoformat()!r})",
+            )
+        if self.targets is not None and not self.targets:
+            raise key_error("targets", "empty list; leave the key out for every target")
+        if self.cron is not None and self.duration is not None:
+            try:
+                Recurring(self.cron, dt.timedelta(seconds=self.duration), self.timezone or "UTC")
+            except ValueError as exc:
+                raise key_error("duration", f"{exc} (cron {self.cron!r})") from None
+        return self
+
+    def window(self, index: int) -> MaintenanceWindow:
+        """The window of the `index`-th `[[maintenance]]` table (key `config/<index>`)."""
+        schedule: OneOff | Recurring
+        if self.start is not None and self.end is not None:
+            schedule = OneOff(self.start.astimezone(dt.UTC), self.end.astimezone(dt.UTC))
+        else:
+            assert self.cron is not None  # the validator demands cron and duration
+            assert self.duration is not None
+            schedule = Recurring(
+                self.cron, dt.timedelta(seconds=self.duration), self.timezone or "UTC"
+            )
+        targets = None if self.targets is None else frozenset(self.targets)
+        return MaintenanceWindow(f"config/{index}", schedule, targets)
+
+
 class Config(_Model):
     """The whole configuration file."""
 
@@ -584,6 +685,7 @@ class Config(_Model):
     targets: tuple[TargetConfig, ...] = ()
     notify: tuple[NotifyConfig, ...] = ()
     advisories: tuple[AdvisoryConfig, ...] = ()
+    maintenance: tuple[MaintenanceConfig, ...] = ()
 
     @model_validator(mode="after")
     def _references(self, info: ValidationInfo) -> Config:
@@ -593,6 +695,7 @@ class Config(_Model):
             {
                 "targets": [{"name": t.name, "address": t.address} for t in self.targets],
                 "notify": [{"name": n.name, "targets": n.targets} for n in self.notify],
+                "maintenance": [{"targets": m.targets} for m in self.maintenance],
             }
         )
         if problems:
@@ -614,9 +717,19 @@ class Config(_Model):
             return config
         targets, members_of = _expand(config.targets)
         notify = tuple(
-            _notify_expanded(i, n, targets, members_of) for i, n in enumerate(config.notify)
+            _targets_expanded(f"notify[{i}]", n, targets, members_of)
+            for i, n in enumerate(config.notify)
         )
-        return config.model_copy(update={"targets": targets, "notify": notify})
+        maintenance = tuple(
+            _targets_expanded(f"maintenance[{i}]", m, targets, members_of)
+            for i, m in enumerate(config.maintenance)
+        )
+        update = {"targets": targets, "notify": notify, "maintenance": maintenance}
+        return config.model_copy(update=update)
+
+    def maintenance_windows(self) -> tuple[MaintenanceWindow, ...]:
+        """The `[[maintenance]]` windows (the API's and the CLI's are in the store)."""
+        return tuple(m.window(i) for i, m in enumerate(self.maintenance))
 
     def target(self, name: str) -> TargetConfig:
         """The target called `name` (KeyError if there is none)."""
@@ -673,25 +786,29 @@ def _expand(
     return tuple(targets), members_of
 
 
-def _notify_expanded(
-    index: int,
-    channel: NotifyConfig,
+_Entry = TypeVar("_Entry", "NotifyConfig", "MaintenanceConfig")
+
+
+def _targets_expanded(
+    where: str,
+    entry: _Entry,
     targets: tuple[TargetConfig, ...],
     members_of: Mapping[str, tuple[str, ...]],
-) -> NotifyConfig:
-    """A channel's `targets` with a range entry's name standing for all of its targets."""
-    if channel.targets is None:
-        return channel
+) -> _Entry:
+    """A channel's or window's `targets` with a range entry's name standing for all of its
+    targets (`where`: the entry's key path, for errors)."""
+    if entry.targets is None:
+        return entry
     known = {t.name for t in targets}
     wanted: list[str] = []
-    for j, name in enumerate(channel.targets):
+    for j, name in enumerate(entry.targets):
         if name in members_of:
             wanted += members_of[name]
         elif name in known:
             wanted.append(name)
         else:
-            raise key_error(f"notify[{index}].targets[{j}]", f"no target named {name!r}")
-    return channel.model_copy(update={"targets": tuple(dict.fromkeys(wanted))})
+            raise key_error(f"{where}.targets[{j}]", f"no target named {name!r}")
+    return entry.model_copy(update={"targets": tuple(dict.fromkeys(wanted))})
 
 
 def _cross_check(raw: Mapping[str, Any], extra: Iterable[TargetConfig] = ()) -> list[str]:
@@ -743,14 +860,16 @@ def _cross_check(raw: Mapping[str, Any], extra: Iterable[TargetConfig] = ()) -> 
         and isinstance(entry.get("address"), str)
         and is_range(entry["address"])
     ]
-    channels = raw.get("notify")
-    for i, channel in enumerate(channels if isinstance(channels, list | tuple) else ()):
-        wanted = channel.get("targets") if isinstance(channel, Mapping) else None
-        for j, name in enumerate(wanted if isinstance(wanted, list | tuple) else ()):
-            if not isinstance(name, str) or name in names["targets"]:
-                continue
-            if not any(isinstance(r, str) and name.startswith(f"{r}-") for r in ranges):
-                problems.append(f"notify[{i}].targets[{j}]: no target named {name!r}")
+    # A channel or a maintenance window may name a range entry or one of its targets.
+    for section in ("notify", "maintenance"):
+        entries = raw.get(section)
+        for i, entry in enumerate(entries if isinstance(entries, list | tuple) else ()):
+            wanted = entry.get("targets") if isinstance(entry, Mapping) else None
+            for j, name in enumerate(wanted if isinstance(wanted, list | tuple) else ()):
+                if not isinstance(name, str) or name in names["targets"]:
+                    continue
+                if not any(isinstance(r, str) and name.startswith(f"{r}-") for r in ranges):
+                    problems.append(f"{section}[{i}].targets[{j}]: no target named {name!r}")
     return problems
 
 

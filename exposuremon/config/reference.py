@@ -44,6 +44,9 @@ _PARSER_TYPES = {
     "parse_share": "share 0.1-1",
     "parse_jitter": 'fraction (`0.1`) or percentage (`"10%"`), at most 0.5',
     "parse_severity": '`"info"`, `"warning"` or `"critical"`',
+    "parse_rfc3339": "RFC 3339 time with offset (TOML date-time or string)",
+    "_cron": 'crontab expression (`"0 2 * * SUN"`, weekdays as names)',
+    "_zone_name": 'IANA time zone (`"Europe/Berlin"`)',
 }
 _KEY = re.compile(r"^[#\s]*([A-Za-z_][A-Za-z0-9_]*) = ")
 _HEADER = re.compile(r"^[#\s]*\[\[?([A-Za-z_][A-Za-z0-9_.]*)\]\]?\s*$")
@@ -233,7 +236,7 @@ def render(example_text: str | None = None) -> str:
         "`secret_env`, and `[store] url_env` names the one holding the database URL.",
     ]
     for table, model, keys in _sections(Config, ""):
-        array = table in ("targets", "notify", "advisories")
+        array = table in ("targets", "notify", "advisories", "maintenance")
         header = f"[[{table}]]" if array else f"[{table}]"
         intro = (model.__doc__ or "").strip().splitlines()[0]
         intro = re.sub(r"^`[^`]*`:\s*", "", intro)

@@ -108,6 +108,13 @@ class Metrics:
             ["target"],
             registry=self.registry,
         )
+        self.maintenance = Gauge(
+            f"{PREFIX}_maintenance",
+            "1 while the target is in a maintenance window (notifications held), else 0. "
+            "Alert rules use it to stay quiet during windows.",
+            ["target"],
+            registry=self.registry,
+        )
         # Fleet mode (docs/fleet.md): the lease keeper sets the first four, whoever catches
         # a FencedWrite counts it.
         self.shards_held = Gauge(

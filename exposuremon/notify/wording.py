@@ -141,6 +141,8 @@ def _events(message: Message) -> Digest:
         sections[-1] = dataclasses.replace(sections[-1], heading="Changes")
     tone = _tone(message.severity, events)
     what = _headline(reopened, new, shown, reboot)
+    if (reopened or new) and any(e.type is E.MAINTENANCE_ENDED for e in events):
+        what += ", held during maintenance"  # the summary at a window's end pages them now
     sev = f" — {message.severity.label}" if message.severity >= Severity.WARNING else ""
     return Digest(
         kind=message.kind,

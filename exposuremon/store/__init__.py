@@ -26,6 +26,7 @@ from exposuremon.store.leases import (
     Lease,
     LeaseView,
 )
+from exposuremon.store.maintenance import AdHocWindow, HeldNotification
 from exposuremon.store.outbox import Claim, Delivery, Outgoing, Pace, ReminderRule
 from exposuremon.store.queries import (
     FindingCounts,
@@ -41,6 +42,7 @@ __all__ = [
     "DEFAULT_RETENTION",
     "MAX_PAGE",
     "Acquired",
+    "AdHocWindow",
     "Applied",
     "Claim",
     "Delivery",
@@ -52,6 +54,7 @@ __all__ = [
     "GaugeMark",
     "GaugeSnapshot",
     "HeldLease",
+    "HeldNotification",
     "Lease",
     "LeaseView",
     "Outgoing",

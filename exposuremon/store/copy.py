@@ -29,6 +29,9 @@ COPIED = (
     schema.reminders,
     schema.nodes,
     schema.shard_leases,
+    schema.maintenance_windows,
+    schema.maintenance_held,
+    schema.maintenance_active,
 )
 BATCH = 5000  # rows per INSERT: bounded memory on a store of millions of events
 

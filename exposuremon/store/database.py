@@ -43,7 +43,7 @@ from exposuremon.model import (
     TargetState,
     TargetStatus,
 )
-from exposuremon.store import leases, outbox, queries, schema
+from exposuremon.store import leases, maintenance, outbox, queries, schema
 from exposuremon.units import utcnow
 
 if TYPE_CHECKING:
@@ -662,6 +662,7 @@ class Store:
         fence: leases.Fence | None = None,
         based_on: int | None = None,
         redo: Redo | None = None,
+        hold: bool = False,
     ) -> Applied:
         """Save one scan's result in one transaction: scan, state, findings, events, outbox.
 
@@ -679,7 +680,8 @@ class Store:
         are saved too when they differ from the stored ones. Port events without a finding id
         are linked to that port's finding. `channels` names the notification channels of
         every event, or is a function naming them per (saved) event. Returns what was stored,
-        ids filled in.
+        ids filled in. With `hold` (the target is in maintenance) the rows the outbox would
+        get are held instead (`maintenance_held`), until the summary at the window's end.
         """
         route = channels if callable(channels) else (lambda _e, names=tuple(channels): names)
         name = outcome_state.name
@@ -708,7 +710,10 @@ class Store:
             await queries.update_target(conn, state)
             seq = await queries.stamp(conn, name, times=True)
             saved = await queries.insert_events(conn, events, scan_id, state, changed)
-            await queries.insert_outbox(conn, saved, route, str(scan_id), now)
+            if hold:
+                await maintenance.hold(conn, saved, route, now)
+            else:
+                await queries.insert_outbox(conn, saved, route, str(scan_id), now)
         return Applied(
             scan_id=scan_id,
             event_ids=tuple(e.id for e in saved if e.id is not None),
@@ -899,7 +904,8 @@ class Store:
         cut = schema.to_micros(older_than, "older_than")
         o, e = schema.outbox, schema.events
         pending = sa.select(o.c.event_id).where(o.c.status == DeliveryStatus.PENDING)
-        old = sa.and_(e.c.observed_at < cut, e.c.id.not_in(pending))
+        held = sa.select(schema.maintenance_held.c.event_id)  # awaiting a window's end
+        old = sa.and_(e.c.observed_at < cut, e.c.id.not_in(pending), e.c.id.not_in(held))
         async with self._write("prune") as conn:
             # Delivered or dead outbox rows go with their events (they reference them).
             outbox_n = await conn.execute(
@@ -953,6 +959,59 @@ class Store:
         query = query.where(schema.outbox.c.status == DeliveryStatus.PENDING)
         async with self._read("count outbox") as conn:
             return int((await conn.execute(query)).scalar_one())
+
+    # ------------------------------------------------- maintenance windows (maintenance.py)
+
+    async def add_maintenance(
+        self, targets: Sequence[str] | None, start: dt.datetime, end: dt.datetime, reason: str
+    ) -> maintenance.AdHocWindow:
+        """Keep an ad-hoc maintenance window (None: every target); ValueError unless end > start."""
+        if end <= start:
+            raise ValueError("end must be after start")
+        async with self._write("add a maintenance window") as conn:
+            return await maintenance.add_window(conn, targets, start, end, reason, self._clock())
+
+    async def maintenance_windows(
+        self, ending_after: dt.datetime | None = None
+    ) -> list[maintenance.AdHocWindow]:
+        """The ad-hoc windows that end after `ending_after` (all of them for None), by start."""
+        async with self._read("list maintenance windows") as conn:
+            return await maintenance.windows(conn, ending_after)
+
+    async def end_maintenance(self, window_id: int, now: dt.datetime) -> maintenance.AdHocWindow:
+        """End an ad-hoc window at `now`: LookupError if unknown, ValueError if it is over."""
+        async with self._write(f"end maintenance window #{window_id}") as conn:
+            return await maintenance.end_window(conn, window_id, now)
+
+    async def maintenance_open(self) -> dict[str, str | None]:
+        """Targets recorded in maintenance (-> the window's key) or with notifications held
+        (-> None when not recorded): each still needs the end of its maintenance processed."""
+        async with self._read("targets in maintenance") as conn:
+            return await maintenance.open_targets(conn)
+
+    async def start_maintenance(self, events: Sequence[Event]) -> list[Event]:
+        """Record targets entering maintenance with their `maintenance_started` events (one
+        each; targets already recorded are skipped). Returns the events saved."""
+        if not events:
+            return []
+        now = schema.to_micros(self._clock(), "clock")
+        async with self._write(f"start maintenance of {len(events)} targets") as conn:
+            return await maintenance.start(conn, events, now)
+
+    async def held_notifications(self, target: str) -> list[maintenance.HeldNotification]:
+        """The notifications of `target` held during maintenance, oldest first."""
+        async with self._read(f"held notifications of {target}") as conn:
+            return await maintenance.held(conn, target)
+
+    async def finish_maintenance(
+        self, ended: Event, held_ids: Sequence[int], send: Mapping[str, Sequence[int]]
+    ) -> Event:
+        """End a target's maintenance in one transaction: its `maintenance_ended` event, the
+        summary message (per channel of `send`: `ended` plus the event ids named), the held
+        rows `held_ids` gone. Returns `ended` saved."""
+        now = schema.to_micros(self._clock(), "clock")
+        async with self._write(f"finish maintenance of {ended.target}") as conn:
+            return await maintenance.finish(conn, ended, held_ids, send, now)
 
     # ---------------------------------------------------- notification outbox (outbox.py)
 

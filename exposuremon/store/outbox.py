@@ -476,7 +476,8 @@ async def enqueue_reminders(
     """Queue the reminders due at `now`, one message per channel and target; count per channel.
 
     A reminder is due for a critical open finding when `every` has passed since it opened or
-    since its last reminder on that channel, and fewer than `max_count` were sent. A finding
+    since its last reminder on that channel, and fewer than `max_count` were sent; not while
+    its target is in a maintenance window. A finding
     seen acknowledged gets a fresh count, so one whose acknowledgement expires is announced
     again at once.
     """
@@ -507,6 +508,8 @@ async def enqueue_reminders(
         )
         if rule.targets is not None:
             query = query.where(f.c.target.in_(list(rule.targets)))
+        # A target in a maintenance window is not reminded of: its notifications are held.
+        query = query.where(f.c.target.not_in(sa.select(schema.maintenance_active.c.target)))
         due = (await conn.execute(query)).all()
         if not due:
             continue

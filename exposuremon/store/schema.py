@@ -307,6 +307,47 @@ scan_requests = sa.Table(
     sqlite_autoincrement=True,
 )
 
+# Added by migration 0011: maintenance windows (docs/architecture.md "Maintenance windows").
+# Windows added by the API or the CLI (the config's [[maintenance]] windows are not stored);
+# ending one early sets `ends_at` to then and `ended_early_at`.
+maintenance_windows = sa.Table(
+    "maintenance_windows",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("targets", sa.JSON(none_as_null=True)),  # [name, ...]; NULL: every target
+    sa.Column("starts_at", _Time, nullable=False),
+    sa.Column("ends_at", _Time, nullable=False),
+    sa.Column("reason", _Text, nullable=False),
+    sa.Column("created_at", _Time, nullable=False),
+    sa.Column("ended_early_at", _Time),
+    sa.Index(None, "ends_at"),
+    sqlite_autoincrement=True,
+)
+# Notifications held back while their target is in maintenance: one row per event and channel
+# that the outbox would have had. Durable, so a restart during a window loses none of them;
+# the summary at the window's end takes them (and deletes them) in one transaction.
+maintenance_held = sa.Table(
+    "maintenance_held",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("target", _Text, nullable=False),
+    sa.Column("channel", _Text, nullable=False),
+    sa.Column("event_id", sa.Integer, sa.ForeignKey("events.id"), nullable=False),
+    sa.Column("held_at", _Time, nullable=False),
+    sa.Index(None, "target"),
+    sa.Index(None, "event_id"),
+    sqlite_autoincrement=True,
+)
+# The targets in maintenance as the service last recorded it (its `maintenance_started` was
+# written): the window's key and since when.
+maintenance_active = sa.Table(
+    "maintenance_active",
+    metadata,
+    sa.Column("target", _Text, primary_key=True),
+    sa.Column("window", _Text, nullable=False),
+    sa.Column("since", _Time, nullable=False),
+)
+
 Row = Mapping[Any, Any]  # a result row's mapping (SQLAlchemy also accepts columns as keys)
 ACTIVE_STATES = (FindingState.OPEN.value, FindingState.ACKED.value)
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)

@@ -9,7 +9,13 @@ from __future__ import annotations
 from exposuremon.web.api import Backend
 from exposuremon.web.app import HttpServer, make_app
 from exposuremon.web.export import EXPORT_FORMATS, export_document
-from exposuremon.web.views import findings_page, fleet_json, json_time, status_json
+from exposuremon.web.views import (
+    findings_page,
+    fleet_json,
+    json_time,
+    maintenance_json,
+    status_json,
+)
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -19,6 +25,7 @@ __all__ = [
     "findings_page",
     "fleet_json",
     "json_time",
+    "maintenance_json",
     "make_app",
     "status_json",
 ]

@@ -31,6 +31,7 @@ from exposuremon.model import (
     TargetState,
     TargetStatus,
 )
+from exposuremon.schedule import MaintenanceWindow, ad_hoc_times, showing
 from exposuremon.store import MAX_PAGE, Store, StoreError
 from exposuremon.units import parse_duration, utcnow
 from exposuremon.web.views import (
@@ -40,6 +41,7 @@ from exposuremon.web.views import (
     finding_json,
     findings_page,
     fleet_json,
+    maintenance_json,
     status_json,
     target_status_json,
     targets_page,
@@ -59,6 +61,7 @@ NOTIFICATIONS_PARAMS = frozenset({"status", "channel", "limit", "cursor"})
 TARGETS_PARAMS = frozenset({"status", "has_findings", "limit", "cursor"})
 TARGET_STATUSES = (*(s.value for s in TargetStatus), NEVER_SCANNED)
 ACK_KEYS = frozenset({"until", "reason"})
+MAINTENANCE_KEYS = frozenset({"targets", "start", "end", "duration", "reason"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -91,6 +94,10 @@ class Backend(Protocol):
 
     def connection_rate(self, target: str) -> float | None:
         """New connections/s the target accepts, where scans found it limits them; else None."""
+        ...
+
+    def maintenance_changed(self) -> None:
+        """A maintenance window was added or ended: act on it now, not at the next look."""
         ...
 
 
@@ -312,6 +319,84 @@ def parse_ack_body(raw: bytes, now: dt.datetime) -> tuple[dt.datetime, str]:
         raise BadRequest("until", str(exc)) from None
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class MaintenanceRequest:
+    """A `POST /api/v1/maintenance` body, checked."""
+
+    targets: tuple[str, ...] | None  # None: every target
+    start: dt.datetime
+    end: dt.datetime
+    reason: str
+
+
+def parse_maintenance_body(
+    raw: bytes, now: dt.datetime, known: Iterable[str]
+) -> MaintenanceRequest:
+    """`{"targets": [...], "start": RFC 3339, "end": RFC 3339 | "duration": "2h", "reason"}`.
+
+    `targets` (default: every target) must name configured targets; `start` defaults to now;
+    exactly one of `end` and `duration`; `reason` is required (the rule of acks' reasons).
+    """
+    example = '{"targets": ["router"], "duration": "2h", "reason": "firmware update"}'
+    try:
+        doc = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise BadRequest("body", f"must be JSON: {example}") from None
+    if not isinstance(doc, dict):
+        raise BadRequest("body", f"must be a JSON object: {example}")
+    for key in doc:
+        if key not in MAINTENANCE_KEYS:
+            known_keys = ", ".join(sorted(MAINTENANCE_KEYS))
+            raise BadRequest(shown(key), f"unknown key (known: {known_keys})")
+    texts: dict[str, str | None] = {}
+    for key in ("start", "end", "duration"):
+        value = doc.get(key)
+        if value is not None and not isinstance(value, str):
+            raise BadRequest(key, "must be a string")
+        if value is not None and len(value) > MAX_VALUE:
+            raise BadRequest(key, f"longer than {MAX_VALUE} characters")
+        texts[key] = value
+    targets = doc.get("targets")
+    names: tuple[str, ...] | None = None
+    if targets is not None:
+        if not isinstance(targets, list) or not targets:
+            raise BadRequest(
+                "targets",
+                "must be a non-empty list of target names (leave it out for every target)",
+            )
+        configured = set(known)
+        for i, name in enumerate(targets):
+            if not isinstance(name, str) or name not in configured:
+                what = shown(name) if isinstance(name, str) else "not a string"
+                raise BadRequest(f"targets[{i}]", f"no target named {what}")
+        names = tuple(dict.fromkeys(targets))
+    reason = doc.get("reason")
+    if not isinstance(reason, str):
+        raise BadRequest("reason", "required: why the targets are in maintenance, as a string")
+    try:
+        checked = acks.check_reason(reason)
+    except ValueError as exc:
+        raise BadRequest("reason", str(exc)) from None
+    try:
+        start, end = ad_hoc_times(texts["start"], texts["end"], texts["duration"], now)
+    except ValueError as exc:
+        field, _, problem = str(exc).partition(": ")
+        raise BadRequest(field, problem) from None
+    return MaintenanceRequest(names, start, end, checked)
+
+
+def parse_window_id(text: str) -> int:
+    """An ad-hoc window's id: `3` or `api/3` (config windows are ended in the config)."""
+    number = text.removeprefix("api/")
+    if _UINT.fullmatch(number) is None or not 1 <= int(number) <= MAX_CURSOR:
+        raise BadRequest(
+            "id",
+            f"must be the id of a window added by the API or the CLI (api/N), got {shown(text)}; "
+            "[[maintenance]] windows of the config end when the config says",
+        )
+    return int(number)
+
+
 NO_TOKEN = (
     "the API's POST endpoints are disabled: no API token is configured; "
     f"set [http] token_file in the config or the {TOKEN_ENV} environment variable"
@@ -360,6 +445,12 @@ class Api:
             web.get(f"{PREFIX}/fleet", self._guard(self.fleet)),
             web.post(f"{PREFIX}/targets/{{name}}/scan", self._guard(self.scan, auth=True)),
             web.post(f"{PREFIX}/findings/{{id}}/ack", self._guard(self.ack, auth=True)),
+            web.get(f"{PREFIX}/maintenance", self._guard(self.maintenance)),
+            web.post(f"{PREFIX}/maintenance", self._guard(self.add_maintenance, auth=True)),
+            web.post(
+                f"{PREFIX}/maintenance/{{id:.+}}/end",
+                self._guard(self.end_maintenance, auth=True),
+            ),
         ]
 
     def _guard(self, handler: Handler, *, auth: bool = False) -> Handler:
@@ -513,3 +604,59 @@ class Api:
             return error(409, str(exc))
         state = await self._backend.store.load_state(acked.target)
         return web.json_response({"finding": finding_json(acked, state.address)})
+
+    async def maintenance(self, request: web.Request) -> web.Response:
+        """`GET /api/v1/maintenance`: the windows in force or to come, and who is in one."""
+        single_params(request.query.items(), frozenset())
+        now = self._clock()
+        config = self._backend.config
+        stored = await self._backend.store.maintenance_windows(ending_after=now)
+        windows = config.maintenance_windows() + tuple(
+            MaintenanceWindow.ad_hoc(w.id, w.targets, w.starts_at, w.ends_at, w.reason)
+            for w in stored
+        )
+        shown_windows = [showing(w, now) for w in windows]
+        names = [t.name for t in config.targets]
+        inside = sorted(
+            n for n in names if any(s.active and s.window.applies_to(n) for s in shown_windows)
+        )
+        return web.json_response(
+            {
+                "windows": [
+                    maintenance_json(s) for s in shown_windows if s.end is None or s.end > now
+                ],
+                "in_maintenance": inside,
+            }
+        )
+
+    async def add_maintenance(self, request: web.Request) -> web.Response:
+        """`POST /api/v1/maintenance`: add an ad-hoc window (kept in the store); 201."""
+        single_params(request.query.items(), frozenset())
+        now = self._clock()
+        known = [t.name for t in self._backend.config.targets]
+        body = parse_maintenance_body(await request.read(), now, known)
+        stored = await self._backend.store.add_maintenance(
+            body.targets, body.start, body.end, body.reason
+        )
+        self._backend.maintenance_changed()
+        window = MaintenanceWindow.ad_hoc(
+            stored.id, stored.targets, stored.starts_at, stored.ends_at, stored.reason
+        )
+        return web.json_response({"window": maintenance_json(showing(window, now))}, status=201)
+
+    async def end_maintenance(self, request: web.Request) -> web.Response:
+        """`POST /api/v1/maintenance/{id}/end`: end an ad-hoc window now."""
+        single_params(request.query.items(), frozenset())
+        window_id = parse_window_id(request.match_info["id"])
+        now = self._clock()
+        try:
+            stored = await self._backend.store.end_maintenance(window_id, now)
+        except LookupError as exc:
+            return error(404, str(exc))
+        except ValueError as exc:
+            return error(409, str(exc))
+        self._backend.maintenance_changed()
+        window = MaintenanceWindow.ad_hoc(
+            stored.id, stored.targets, stored.starts_at, stored.ends_at, stored.reason
+        )
+        return web.json_response({"window": maintenance_json(showing(window, now))})

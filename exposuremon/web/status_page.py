@@ -40,6 +40,7 @@ from exposuremon.model import (
     TargetState,
     TargetStatus,
 )
+from exposuremon.schedule import MaintenanceWindow, Recurring, showing
 from exposuremon.store import FindingCounts, Store, TargetOverview
 from exposuremon.units import utcnow
 from exposuremon.web import timeline
@@ -198,6 +199,19 @@ class FleetSection:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class MaintenanceView:
+    """A maintenance window in force or to come (the stretch in force, else the next one)."""
+
+    id: str  # `config/0` or `api/3`
+    active: bool
+    targets: str  # "every target" or the names
+    start: When | None
+    end: When | None
+    schedule: str  # "" for one-off windows, else "cron 0 2 * * SUN, 2h, Europe/Berlin"
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class PageModel:
     """Everything the template shows."""
 
@@ -216,6 +230,7 @@ class PageModel:
     query: PageQuery
     events: tuple[EventView, ...]
     fleet: FleetSection | None = None
+    maintenance: tuple[MaintenanceView, ...] = ()
 
     @property
     def targets(self) -> tuple[TargetView, ...]:
@@ -643,6 +658,48 @@ def fleet_section(view: FleetView | None, now: dt.datetime) -> FleetSection | No
     )
 
 
+def duration_text(seconds: float) -> str:
+    """`2h`, `90m`, `1d12h`: a window's length as the config writes it (whole minutes)."""
+    minutes = int(seconds // 60)
+    days, rest = divmod(minutes, 1440)
+    hours, mins = divmod(rest, 60)
+    text = (
+        (f"{days}d" if days else "") + (f"{hours}h" if hours else "") + (f"{mins}m" if mins else "")
+    )
+    return text or "0m"
+
+
+def maintenance_views(
+    windows: Sequence[MaintenanceWindow], now: dt.datetime
+) -> tuple[MaintenanceView, ...]:
+    """The windows in force (first) and to come; those over for good are left out."""
+    views = []
+    for window in windows:
+        shown = showing(window, now)
+        if shown.start is None or (shown.end is not None and shown.end <= now):
+            continue
+        sched = window.schedule
+        every = ""
+        if isinstance(sched, Recurring):
+            length = duration_text(sched.duration.total_seconds())
+            every = f"cron {sched.cron}, {length}, {sched.timezone}"
+        views.append(
+            MaintenanceView(
+                id=window.key,
+                active=shown.active,
+                targets="every target"
+                if window.targets is None
+                else ", ".join(sorted(window.targets)),
+                start=when(shown.start, now),
+                end=when(shown.end, now),
+                schedule=every,
+                reason=window.reason,
+            )
+        )
+    views.sort(key=lambda v: (not v.active, v.start.iso if v.start else ""))
+    return tuple(views)
+
+
 def build(
     targets: Sequence[TargetConfig],
     overview: TargetOverview,
@@ -653,6 +710,7 @@ def build(
     selection: Selection | None = None,
     fleet: FleetView | None = None,
     histories: Mapping[str, Sequence[Event]] | None = None,
+    maintenance: Sequence[MaintenanceWindow] = (),
 ) -> PageModel:
     """The page's view model. `states` needs to hold only the shown targets' states;
     `selection` is `pick`'s answer for the same arguments (computed when not given);
@@ -711,6 +769,7 @@ def build(
         query=query,
         events=tuple(event_view(e, now, shown) for e in events[:TIMELINE]),
         fleet=fleet_section(fleet, now),
+        maintenance=maintenance_views(maintenance, now),
     )
 
 
@@ -741,7 +800,7 @@ async def render_status(
     Five reads: the overview of every target (light rows), the full states of the targets
     shown on this page, the events of the last 30 days of the targets whose port history is
     drawn (the attention cards, at most ATTENTION_PAGE, or the one target a search found;
-    never the whole fleet), the recent events and the fleet.
+    never the whole fleet), the recent events, the fleet and the ad-hoc maintenance windows.
     Each is one snapshot; a scan landing between them shows on the next reload.
     """
     now = now or utcnow()
@@ -752,6 +811,10 @@ async def render_status(
     histories = await store.history_events(drawn, HISTORY_TYPES, now - timeline.WINDOW)
     events, _ = await store.events(limit=TIMELINE)
     fleet = fleet_view(await store.fleet_snapshot(), config.fleet.lease_ttl)
+    stored = await store.maintenance_windows(ending_after=now)
+    windows = config.maintenance_windows() + tuple(
+        MaintenanceWindow.ad_hoc(w.id, w.targets, w.starts_at, w.ends_at, w.reason) for w in stored
+    )
     model = build(
         config.targets,
         overview,
@@ -762,6 +825,7 @@ async def render_status(
         selection,
         fleet=fleet,
         histories=histories,
+        maintenance=windows,
     )
     return render(model)
 

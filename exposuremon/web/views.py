@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from exposuremon import units
 from exposuremon.model import Event, Finding, Fingerprint, Observed, ScanKind, TargetState
+from exposuremon.schedule import Recurring, Showing
 
 if TYPE_CHECKING:
     from exposuremon.config import TargetConfig
@@ -236,4 +237,26 @@ def fleet_json(view: FleetView) -> dict[str, Any]:
                 for owned in view.shard_owners
             },
         },
+    }
+
+
+def maintenance_json(showing: Showing) -> dict[str, Any]:
+    """One element of `GET /api/v1/maintenance`: a window, and the stretch in force or next.
+
+    `start`/`end` are those of the stretch covering now (`active`), else of the next one
+    (null: the window is over for good).
+    """
+    window = showing.window
+    schedule = window.schedule if isinstance(window.schedule, Recurring) else None
+    return {
+        "id": window.key,
+        "source": window.key.partition("/")[0],
+        "targets": None if window.targets is None else sorted(window.targets),
+        "reason": window.reason,
+        "active": showing.active,
+        "start": json_time(showing.start),
+        "end": json_time(showing.end),
+        "cron": None if schedule is None else schedule.cron,
+        "duration_s": None if schedule is None else schedule.duration.total_seconds(),
+        "timezone": None if schedule is None else schedule.timezone,
     }

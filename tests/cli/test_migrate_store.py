@@ -95,7 +95,7 @@ def test_migrate_store_copies_every_row_exactly(tmp_path: Path, pg_url: str) -> 
     assert all(before[t] for t in ("outbox", "reminders"))
 
     proc = run_cli("migrate-store", "--from", source, "--to", pg_url)
-    assert (proc.returncode, proc.stdout) == (0, f"copied {rows(before)} rows in 9 tables\n")
+    assert (proc.returncode, proc.stdout) == (0, f"copied {rows(before)} rows in 12 tables\n")
     lines = proc.stderr.strip().splitlines()
     assert lines == [
         f"{t}: {len(before[t])}/{len(before[t])} rows"
@@ -109,6 +109,9 @@ def test_migrate_store_copies_every_row_exactly(tmp_path: Path, pg_url: str) -> 
             "reminders",
             "nodes",
             "shard_leases",
+            "maintenance_windows",
+            "maintenance_held",
+            "maintenance_active",
         )
     ]
     assert asyncio.run(every_row(pg_url)) == before

@@ -620,7 +620,7 @@ def test_example_documents_every_key() -> None:
         for name, field in model.model_fields.items():
             if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
                 header = rf"^[#\s]*\[{re.escape(f'{table}.{name}'.lstrip('.'))}\]"
-            elif table == "" and name in ("targets", "notify", "advisories"):
+            elif table == "" and name in ("targets", "notify", "advisories", "maintenance"):
                 header = rf"^[#\s]*\[\[{name}\]\]"
             else:
                 header = rf"^[#\s]*{name} = "

@@ -1281,5 +1281,6 @@ def test_migrations_ship_with_the_package() -> None:
         "0007_outbox_claims.py",
         "0008_scan_requests.py",
         "0010_vantage_records.py",
+        "0011_maintenance_windows.py",
         "0012_flaps_and_advisories.py",
     ]

@@ -31,6 +31,7 @@ class StoreBackend:
     config: Config
     scans: list[str] = dataclasses.field(default_factory=list)
     ready: str | None = None
+    maintenance_pokes: int = 0
 
     async def scan_now(self, target: str) -> bool:
         """Record the request; False for a target that is not configured."""
@@ -52,6 +53,10 @@ class StoreBackend:
     def connection_rate(self, target: str) -> float | None:
         """No rate limit seen (these tests do not scan)."""
         return None
+
+    def maintenance_changed(self) -> None:
+        """Count the pokes (the service looks at its windows at once)."""
+        self.maintenance_pokes += 1
 
 
 @dataclasses.dataclass(frozen=True)

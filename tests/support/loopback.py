@@ -70,6 +70,15 @@ class Listeners:
         readable, _, _ = select.select([sock], [], [], timeout)
         return bool(readable)
 
+    def close_port(self, address: str, port: int) -> None:
+        """Close the listener on (`address`, `port`): connections to it are refused from now."""
+        for sock in list(self._socks):
+            if sock.getsockname()[:2] == (address, port):
+                sock.close()
+                self._socks.remove(sock)
+                return
+        raise KeyError(f"no listener on {address}:{port}")
+
     def close(self) -> None:
         """Close every listener."""
         for sock in self._socks:

@@ -31,6 +31,7 @@ from exposuremon.model import (
     TargetState,
     TargetStatus,
 )
+from exposuremon.schedule import MaintenanceWindow, Recurring
 from exposuremon.store import FindingCounts, TargetOverview
 from exposuremon.store.database import Store
 from exposuremon.web import status_page as page
@@ -336,6 +337,10 @@ class ReadOnly:
         """No rate limit seen (these tests do not scan)."""
         return None
 
+    def maintenance_changed(self) -> None:
+        """Never called by the page."""
+        raise AssertionError("the page must not change maintenance windows")
+
 
 async def test_served_from_a_filled_store(tmp_path: Path) -> None:
     """GET / renders the store's story as HTML with a script-forbidding CSP; queries ignored."""
@@ -588,3 +593,27 @@ async def test_attention_cards_show_each_ports_history(tmp_path: Path) -> None:
     assert "port history, last 30 days" in html  # the legend
     # Rows of targets needing no attention carry no history.
     assert html.count('<svg class="history"') == html.count('<section class="card target')
+
+
+def test_maintenance_windows_in_force_and_to_come_are_shown() -> None:
+    """The page lists the windows in force first, then those to come (the next stretch of a
+    recurring one), with targets, times, schedule and reason; windows over are left out."""
+    windows = [
+        MaintenanceWindow("config/0", Recurring("0 2 * * SUN", dt.timedelta(hours=2), "UTC")),
+        MaintenanceWindow.ad_hoc(
+            4, ["surgery"], NOW - dt.timedelta(minutes=30), NOW + dt.timedelta(hours=1), HOSTILE
+        ),
+        MaintenanceWindow.ad_hoc(
+            5, None, NOW - dt.timedelta(hours=3), NOW - dt.timedelta(hours=2), "over"
+        ),
+    ]
+    model = dataclasses.replace(story(), maintenance=page.maintenance_views(windows, NOW))
+    assert [(m.id, m.active) for m in model.maintenance] == [("api/4", True), ("config/0", False)]
+    html = page.render(model)
+    text = " ".join(" ".join(parse(html).text).split())
+    assert "api/4 in maintenance surgery 30m ago in 1h" in text
+    # 2026-11-26 is a Thursday: the next Sunday 02:00 UTC is in 2 days and 14 hours.
+    assert "config/0 upcoming every target in 2d in 2d cron 0 2 * * SUN, 2h, UTC" in text
+    assert "api/5" not in text
+    assert HOSTILE_ESCAPED in html
+    assert page.render(story()).count('id="maintenance"') == 0

@@ -46,6 +46,10 @@ class ReadOnly:
         """No rate limit seen (these tests do not scan)."""
         return None
 
+    def maintenance_changed(self) -> None:
+        """Never called by the page."""
+        raise AssertionError("the page must not change maintenance windows")
+
 
 @pytest.fixture
 async def filled(tmp_path: Path) -> Any:

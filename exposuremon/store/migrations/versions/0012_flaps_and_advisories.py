@@ -1,7 +1,7 @@
 """Flap damping and firmware advisories: what they remember of each target.
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 Create Date: 2026-12-03
 
 Two JSON columns on `targets`, NULL for none: `flaps`, flap damping's memory per port (recent
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0012"
-down_revision: str | None = "0010"
+down_revision: str | None = "0011"
 branch_labels: str | None = None
 depends_on: str | None = None
 
