@@ -35,8 +35,12 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import datetime as dt
 from collections.abc import Iterable
 from typing import Generic, TypeVar
+
+from exposuremon.model import Event, EventType, Severity, VantageStatus
+from exposuremon.units import rfc3339
 
 T = TypeVar("T")
 
@@ -213,9 +217,7 @@ class VantageHealth(Generic[T]):
         else:
             self._answered(name)
 
-    def _degrade(
-        self, now: float, drop: list[tuple[str, T]], apply: list[tuple[str, T]]
-    ) -> Change:
+    def _degrade(self, now: float, drop: list[tuple[str, T]], apply: list[tuple[str, T]]) -> Change:
         silent, answering = self.counts()
         self.degraded = True
         self._baseline = frozenset(self.answering | self._silences.keys())
@@ -248,3 +250,35 @@ class VantageHealth(Generic[T]):
             self._silences.pop(name, None)
             self._release(name, apply)
         return Outcome(apply=tuple(apply))
+
+
+def health_event(status: VantageStatus, degraded_since: dt.datetime | None = None) -> Event:
+    """The event of a vantage's health change: `vantage_degraded` (warning) or
+    `vantage_recovered` (info, saying since when it was degraded)."""
+    v = status.vantage
+    details: dict[str, object] = {
+        "vantage": v,
+        "node": status.node,
+        "silent": status.silent,
+        "answering": status.answering,
+    }
+    if status.degraded:
+        summary = (
+            f"vantage {v} degraded: scans silent for {status.silent} of {status.answering} "
+            "answering targets; their silence changes no target until it recovers"
+        )
+        kind, severity = EventType.VANTAGE_DEGRADED, Severity.WARNING
+    else:
+        since = "" if degraded_since is None else f" (degraded since {rfc3339(degraded_since)})"
+        summary = f"vantage {v} recovered: its targets answer again{since}"
+        details["degraded_since"] = None if degraded_since is None else rfc3339(degraded_since)
+        kind, severity = EventType.VANTAGE_RECOVERED, Severity.INFO
+    return Event(
+        type=kind,
+        severity=severity,
+        target=None,
+        observed_at=status.since,
+        summary=summary,
+        details=details,
+        vantage=v,
+    )

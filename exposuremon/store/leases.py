@@ -118,10 +118,14 @@ async def read_now(conn: AsyncConnection) -> int:
     return int((await conn.execute(sa.select(db_now(conn)))).scalar_one())
 
 
-def _insert(conn: AsyncConnection, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
+def insert_of(conn: AsyncConnection, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT of the connection's dialect (for its ON CONFLICT clauses)."""
     if conn.dialect.name == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
+
+
+_insert = insert_of
 
 
 async def fleet_shards(conn: AsyncConnection) -> int:

@@ -329,6 +329,18 @@ def event_view(event: Event, now: dt.datetime, shown: Collection[str] = ()) -> E
     """One timeline entry."""
     at = when(event.observed_at, now)
     assert at is not None
+    if event.target is None:  # a vantage's event: it links to the fleet section
+        name = f"vantage {event.vantage or '?'}"
+        return EventView(
+            when=at,
+            target=name,
+            anchor="fleet",
+            href="#fleet",
+            port=None,
+            type=event.type.value.replace("_", " "),
+            severity=event.severity.label,
+            summary=event.summary,
+        )
     return EventView(
         when=at,
         target=event.target,

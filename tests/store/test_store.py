@@ -58,7 +58,7 @@ from tests.support.records import scan_record_of
 
 T0 = dt.datetime(2026, 11, 20, 9, 12, 3, 123456, tzinfo=dt.UTC)
 CLOCK = dt.datetime(2026, 11, 26, 3, 14, 7, 654321, tzinfo=dt.UTC)
-HEAD = "0008"
+HEAD = "0009"
 
 
 def at(minutes: float) -> dt.datetime:
@@ -1042,8 +1042,9 @@ def test_scan_record_summarises_results_and_observations() -> None:
 
 @contextlib.contextmanager
 def alembic_on(path: Path) -> Iterator[Any]:
-    """An Alembic config bound to a transaction on the database file."""
-    engine = sqlite_engine(path)
+    """An Alembic config bound to a transaction on the database file (foreign keys off, as
+    the store migrates: the environment checks them before commit)."""
+    engine = sqlite_engine(path, foreign_keys=False)
     try:
         with engine.begin() as conn:
             config = alembic_config()
@@ -1249,4 +1250,5 @@ def test_migrations_ship_with_the_package() -> None:
         "0006_vantages_and_fleet.py",
         "0007_outbox_claims.py",
         "0008_scan_requests.py",
+        "0009_vantage_health.py",
     ]
