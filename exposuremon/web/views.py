@@ -71,6 +71,7 @@ def event_json(event: Event) -> dict[str, Any]:
         "summary": event.summary,
         "details": dict(event.details),
         "finding_id": event.finding_id,
+        "vantage": event.vantage,  # a vantage's event (target null): vantage_degraded/_recovered
     }
 
 
