@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from exposuremon.detect import TargetPolicy, evaluate
+from exposuremon.model import EventType, Observation, Observed, ScanKind, TargetState
 from exposuremon.vantage import Change, HealthParams, Outcome, VantageHealth
 
 PARAMS = HealthParams(silence_share=0.5, min_targets=3, round=30.0, release_answers=3)
@@ -186,3 +190,81 @@ def test_a_single_target_silence_among_many_answering_is_applied(
     run.tick(now + PARAMS.round + 1.0)
     assert not run.changes
     assert [i for i in run.applied if i[0] == target] == mine
+
+
+# ------------------------------------------------------------- with detection behind it
+
+T0 = dt.datetime(2026, 12, 3, 8, 0, tzinfo=dt.UTC)
+POLICY = TargetPolicy(expected_open=frozenset({443}))
+
+
+def observation(name: str, at: float, silent: bool) -> Observation:
+    """A one-second sentinel scan of 443 at `at` seconds: open, or silent."""
+    state = Observed.FILTERED if silent else Observed.OPEN
+    return Observation(
+        target=name,
+        kind=ScanKind.SENTINEL,
+        address="198.18.0.2",
+        started=T0 + dt.timedelta(seconds=at),
+        finished=T0 + dt.timedelta(seconds=at + 1),
+        complete=True,
+        states={443: state},
+        confirmed_open=frozenset() if silent else frozenset({443}),
+        responded=not silent,
+    )
+
+
+class Detected:
+    """Vantage health in front of detection, as the pipeline runs them."""
+
+    def __init__(self, n: int) -> None:
+        self.health: VantageHealth[Observation] = VantageHealth(PARAMS)
+        self.states = {f"r{i}": TargetState(name=f"r{i}") for i in range(n)}
+        self.events: list[tuple[str, EventType]] = []
+
+    def take(self, out: Outcome[Observation]) -> None:
+        """Evaluate what the gate let through, in its order."""
+        for name, obs in out.apply:
+            ev = evaluate(self.states[name], obs, POLICY, obs.finished + dt.timedelta(seconds=1))
+            self.states[name] = ev.state
+            self.events += [(name, e.type) for e in ev.events]
+
+    def scan(self, name: str, at: float, silent: bool) -> None:
+        """One result of `name` at `at` s, through the health gate into detection."""
+        self.take(self.health.offer(name, observation(name, at, silent), silent, at))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(4, 12), st.integers(0, 11), st.integers(1, 4), st.booleans())
+def test_a_short_reboot_among_answering_routers_is_down_up_and_reboot(
+    n: int, which: int, rounds_down: int, cut_later: bool
+) -> None:
+    """One router silent for a few rounds while the others answer: detection behind the
+    health gate still sees down, up and a suspected reboot, in that order; an uplink cut of
+    every router afterwards raises no target event at all."""
+    run = Detected(n)
+    target = f"r{which % n}"
+    at = 0.0
+    for round_ in range(2 + rounds_down + 2):
+        down = 2 <= round_ < 2 + rounds_down
+        for i in range(n):
+            at += 1.0
+            name = f"r{i}"
+            run.scan(name, at, silent=down and name == target)
+    run.take(run.health.tick(at + 1000.0))
+    kinds = [k for name, k in run.events if name == target]
+    assert kinds.index(EventType.TARGET_DOWN) < kinds.index(EventType.TARGET_UP)
+    assert EventType.REBOOT_SUSPECTED in kinds
+    assert not run.health.degraded
+    if cut_later:
+        before = len(run.events)
+        for _ in range(3):
+            for i in range(n):
+                at += 1.0
+                run.scan(f"r{i}", at, silent=True)
+        for _ in range(2):
+            for i in range(n):
+                at += 1.0
+                run.scan(f"r{i}", at, silent=False)
+        assert run.events[before:] == []
+        assert not run.health.degraded

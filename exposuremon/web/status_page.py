@@ -38,6 +38,7 @@ from exposuremon.model import (
     Severity,
     TargetState,
     TargetStatus,
+    VantageStatus,
 )
 from exposuremon.store import FindingCounts, Store, TargetOverview
 from exposuremon.units import utcnow
@@ -199,6 +200,9 @@ class PageModel:
     query: PageQuery
     events: tuple[EventView, ...]
     fleet: FleetSection | None = None
+    # Vantages whose scans went silent for most targets (vantage health), with since when:
+    # their silence changes no target, so the page says so above everything else.
+    degraded: tuple[tuple[str, When], ...] = ()
 
     @property
     def targets(self) -> tuple[TargetView, ...]:
@@ -597,10 +601,12 @@ def build(
     query: PageQuery = PageQuery(),
     selection: Selection | None = None,
     fleet: FleetView | None = None,
+    health: Mapping[str, VantageStatus] | None = None,
 ) -> PageModel:
     """The page's view model. `states` needs to hold only the shown targets' states;
     `selection` is `pick`'s answer for the same arguments (computed when not given);
-    `fleet` the fleet view (its section shows only for more than one node)."""
+    `fleet` the fleet view (its section shows only for more than one node); `health` the
+    vantages' shared health (a degraded one gets a banner)."""
     chosen = selection or pick(targets, overview, query)
     urgent, rest = chosen.urgent, chosen.rest
     a_pager, r_pager = chosen.attention_pager, chosen.rows_pager
@@ -637,6 +643,11 @@ def build(
         query=query,
         events=tuple(event_view(e, now, shown) for e in events[:TIMELINE]),
         fleet=fleet_section(fleet, now),
+        degraded=tuple(
+            (name, since)
+            for name, v in sorted((health or {}).items())
+            if v.degraded and (since := when(v.since, now)) is not None
+        ),
     )
 
 
@@ -664,9 +675,9 @@ async def render_status(
 ) -> str:
     """Load what the page shows from the store and render it.
 
-    Four reads: the overview of every target (light rows), the full states of the targets
-    shown on this page, the recent events and the fleet. Each is one snapshot; a scan landing
-    between them shows on the next reload.
+    Five reads: the overview of every target (light rows), the full states of the targets
+    shown on this page, the recent events, the fleet and the vantages' health. Each is one
+    snapshot; a scan landing between them shows on the next reload.
     """
     now = now or utcnow()
     overview = await store.target_overview()
@@ -674,6 +685,17 @@ async def render_status(
     states = await store.states_of(selection.names())
     events, _ = await store.events(limit=TIMELINE)
     fleet = fleet_view(await store.fleet_snapshot(), config.fleet.lease_ttl)
+    health = await store.vantage_health()
     return render(
-        build(config.targets, overview, states, events, now, query, selection, fleet=fleet)
+        build(
+            config.targets,
+            overview,
+            states,
+            events,
+            now,
+            query,
+            selection,
+            fleet=fleet,
+            health=health,
+        )
     )
