@@ -483,7 +483,7 @@ class FleetConfig(_Model):
     vantage_silence_share: Annotated[float, BeforeValidator(_SilenceShare())] = 0.5
     # Vantage health is judged only with at least this many answering targets: with one or
     # two routers, a silence is the router's (a reboot stays a reboot).
-    vantage_min_targets: Annotated[int, Field(ge=2, le=1_000_000)] = 3
+    vantage_min_targets: Annotated[StrictInt, Field(ge=2, le=1_000_000)] = 3
 
     @property
     def node_name(self) -> str:
