@@ -309,6 +309,19 @@ class ScanPipeline:
         # Targets stored up were answering: their first silence in this run is judged too
         # (a restart during an uplink outage must not down them all).
         self.health.seed(n for n, st in stored.items() if st.status is TargetStatus.UP)
+        await self._resume_health()
+
+    async def _resume_health(self) -> None:
+        """Take up the vantage's shared health: degraded in the store (a restart during an
+        outage, or another node of it judged so) is where this node's judgement starts, so
+        that its recovery is reported and its silence dropped meanwhile."""
+        vantage_name = self._config().fleet.vantage
+        stored = (await self._store.vantage_health()).get(vantage_name)
+        degraded = stored is not None and stored.degraded
+        self._metrics.vantage_up.labels(vantage=vantage_name).set(0 if degraded else 1)
+        if stored is not None and degraded and not self.health.degraded:
+            self.health.resume_degraded()
+            self._degraded_since = stored.since
 
     def stop_running(self) -> None:
         """Stop every scan in progress; each still records what it finished (incomplete)."""

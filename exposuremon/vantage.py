@@ -117,6 +117,15 @@ class VantageHealth(Generic[T]):
         """Targets known to answer (their stored state is up) before any result of this run."""
         self.answering.update(answering)
 
+    def resume_degraded(self) -> None:
+        """Start degraded (the store says so, from before a restart): silent results are
+        dropped until the targets answering now answer again, as after a degradation."""
+        self.degraded = True
+        self._baseline = frozenset(self.answering)
+        self._silent = set()
+        self._held.clear()
+        self._silences.clear()
+
     def forget(self, names: Iterable[str]) -> Outcome[T]:
         """Targets no longer judged here (removed, or another node's now): their held results
         are dropped."""

@@ -268,3 +268,15 @@ def test_a_short_reboot_among_answering_routers_is_down_up_and_reboot(
                 run.scan(f"r{i}", at, silent=False)
         assert run.events[before:] == []
         assert not run.health.degraded
+
+
+def test_resumed_degraded_drops_silence_and_recovers_on_answers() -> None:
+    """Degraded in the store at start: silences are dropped, answers recover it (once)."""
+    run = Run(names(4))
+    run.health.resume_degraded()
+    silence = run.offer("r0", True, 1.0)
+    assert run.dropped == [silence]
+    for i, name in enumerate(names(4)):
+        run.offer(name, False, 2.0 + i)
+    assert [c.degraded for c in run.changes] == [False]
+    assert not run.health.degraded
