@@ -36,6 +36,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime as dt
+import itertools
 from collections.abc import Iterable
 from typing import Generic, TypeVar
 
@@ -109,7 +110,14 @@ class VantageHealth(Generic[T]):
         """(silent, answering) as the degradation test sees them now."""
         if self.degraded:
             return len(self._silent), len(self._baseline)
-        return len(self._silences), len(self.answering | self._silences.keys())
+        return len(self._silences), self._judged()
+
+    def _judged(self) -> int:
+        """Targets answering, or answering until their silence in this round: those still
+        answering plus the silent ones already recorded (no set union: this runs per result
+        and the silences of a round are few but in an outage)."""
+        answering = self.answering
+        return len(answering) + sum(1 for name in self._silences if name not in answering)
 
     # -- inputs ----------------------------------------------------------------------------
 
@@ -192,8 +200,7 @@ class VantageHealth(Generic[T]):
         apply: list[tuple[str, T]],
         drop: list[tuple[str, T]],
     ) -> Change | None:
-        judged = self.answering | self._silences.keys()
-        if target not in self.answering or len(judged) < self.params.min_targets:
+        if target not in self.answering or self._judged() < self.params.min_targets:
             # Down already (or never answered), or too few targets to judge: the target's news.
             self.answering.discard(target)
             apply.append((target, item))
@@ -212,7 +219,9 @@ class VantageHealth(Generic[T]):
 
     def _release_answered(self, apply: list[tuple[str, T]]) -> None:
         """Release the holds that enough answers of other targets came after."""
-        need = min(self.params.release_answers, len(self.answering | self._silences.keys()) - 1)
+        if not self._held:
+            return
+        need = min(self.params.release_answers, self._judged() - 1)
         for name in [n for n, h in self._held.items() if self._answers - h.answers_at >= need]:
             self._release(name, apply)
 
@@ -250,14 +259,16 @@ class VantageHealth(Generic[T]):
         return Change(False, silent, answering, now)
 
     def _tick(self, now: float) -> Outcome[T]:
-        window = self.params.round
-        for name in [n for n, at in self._silences.items() if at <= now - window]:
-            if name not in self._held:
-                del self._silences[name]
+        # Both dicts are in time order (an entry is set once, then removed): the old ones
+        # are at the front, so this stops at the first one still in the round.
+        cutoff = now - self.params.round
         apply: list[tuple[str, T]] = []
-        for name in [n for n, h in self._held.items() if h.since <= now - window]:
+        for name in list(itertools.takewhile(lambda n: self._held[n].since <= cutoff, self._held)):
             self._silences.pop(name, None)
             self._release(name, apply)
+        expired = itertools.takewhile(lambda n: self._silences[n] <= cutoff, self._silences)
+        for name in list(expired):
+            del self._silences[name]
         return Outcome(apply=tuple(apply))
 
 
