@@ -66,6 +66,10 @@ class ReadOnly:
         """Always ready."""
         return None
 
+    def vantage_health(self) -> tuple[str, bool] | None:
+        """Not judged here."""
+        return None
+
     def connection_rate(self, target: str) -> float | None:
         """No rate limit seen (nothing scans here)."""
         return None

@@ -65,6 +65,8 @@ class EventType(enum.StrEnum):
     # Maintenance windows (schedule/maintenance.py): notifications held, then one summary.
     MAINTENANCE_STARTED = "maintenance_started"
     MAINTENANCE_ENDED = "maintenance_ended"
+    VANTAGE_DEGRADED = "vantage_degraded"  # of a vantage, not a target (pipeline.py)
+    VANTAGE_RECOVERED = "vantage_recovered"
 
 
 class ScanKind(enum.StrEnum):
@@ -255,18 +257,32 @@ class Event:
     """Something that happened to a target, stored append-only and notified by severity.
 
     `finding_port` links an event to the finding of that port changed by the same evaluation;
-    the store resolves it to `finding_id` when it saves both in one transaction.
+    the store resolves it to `finding_id` when it saves both in one transaction. A vantage's
+    event (`vantage_degraded`, `vantage_recovered`) has no target and names its `vantage`.
     """
 
     type: EventType
     severity: Severity
-    target: str
+    target: str | None
     observed_at: dt.datetime
     summary: str
     port: int | None = None
     details: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     finding_id: int | None = None
     id: int | None = None
+    vantage: str | None = None  # set on a vantage's events only
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class VantageStatus:
+    """A vantage's health as shared in the store (vantage.py judges it, one node sets it)."""
+
+    vantage: str
+    degraded: bool
+    since: dt.datetime
+    node: str  # whose judgement set it
+    silent: int  # targets silent when it was set
+    answering: int  # of the targets that were answering
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

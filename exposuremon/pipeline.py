@@ -10,13 +10,18 @@
    also pure: `flap.damp` marks the events of a flapping port as held (recorded, not
    notified) and raises `port_flapping` / `port_flap_ended`; `advisories.check` raises
    `advisory_matched` / `advisory_cleared` from the fingerprints.
-6. **apply or hold**: a scan after which only time passed (of any kind) is held in memory and
+6. **vantage health** (before 5): a silent result (no SYN-ACK, no RST) of a target that was
+   answering waits (vantage.py) until the vantage's other targets tell whether the silence
+   is the target's (then it is evaluated and recorded, with what queued behind it, in order)
+   or the scanner's own outage (the vantage is degraded: it is dropped, raising one
+   `vantage_degraded` for all).
+7. **apply or hold**: a scan after which only time passed (of any kind) is held in memory and
    its times are written in batches (`flush_quiet`). Anything else goes to the store in one
    transaction (`store.Store.apply`): the state, the findings, the events, and one outbox row
    per event and notification channel (`notify.channels_for_events` picks the channels; a
    held event gets none). A target in a maintenance window gets its rows held instead
    (`holding`), for the summary at the window's end (service.py, schedule/maintenance.py).
-7. **notify**: the notifier is told which channels have new outbox rows
+8. **notify**: the notifier is told which channels have new outbox rows
    (`notify.Notifier.outbox_written`) and delivers them (`notify/notifier.py`).
 
 `Service` (service.py) owns the lifecycle around this: which scans run when, and how many at
@@ -32,10 +37,19 @@ import contextlib
 import dataclasses
 import datetime as dt
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+import time
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from typing import Any, Protocol
 
-from exposuremon import advisories, detect, flap
+from exposuremon import advisories, detect, flap, vantage
 from exposuremon.config import AdvisoryConfig, Config, TargetConfig
 from exposuremon.logs import get_logger
 from exposuremon.metrics import Metrics
@@ -49,6 +63,8 @@ from exposuremon.model import (
     Observed,
     ScanKind,
     TargetState,
+    TargetStatus,
+    VantageStatus,
 )
 from exposuremon.notify import channels_for_events
 from exposuremon.scan import (
@@ -59,7 +75,7 @@ from exposuremon.scan import (
     TargetScan,
     fingerprint_many,
 )
-from exposuremon.store import Fence, FencedWrite, Route, ScanRecord, Store
+from exposuremon.store import Fence, FencedWrite, Route, ScanRecord, Store, StoreError
 
 MAX_FINGERPRINTS = 64  # ports fingerprinted per scan at most
 
@@ -166,6 +182,29 @@ def is_quiet(complete: bool, prev: TargetState, ev: detect.Evaluation) -> bool:
     )
 
 
+def is_silent(obs: Observation) -> bool:
+    """A result the target gave no TCP answer in (no SYN-ACK, no RST), having probed something."""
+    return (
+        bool(obs.states)
+        and not obs.responded
+        and all(s is Observed.FILTERED for s in obs.states.values())
+    )
+
+
+def health_params(config: Config) -> vantage.HealthParams:
+    """How vantage health is judged under `config`: a round is the longest sentinel interval
+    of its targets, with half as much again for jitter and lateness."""
+    intervals = [
+        t.effective_schedule(config.schedule).interval(ScanKind.SENTINEL) for t in config.targets
+    ]
+    longest = max(intervals, default=config.schedule.interval(ScanKind.SENTINEL))
+    return vantage.HealthParams(
+        silence_share=config.fleet.vantage_silence_share,
+        min_targets=config.fleet.vantage_min_targets,
+        round=1.5 * longest,
+    )
+
+
 def contended_silence(
     result: ScanResult, started_at: float, others_answered_at: Iterable[float | None]
 ) -> bool:
@@ -195,6 +234,19 @@ def kept_rate(stored: float | None, learned: float | None, overlapped: bool) -> 
     return learned
 
 
+@dataclasses.dataclass(slots=True)
+class _Pending:
+    """A scan result waiting to be recorded (behind a held silence of its target, maybe)."""
+
+    target: TargetConfig
+    kind: ScanKind
+    result: ScanResult
+    obs: Observation
+    fence: Fence | None
+    hold_quiet: bool
+    evaluation: detect.Evaluation | None = None  # set once recorded
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class ScanDone:
     """What one run of the pipeline recorded (None from `run` when nothing was observed)."""
@@ -220,10 +272,14 @@ class ScanPipeline:
         degraded: Callable[[], frozenset[str]] = frozenset,
         reprobe: Callable[[str, frozenset[int]], Awaitable[None]] | None = None,
         holding: Callable[[str], bool] | None = None,
+        on_reboot: Callable[[str], None] | None = None,
     ) -> None:
         self._config = config  # a callable: a reload replaces the config between scans
         # Whether a target is in a maintenance window now: its notifications are held.
         self._holding = holding
+        # Told of every target whose recorded result suspects a reboot (follow-up scans),
+        # whichever scan's task recorded it (a held result is recorded by a later one).
+        self._on_reboot = on_reboot
         # Fleet mode: the lease a target's results are written under (None: its shard is not
         # this node's). Taken when a scan starts, so a result is written only under the lease
         # it was observed under. None (one node): every target is ours, writes unfenced.
@@ -265,6 +321,19 @@ class ScanPipeline:
         self._locks: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(
             asyncio.Lock
         )
+        # Vantage health (vantage.py): which results to record, hold or drop. Results to
+        # record queue per target here, in the order the judgement let them through, and are
+        # recorded under the target's lock by whichever task gets there first.
+        self._health_of: Config | None = None
+        self.health: vantage.VantageHealth[_Pending] = vantage.VantageHealth(
+            health_params(config())
+        )
+        self._ready: dict[str, collections.deque[_Pending]] = {}
+        self._unreported: tuple[vantage.Change, dt.datetime] | None = None  # not in the store yet
+        self._degraded_since: dt.datetime | None = None
+        # The vantages the store says are degraded (fleet mode: read every health tick); their
+        # records count in no merge of other vantages' observations (detect.py).
+        self._shared_degraded: frozenset[str] = frozenset()
 
     @contextlib.asynccontextmanager
     async def target_lock(self, name: str) -> AsyncIterator[None]:
@@ -277,7 +346,7 @@ class ScanPipeline:
         self.seen.pop(name, None)
         self._own_stamps.pop(name, None)
 
-    def let_go(self, names: Iterable[str]) -> None:
+    def let_go(self, names: Collection[str]) -> None:
         """Targets whose shard changed hands (fleet): drop everything held of them.
 
         Another node may write them meanwhile, so what this node holds is no longer the
@@ -289,6 +358,8 @@ class ScanPipeline:
             self._quiet_fences.pop(name, None)
             self._own_stamps.pop(name, None)
             self._based.pop(name, None)
+            self._ready.pop(name, None)
+        self.health.forget(names)  # their held results are another node's business now
 
     async def refresh_changed(self) -> frozenset[str]:
         """Forget what is held of targets written by someone else since the last call.
@@ -322,6 +393,22 @@ class ScanPipeline:
         if self._fence_for is not None:
             # Read after the mark: at least as new as it (an older stamp only costs a re-read).
             self._based.update({name: self._store_mark or 0 for name in names})
+        # Targets stored up were answering: their first silence in this run is judged too
+        # (a restart during an uplink outage must not down them all).
+        self.health.seed(n for n, st in stored.items() if st.status is TargetStatus.UP)
+        await self._resume_health()
+
+    async def _resume_health(self) -> None:
+        """Take up the vantage's shared health: degraded in the store (a restart during an
+        outage, or another node of it judged so) is where this node's judgement starts, so
+        that its recovery is reported and its silence dropped meanwhile."""
+        vantage_name = self._config().fleet.vantage
+        stored = (await self._store.vantage_health()).get(vantage_name)
+        degraded = stored is not None and stored.degraded
+        self._metrics.vantage_up.labels(vantage=vantage_name).set(0 if degraded else 1)
+        if stored is not None and degraded and not self.health.degraded:
+            self.health.resume_degraded()
+            self._degraded_since = stored.since
 
     def stop_running(self) -> None:
         """Stop every scan in progress; each still records what it finished (incomplete)."""
@@ -404,41 +491,147 @@ class ScanPipeline:
         # fingerprints took seconds is not older than the sentinel scans that ran meanwhile.
         looked = dataclasses.replace(result, finished=max(result.finished, self._clock()))
         obs = observation(target.name, kind, looked, confirmed, fingerprints, config.fleet.vantage)
-        async with self.target_lock(target.name):
-            prev = await self._previous_state(target.name)
-            policy, degraded, now = target.policy(config.scan), self._degraded(), self._clock()
-            flaps, rules = (
-                target.effective_scan(config.scan).flap_policy(),
-                self._advisory_rules(config),
-            )
-            evaluation = evaluate(prev, obs, policy, flaps, rules, now, degraded=degraded)
-            if hold_quiet and is_quiet(result.complete, prev, evaluation):
-                self.quiet[target.name] = self.seen[target.name] = evaluation.state
-                if fence is not None:
-                    self._quiet_fences[target.name] = fence
+        item = _Pending(target, kind, result, obs, fence, hold_quiet)
+        self._judge_with(config)
+        await self._settle(self.health.offer(target.name, item, is_silent(obs), time.monotonic()))
+        if item.evaluation is None:
+            return None  # held behind a silence, dropped (degraded vantage) or refused
+        return ScanDone(result, item.evaluation)
+
+    # -- vantage health --------------------------------------------------------------------
+
+    def _judge_with(self, config: Config) -> None:
+        """Judge by the running config's parameters (a reload may change them)."""
+        if self._health_of is not config:
+            self.health.params = health_params(config)
+            self._health_of = config
+
+    async def tick_health(self) -> None:
+        """Time passed: record silences held for a round; report a health change the store
+        missed (call every second or so)."""
+        self._judge_with(self._config())
+        await self._settle(self.health.tick(time.monotonic()))
+        await self._report_health()
+        if self._fence_for is not None:
+            try:
+                health = await self._store.vantage_health()
+            except StoreError as exc:  # the last known set stands until the next tick
+                self.log.debug("could not read the vantages' health", error=str(exc))
             else:
-                record = ScanRecord.from_result(kind, result, config.fleet.vantage)
+                self._shared_degraded = frozenset(v for v, st in health.items() if st.degraded)
 
-                def redo(stored: TargetState) -> detect.Evaluation:
-                    return evaluate(stored, obs, policy, flaps, rules, now, degraded=degraded)
+    async def _settle(self, out: vantage.Outcome[_Pending]) -> None:
+        """Queue what the judgement lets through, record it in order; drop the rest."""
+        for name, item in out.drop:
+            self.log.debug(
+                "silent result dropped: the vantage is degraded", target=name, kind=item.kind
+            )
+        for name, item in out.apply:
+            self._ready.setdefault(name, collections.deque()).append(item)
+        if out.change is not None:
+            self._health_changed(out.change)
+            await self._report_health()
+        for name in dict.fromkeys(name for name, _ in out.apply):
+            await self._drain(name)
 
-                try:
-                    evaluation = await self._apply(config, record, evaluation, fence, redo)
-                except FencedWrite:
-                    # This node's lease moved on while the scan ran (a pause, a lost
-                    # database): its owner now writes the target; this result is stale.
-                    self._metrics.fenced_writes.inc()
-                    self.let_go([target.name])
-                    self.log.warning(
-                        "scan result refused: the target's lease moved on",
-                        target=target.name,
-                        kind=kind.value,
-                    )
-                    return None
+    async def _drain(self, name: str) -> None:
+        """Record the target's queued results, oldest first, under its lock."""
+        async with self.target_lock(name):
+            while ready := self._ready.get(name):
+                item = ready.popleft()
+                if not ready:
+                    del self._ready[name]
+                await self._record(item)
+
+    def _health_changed(self, change: vantage.Change) -> None:
+        vantage_name = self._config().fleet.vantage
+        now = self._clock()
+        self._metrics.vantage_up.labels(vantage=vantage_name).set(0 if change.degraded else 1)
+        if change.degraded:
+            self._degraded_since = now
+            self.log.warning(
+                "vantage degraded: its silent results change no target",
+                vantage=vantage_name,
+                silent=change.silent,
+                answering=change.answering,
+            )
+        else:
+            self.log.info("vantage recovered", vantage=vantage_name, silent=change.silent)
+        self._unreported = (change, now)
+
+    async def _report_health(self) -> None:
+        """Share the latest health change in the store, with its event (once per vantage)."""
+        if self._unreported is None:
+            return
+        change, at = self._unreported
+        config = self._config()
+        fleet = config.fleet
+        status = VantageStatus(
+            fleet.vantage, change.degraded, at, fleet.node_name, change.silent, change.answering
+        )
+        event = vantage.health_event(status, self._degraded_since)
+        route = channels_for_events(config.notify, [event], [])
+        try:
+            saved = await self._store.set_vantage_health(status, event, route)
+        except StoreError as exc:  # tried again at the next tick
+            self.log.warning("could not record the vantage's health", error=str(exc))
+            return
+        if self._unreported is not None and self._unreported[0] is change:
+            self._unreported = None
+        if saved is not None:
+            self.log.info(saved.type.value, vantage=fleet.vantage, summary=saved.summary)
+            self._notifier.outbox_written(route(saved))
+
+    def vantage_degraded(self) -> bool:
+        """Whether this node judges its vantage degraded now."""
+        return self.health.degraded
+
+    # -- recording -------------------------------------------------------------------------
+
+    async def _record(self, item: _Pending) -> None:
+        """Evaluate one result and apply (or hold) it; call under the target's lock."""
+        config = self._config()
+        target, kind, result, fence = item.target, item.kind, item.result, item.fence
+        prev = await self._previous_state(target.name)
+        policy, degraded, now = target.policy(config.scan), self._degraded_now(), self._clock()
+        flaps = target.effective_scan(config.scan).flap_policy()
+        rules = self._advisory_rules(config)
+        evaluation = evaluate(prev, item.obs, policy, flaps, rules, now, degraded=degraded)
+        if item.hold_quiet and is_quiet(result.complete, prev, evaluation):
+            self.quiet[target.name] = self.seen[target.name] = evaluation.state
+            if fence is not None:
+                self._quiet_fences[target.name] = fence
+        else:
+            record = ScanRecord.from_result(kind, result, config.fleet.vantage)
+
+            def redo(stored: TargetState) -> detect.Evaluation:
+                return evaluate(stored, item.obs, policy, flaps, rules, now, degraded=degraded)
+
+            try:
+                evaluation = await self._apply(config, record, evaluation, fence, redo)
+            except FencedWrite:
+                # This node's lease moved on while the scan ran (a pause, a lost
+                # database): its owner now writes the target; this result is stale.
+                self._metrics.fenced_writes.inc()
+                self.let_go([target.name])
+                self.log.warning(
+                    "scan result refused: the target's lease moved on",
+                    target=target.name,
+                    kind=kind.value,
+                )
+                return
+        item.evaluation = evaluation
         self._log_recorded(target.name, kind, result, evaluation)
+        if evaluation.reboot_suspected and self._on_reboot is not None:
+            self._on_reboot(target.name)
         if evaluation.reprobe and self._reprobe is not None and not self._stopping():
             await self._reprobe(target.name, evaluation.reprobe)
-        return ScanDone(result, evaluation)
+
+    def _degraded_now(self) -> frozenset[str]:
+        """The vantages judged degraded: as the store last said (every vantage of the fleet),
+        and this node's own judgement of its vantage, which may be newer."""
+        own = frozenset({self._config().fleet.vantage}) if self.health.degraded else frozenset()
+        return self._degraded() | self._shared_degraded | own
 
     def _advisory_rules(self, config: Config) -> tuple[advisories.Rule, ...]:
         """The config's advisory rules, compiled once per config (a reload makes a new one)."""

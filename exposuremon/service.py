@@ -59,6 +59,7 @@ NOTIFY_TIMEOUT = 10.0  # seconds per webhook request
 STATUS_EVERY = 60.0  # seconds between STATUS= updates to systemd
 LATE_SUMMARY_EVERY = 60.0  # seconds between log summaries of late scans
 CHANGES_EVERY = 1.0  # seconds between looks for targets another process wrote (acks)
+HEALTH_EVERY = 1.0  # seconds between looks at held silences (vantage health)
 TAKEOVER_SPREAD = 5.0  # seconds over which the overdue sentinel scans of gained targets start
 MAINTENANCE_EVERY = 1.0  # seconds between looks at maintenance windows (starts and ends)
 
@@ -200,6 +201,7 @@ class Service:
             fence_for=None if leases is None else leases.fence_for,
             reprobe=None if leases is None else self._request_reprobe,
             holding=self.holding,
+            on_reboot=self._rebooted,
         )
         app = make_app(self.metrics.registry, self, state=self.state_metrics)
         self._http = HttpServer(app, self.config.http.host, self.config.http.port)
@@ -226,6 +228,7 @@ class Service:
         self._scheduler.add_maintenance(self.report_late, interval=LATE_SUMMARY_EVERY)
         self._scheduler.add_maintenance(self.refresh_changed, interval=CHANGES_EVERY)
         self._scheduler.add_maintenance(self.maintenance_tick, interval=MAINTENANCE_EVERY)
+        self._scheduler.add_maintenance(self.tick_health, interval=HEALTH_EVERY)
         self._ready = True
         self._started = True
         if self._leases is not None:
@@ -383,6 +386,15 @@ class Service:
         if self._started:  # a failed start is reported once, by its StartError
             self.log.info("stopped", scans_recorded=self.scans_recorded)
         await self.systemd.stop_watchdog()  # last: a slow shutdown is still a live one
+
+    def vantage_health(self) -> tuple[str, bool] | None:
+        """This node's vantage and whether it judges it degraded (None before start).
+
+        A degraded vantage keeps the node ready: it scans on and guards the targets from its
+        own outage; `/readyz` says so in its detail, and `exposuremon_vantage_up` alerts."""
+        if self._pipeline is None:
+            return None
+        return self.config.fleet.vantage, self._pipeline.vantage_degraded()
 
     def not_ready(self) -> str | None:
         """None when ready to serve, else why not (for /readyz)."""
@@ -739,8 +751,6 @@ class Service:
                 self.metrics.record_start(kind, lag, self._late.started(kind, lag))
                 done = await self.pipeline.run(target, kind, hold_quiet=not on_demand)
             self.scans_recorded += done is not None
-            if done and done.evaluation.reboot_suspected and not self._stop_requested.is_set():
-                self._scheduler.after_reboot(target.name, self.clock())
         except ScanError as exc:
             log.warning("scan failed", error=str(exc))
         except asyncio.CancelledError:
@@ -750,6 +760,18 @@ class Service:
         finally:
             self._claimed.discard(key)
             self._run_again(key)
+
+    def _rebooted(self, name: str) -> None:
+        """A recorded result suspects a reboot: follow-up scans see what came back."""
+        if not self._stop_requested.is_set():
+            self._scheduler.after_reboot(name, self.clock())
+
+    async def tick_health(self) -> None:
+        """Record silences held for a round; share a health change the store missed."""
+        try:
+            await self.pipeline.tick_health()
+        except StoreError as exc:  # the next tick tries again
+            self.log.warning("could not record held scan results", error=str(exc))
 
     def _run_again(self, key: tuple[str, ScanKind]) -> None:
         """Start the scan asked for while `key`'s last one was in progress, if any."""

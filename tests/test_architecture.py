@@ -125,6 +125,7 @@ def test_the_top_level_is_the_core() -> None:
         "pipeline",
         "service",
         "systemd",
+        "vantage",
         "units",
     }
     assert {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()} == set(PACKAGES)

@@ -276,9 +276,13 @@ def fleet_status(config_path: Path, as_json: bool) -> None:
     shards = doc["shards"]
     for v in doc["vantages"]:
         unheld = shards["vantages"].get(v["name"], {}).get("unheld", [])
+        status = v["status"]
+        if status == "degraded":
+            why = "scans silent" if v.get("health") == "degraded" else "no live node"
+            status = f"degraded ({why})"
         vantages.add_row(
             v["name"],
-            v["status"],
+            status,
             f"{v['nodes']} of {v['nodes_total']}",
             f"{v['shards_held']} of {shards['total']}",
             _ranges(unheld) or "-",

@@ -384,9 +384,10 @@ class NotifyConfig(_Model):
             owner, self.secret_env, self.secret_file, env_key="secret_env", file_key="secret_file"
         )
 
-    def wants(self, target: str, severity: Severity) -> bool:
-        """Whether an event of `severity` for `target` goes to this channel."""
-        in_scope = self.targets is None or target in self.targets
+    def wants(self, target: str | None, severity: Severity) -> bool:
+        """Whether an event of `severity` for `target` goes to this channel (None: a vantage's
+        event, which concerns every target, so every channel's scope)."""
+        in_scope = self.targets is None or target is None or target in self.targets
         return in_scope and severity >= self.min_severity
 
 
@@ -521,6 +522,9 @@ class FleetConfig(_Model):
     vantage: Name = "default"
     lease_ttl: LeaseTtl = 15.0
     vantage_silence_share: Annotated[float, BeforeValidator(_SilenceShare())] = 0.5
+    # Vantage health is judged only with at least this many answering targets: with one or
+    # two routers, a silence is the router's (a reboot stays a reboot).
+    vantage_min_targets: Annotated[StrictInt, Field(ge=2, le=1_000_000)] = 3
 
     @property
     def node_name(self) -> str:

@@ -14,8 +14,10 @@ Rules:
   a node whose hash is another one differs. When two or more hashes tie for most common,
   there is no reference and every node differs as soon as the live nodes disagree (nobody
   can tell which config is meant). No live node: nothing differs.
-- A vantage is **up** while it has a live node, else **degraded** (the vantage-health rules
-  of docs/architecture.md will refine this).
+- A vantage is **degraded** when it has no live node (`health` "up": nothing scans from
+  there), or when its shared health is degraded (`health` "degraded": its scans went silent
+  for most of the targets that answered them, vantage.py; its silence changes no target);
+  else **up**.
 - A shard is **unheld** in a vantage when no unexpired lease names it (never taken, released,
   or its holder's lease ran out).
 """
@@ -60,10 +62,11 @@ class VantageStatus:
     """One vantage: its live nodes, how many of its shards are held, up or degraded."""
 
     name: str
-    status: str  # UP or DEGRADED
+    status: str  # UP or DEGRADED (no live node, or `health` DEGRADED)
     nodes: int  # live nodes
     nodes_total: int  # node rows, live or not
     shards_held: int
+    health: str = UP  # UP, or DEGRADED while its scans went silent (vantage health)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -166,13 +169,15 @@ def fleet_view(snapshot: FleetSnapshot, lease_ttl: float) -> FleetView:
     for v, owned in by_vantage.items():
         members = [n for n in nodes if n.vantage == v]
         alive = sum(n.alive for n in members)
+        health = DEGRADED if v in snapshot.degraded else UP
         vantages.append(
             VantageStatus(
                 name=v,
-                status=UP if alive else DEGRADED,
+                status=UP if alive and health == UP else DEGRADED,
                 nodes=alive,
                 nodes_total=len(members),
                 shards_held=len(owned.owners),
+                health=health,
             )
         )
     return FleetView(

@@ -142,6 +142,14 @@ class Metrics:
             ["vantage"],
             registry=self.registry,
         )
+        self.vantage_up = Gauge(
+            f"{PREFIX}_vantage_up",
+            "1 while this node's vantage is up, 0 while its scans went silent for most of the "
+            "targets that answered it (degraded: its silent results change no target). "
+            "One series per node, so aggregate with min by (vantage).",
+            ["vantage"],
+            registry=self.registry,
+        )
         self.fenced_writes = Counter(
             f"{PREFIX}_fenced_writes",
             "Scan results the store refused because their shard's lease had moved on (this "

@@ -259,6 +259,9 @@ def split_ntfy_url(url: str) -> tuple[str, str]:
 
 def dedup_key(target: str, event: Event) -> str:
     """Stable per-event key of the webhook body (see `webhook_body`)."""
+    if event.vantage is not None and event.target is None:
+        ref = event.id if event.id is not None else rfc3339(event.observed_at)
+        return f"vantage/{clean(event.vantage, None)}/{event.type.value}/{ref}"
     name = clean(target, None)
     if event.port is not None and event.finding_id is not None:
         key = f"{name}/tcp/{event.port}/{event.finding_id}"
@@ -311,13 +314,16 @@ def webhook_body(message: Message) -> dict[str, Any]:
     Per event `seen_from` (only on finding events from a fleet with several vantages), and
     `dedup_key` is `{target}/tcp/{port}/{finding_id}` for finding_opened and
     finding_reopened, `{target}/tcp/{port}/{finding_id}/{type}` for other events of a finding,
-    and `{target}/{type}/{event id}` otherwise. `protocol` is null for events without a port.
+    and `{target}/{type}/{event id}` otherwise (`vantage/{vantage}/{type}/{event id}` for a
+    vantage's events). `protocol` is null for events without a port.
     """
     return {
         "version": 1,
         "source": "exposuremon",
-        "target": clean(message.target, None),
+        "target": None if message.vantage is not None else clean(message.target, None),
         "address": None if message.address is None else clean(message.address, None),
+        # A vantage's message (vantage_degraded / vantage_recovered) names it; target is null.
+        "vantage": None if message.vantage is None else clean(message.vantage, None),
         "events": [
             {
                 "id": e.id,

@@ -24,7 +24,8 @@ class MessageKind(enum.StrEnum):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Message:
-    """One delivery to one channel: a target's events from one scan, a reminder or a test."""
+    """One delivery to one channel: a target's events from one scan, a vantage's health
+    change, a reminder or a test."""
 
     target: str
     address: str | None
@@ -33,6 +34,9 @@ class Message:
     public_url: str | None = None  # `[http] public_url`: links to the status page when set
     delivery_id: str = ""  # stable across retries: "<channel>/<group>"; receivers dedup on it
     reminder_count: int = 0  # for REMINDER: 1 for the first reminder
+    # A vantage's message (vantage_degraded / vantage_recovered): no target of its own, so
+    # `target` is "" and this names the vantage.
+    vantage: str | None = None
 
     @property
     def severity(self) -> Severity:

@@ -477,8 +477,10 @@ class Notifier:
 
     def message_of(self, out: Outgoing) -> Message:
         """The chat message of an outbox message."""
+        vantage = next((e.vantage for e in out.events if e.target is None), None)
         return Message(
-            target=out.target,
+            target=out.target or "",
+            vantage=vantage,
             address=out.address,
             events=out.events,
             kind=MessageKind.REMINDER if out.is_reminder else MessageKind.EVENTS,

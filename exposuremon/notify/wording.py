@@ -101,7 +101,41 @@ def digest(message: Message) -> Digest:
 # ----------------------------------------------------------------------------------- events
 
 
+def _vantage(message: Message, vantage: str) -> Digest:
+    """A vantage's health change: one line of what happened, and why no target changed."""
+    events = message.events
+    label = f"vantage {clean(vantage, NAME_LIMIT)}"
+    ref = max((e.observed_at for e in events), default=None)
+    degraded = bool(events) and events[-1].type is E.VANTAGE_DEGRADED
+    if degraded:
+        what = "its scans went silent for most targets"
+        why = (
+            "Most targets that answered stopped answering at once: the scanner's own uplink "
+            "(or a filter near it) is the likely cause, not the routers. Until it recovers, "
+            "silence seen from it changes no target: no target down, no reboot, no resolve."
+        )
+    else:
+        what = "recovered, targets answer again"
+        why = "Targets were never marked down for it: their answers raise nothing."
+    sev = f" — {message.severity.label}" if message.severity >= Severity.WARNING else ""
+    items = tuple(Item((Span(clean(e.summary, SUMMARY_LIMIT) or e.type.value),)) for e in events)
+    return Digest(
+        kind=message.kind,
+        severity=message.severity,
+        tone=_tone(message.severity, events),
+        title=f"{label}: {what}{sev}",
+        label=label,
+        intro=(Item((Span(why),)),),
+        sections=(Section("What happened", items),),
+        footer="exposuremon" + (f" · observed {rfc3339(ref)}" if ref else ""),
+        link=status_link(message.public_url, ""),  # no target of its own: the page itself
+        when=ref,
+    )
+
+
 def _events(message: Message) -> Digest:
+    if message.vantage is not None:
+        return _vantage(message, message.vantage)
     events, label = message.events, _label(message)
     ref = max((e.observed_at for e in events), default=None)
     finding_ports = {e.port for e in events if e.type in _FINDING_TYPES}

@@ -42,6 +42,7 @@ from exposuremon.model import (
     ScanKind,
     TargetState,
     TargetStatus,
+    VantageStatus,
 )
 from exposuremon.store import leases, maintenance, outbox, queries, schema
 from exposuremon.units import utcnow
@@ -211,17 +212,21 @@ def is_postgres(url: sa.URL) -> bool:
     return url.get_backend_name() == "postgresql"
 
 
-def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+def _on_connect(dbapi_connection: Any, _record: Any, *, foreign_keys: bool = True) -> None:
     # busy_timeout first, so that switching to WAL waits for other processes' locks.
     cursor = dbapi_connection.cursor()
     for pragma in (
         f"busy_timeout = {_BUSY_TIMEOUT_MS}",
         "journal_mode = WAL",
         "synchronous = NORMAL",
-        "foreign_keys = ON",
+        f"foreign_keys = {'ON' if foreign_keys else 'OFF'}",
     ):
         cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
+
+
+def _on_connect_unchecked(dbapi_connection: Any, record: Any) -> None:
+    _on_connect(dbapi_connection, record, foreign_keys=False)
 
 
 def _on_begin(conn: sa.Connection) -> None:
@@ -230,19 +235,26 @@ def _on_begin(conn: sa.Connection) -> None:
     conn.exec_driver_sql(conn.get_execution_options().get(_BEGIN, "BEGIN"))
 
 
-def setup_sqlite(engine: sa.Engine) -> None:
-    sa.event.listen(engine, "connect", _on_connect)
+def setup_sqlite(engine: sa.Engine, *, foreign_keys: bool = True) -> None:
+    sa.event.listen(engine, "connect", _on_connect if foreign_keys else _on_connect_unchecked)
     sa.event.listen(engine, "begin", _on_begin)
 
 
-def sqlite_engine(path: Path) -> sa.Engine:
-    """A synchronous engine on the database file with the store's settings (for migrations)."""
+def sqlite_engine(path: Path, *, foreign_keys: bool = True) -> sa.Engine:
+    """A synchronous engine on the database file with the store's settings (for migrations).
+
+    Migrations run with `foreign_keys=False`: SQLite rebuilds a table to change a column
+    (0009 drops `events.target`'s NOT NULL), and dropping the old copy of a referenced table
+    fails with them on, even deferred (SQLite's documented 12-step ALTER procedure). The
+    migration environment checks every reference before it commits (`PRAGMA
+    foreign_key_check`), so the result is as consistent as with them on.
+    """
     engine = sa.create_engine(
         sa.URL.create("sqlite", database=str(path)),
         connect_args={"isolation_level": None},
         poolclass=sa.NullPool,
     )
-    setup_sqlite(engine)
+    setup_sqlite(engine, foreign_keys=foreign_keys)
     return engine
 
 
@@ -269,7 +281,7 @@ def migrate(where: Path | str, revision: str = "head") -> None:
 def _migrate_sqlite(path: Path, revision: str) -> None:
     config = alembic_config()
     script = ScriptDirectory.from_config(config)
-    engine = sqlite_engine(path)
+    engine = sqlite_engine(path, foreign_keys=False)
     try:
         # An up-to-date database (the usual case, also for CLI commands while the daemon
         # writes) is only read; an upgrade holds the write lock from its first statement.
@@ -548,6 +560,57 @@ class Store:
         """The vantage's leases and every node, with the db clock's now, in one snapshot."""
         async with self._read(f"read the leases of vantage {vantage}") as conn:
             return await leases.lease_view(conn, vantage)
+
+    async def set_vantage_health(
+        self, status: VantageStatus, event: Event, channels: queries.Route
+    ) -> Event | None:
+        """Set a vantage's health by compare-and-set, with its event and outbox rows.
+
+        One transaction: the vantage's row changes only if its status differs from
+        `status.degraded` (a missing row is "up"); only then is `event` (a vantage event, no
+        target) saved with one outbox row per channel `channels` names, and returned with its
+        id. None: the vantage already had that status (another node of it raised the event).
+        """
+        vh = schema.vantage_health
+        name = status.vantage
+        new = "degraded" if status.degraded else "up"
+        since = schema.to_micros(status.since, "vantage status since")
+        now = schema.to_micros(self._clock(), "clock")
+        row = {
+            "status": new,
+            "since": since,
+            "node": status.node,
+            "silent": status.silent,
+            "answering": status.answering,
+        }
+        async with self._write(f"set the health of vantage {name}") as conn:
+            first = leases.insert_of(conn, vh).values(vantage=name, **row | {"status": "up"})
+            await conn.execute(first.on_conflict_do_nothing(index_elements=[vh.c.vantage]))
+            changed = await conn.execute(
+                sa.update(vh).where(vh.c.vantage == name, vh.c.status != new).values(row)
+            )
+            if not changed.rowcount:  # it was so already (a new row is "up")
+                return None
+            saved = await queries.insert_vantage_event(conn, event)
+            await queries.insert_outbox(conn, [saved], channels, f"vantage/{saved.id}", now)
+        return saved
+
+    async def vantage_health(self) -> dict[str, VantageStatus]:
+        """Every vantage's shared health, by name (a vantage without a row is up)."""
+        vh = schema.vantage_health
+        async with self._read("read the vantages' health") as conn:
+            rows = (await conn.execute(sa.select(vh))).all()
+        return {
+            r.vantage: VantageStatus(
+                vantage=r.vantage,
+                degraded=r.status == "degraded",
+                since=schema.from_micros(r.since),
+                node=r.node,
+                silent=r.silent,
+                answering=r.answering,
+            )
+            for r in rows
+        }
 
     async def fleet_snapshot(self) -> leases.FleetSnapshot:
         """Every vantage's leases and every node, with the shard count and the db clock's

@@ -66,6 +66,8 @@ class FleetSnapshot:
     shards: int
     leases: Mapping[str, tuple[Lease, ...]]  # vantage -> its lease rows, by shard
     nodes: tuple[FleetNode, ...]
+    # Vantages whose shared health is degraded (`vantage_health`: their scans went silent).
+    degraded: frozenset[str] = frozenset()
 
     def vantages(self) -> tuple[str, ...]:
         """Every vantage named by a node or a lease row, sorted."""
@@ -118,10 +120,14 @@ async def read_now(conn: AsyncConnection) -> int:
     return int((await conn.execute(sa.select(db_now(conn)))).scalar_one())
 
 
-def _insert(conn: AsyncConnection, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
+def insert_of(conn: AsyncConnection, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT of the connection's dialect (for its ON CONFLICT clauses)."""
     if conn.dialect.name == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
+
+
+_insert = insert_of
 
 
 async def fleet_shards(conn: AsyncConnection) -> int:
@@ -211,7 +217,16 @@ async def fleet_snapshot(conn: AsyncConnection) -> FleetSnapshot:
     for v, s, nd, e, x in rows:
         by_vantage.setdefault(str(v), []).append(Lease(int(s), str(nd), int(e), int(x)))
     leases = {v: tuple(rows_of) for v, rows_of in by_vantage.items()}
-    return FleetSnapshot(now=now, shards=shards, leases=leases, nodes=await _nodes(conn))
+    vh = schema.vantage_health
+    degraded = frozenset(
+        str(v)
+        for v in (
+            await conn.execute(sa.select(vh.c.vantage).where(vh.c.status == "degraded"))
+        ).scalars()
+    )
+    return FleetSnapshot(
+        now=now, shards=shards, leases=leases, nodes=await _nodes(conn), degraded=degraded
+    )
 
 
 async def acquire(

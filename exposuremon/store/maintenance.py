@@ -147,7 +147,7 @@ async def start(conn: AsyncConnection, events: Sequence[Event], now: int) -> lis
     if not fresh:
         return []
     for e in fresh:
-        await queries.ensure_target(conn, TargetState(name=e.target))
+        await queries.ensure_target(conn, TargetState(name=_target_of(e)))
     await conn.execute(
         sa.insert(a),
         [{"target": e.target, "window": str(e.details.get("window")), "since": now} for e in fresh],
@@ -180,7 +180,7 @@ async def finish(
     """End a target's maintenance: save `ended`, queue the summary message (per channel of
     `send`: `ended` and the events named, one outbox group), delete the held rows summed up
     and the target's `maintenance_active` row. Returns `ended` saved."""
-    name = ended.target
+    name = _target_of(ended)
     await queries.ensure_target(conn, TargetState(name=name))
     (saved,) = await _insert_events(conn, [ended])
     group = f"maintenance/{name}/{saved.id}"
@@ -217,3 +217,10 @@ async def _insert_events(conn: AsyncConnection, events: Sequence[Event]) -> list
         dataclasses.replace(e, id=i, details=row["details"])
         for e, row, i in zip(events, rows, ids, strict=True)
     ]
+
+
+def _target_of(event: Event) -> str:
+    """A maintenance event's target (only a vantage's events have none)."""
+    if event.target is None:
+        raise ValueError(f"{event.type.value}: a maintenance event needs a target")
+    return event.target

@@ -167,7 +167,7 @@ def delivery_from_row(row: Mapping[str, Any]) -> Delivery:
         created_at=schema.from_micros(row["created_at"]),
         sent_at=schema.opt_datetime(row["sent_at"]),
         dedup_key=row["dedup_key"],
-        target=row["target"],
+        target=row["target"] or "",  # "": a vantage's event (no target)
         kind=row["kind"],
         reminder=row["reminder"],
     )
@@ -336,13 +336,14 @@ async def _load_message(
         )
     event_rows.sort(key=lambda r: r["id"])
     events = tuple(schema.event_from_row(r) for r in event_rows)
-    target = rows[0].target
+    target = rows[0].target  # None: a vantage's event, no target (and no address)
     scan_ids = [r["scan_id"] for r in event_rows if r["scan_id"] is not None]
+    scans = None if group.startswith("reminder/") else scan_ids
     return Outgoing(
         channel=channel,
         group_key=group,
-        target=target,
-        address=await _address(conn, target, None if group.startswith("reminder/") else scan_ids),
+        target=target or "",
+        address=None if target is None else await _address(conn, target, scans),
         rows=tuple(rows),
         events=events,
         claim=claim,

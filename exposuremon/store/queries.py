@@ -274,6 +274,16 @@ async def insert_events(
     ]
 
 
+async def insert_vantage_event(conn: AsyncConnection, event: Event) -> Event:
+    """Insert a vantage's event (no target, no scan); returns it saved."""
+    if event.target is not None or event.vantage is None:
+        raise ValueError(f"event {event.type}: a vantage's event names a vantage, no target")
+    row = schema.event_row(event, None, None)
+    stmt = sa.insert(schema.events).returning(schema.events.c.id)
+    new_id = (await conn.execute(stmt, row)).scalar_one()
+    return dataclasses.replace(event, id=int(new_id), details=row["details"])
+
+
 Route = Callable[[Event], Iterable[str]]  # the channels an event goes to
 
 

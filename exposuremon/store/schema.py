@@ -189,7 +189,8 @@ events = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("type", _Text, nullable=False),
     sa.Column("severity", _Text, nullable=False),
-    sa.Column("target", _Text, sa.ForeignKey("targets.name"), nullable=False),
+    # NULL for a vantage's event, which names its `vantage` instead (migration 0009).
+    sa.Column("target", _Text, sa.ForeignKey("targets.name")),
     sa.Column("port", sa.Integer),
     sa.Column("observed_at", _Time, nullable=False),
     sa.Column("summary", _Text, nullable=False),
@@ -197,6 +198,7 @@ events = sa.Table(
     sa.Column("finding_id", sa.Integer, sa.ForeignKey("findings.id")),
     # A scan may be pruned before its events (events pending delivery are kept).
     sa.Column("scan_id", sa.Integer, sa.ForeignKey("scans.id", ondelete="SET NULL")),
+    sa.Column("vantage", _Text),
     sa.CheckConstraint(_SEVERITIES, name="severity"),
     sa.Index(None, "target", "id"),
     sa.Index(None, "type", "id"),
@@ -346,6 +348,19 @@ maintenance_active = sa.Table(
     sa.Column("target", _Text, primary_key=True),
     sa.Column("window", _Text, nullable=False),
     sa.Column("since", _Time, nullable=False),
+)
+# Added by migration 0009: each vantage's health ("up" | "degraded"), set by compare-and-set
+# so that one node of the vantage raises each `vantage_degraded` (and `vantage_recovered`).
+vantage_health = sa.Table(
+    "vantage_health",
+    metadata,
+    sa.Column("vantage", _Text, primary_key=True),
+    sa.Column("status", _Text, nullable=False),
+    sa.Column("since", _Time, nullable=False),
+    sa.Column("node", _Text, nullable=False),  # the node whose judgement set it
+    sa.Column("silent", sa.Integer, nullable=False),  # targets silent when it was set
+    sa.Column("answering", sa.Integer, nullable=False),  # of the targets that were answering
+    sa.CheckConstraint("status IN ('up', 'degraded')", name="status"),
 )
 
 Row = Mapping[Any, Any]  # a result row's mapping (SQLAlchemy also accepts columns as keys)
@@ -712,6 +727,7 @@ def event_row(e: Event, finding_id: int | None, scan_id: int | None) -> dict[str
         "details": jsonable(e.details, f"{where}.details"),
         "finding_id": finding_id,
         "scan_id": scan_id,
+        "vantage": e.vantage,
     }
 
 
@@ -727,4 +743,5 @@ def event_from_row(row: Row) -> Event:
         summary=row["summary"],
         details=row["details"],
         finding_id=row["finding_id"],
+        vantage=row["vantage"],
     )

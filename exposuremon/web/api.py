@@ -92,6 +92,10 @@ class Backend(Protocol):
         """None when ready, else why not."""
         ...
 
+    def vantage_health(self) -> tuple[str, bool] | None:
+        """This node's vantage and whether it is degraded (None: not judged yet)."""
+        ...
+
     def connection_rate(self, target: str) -> float | None:
         """New connections/s the target accepts, where scans found it limits them; else None."""
         ...

@@ -109,9 +109,16 @@ def make_app(
 
     async def readyz(_: web.Request) -> web.Response:
         reason = backend.not_ready()
+        # A degraded vantage stays ready (200): the node scans on and guards its targets from
+        # its own outage; the detail says so (docs/api.md).
+        health = backend.vantage_health()
+        detail = {}
+        if health is not None:
+            name, degraded = health
+            detail = {"vantage": {"name": name, "status": "degraded" if degraded else "up"}}
         if reason is None:
-            return web.json_response({"status": "ready"})
-        return web.json_response({"status": "not ready", "reason": reason}, status=503)
+            return web.json_response({"status": "ready"} | detail)
+        return web.json_response({"status": "not ready", "reason": reason} | detail, status=503)
 
     async def page(request: web.Request) -> web.Response:
         query = status_page.parse_query(request.query)

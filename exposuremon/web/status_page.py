@@ -39,6 +39,7 @@ from exposuremon.model import (
     Severity,
     TargetState,
     TargetStatus,
+    VantageStatus,
 )
 from exposuremon.schedule import MaintenanceWindow, Recurring, showing
 from exposuremon.store import FindingCounts, Store, TargetOverview
@@ -231,6 +232,9 @@ class PageModel:
     events: tuple[EventView, ...]
     fleet: FleetSection | None = None
     maintenance: tuple[MaintenanceView, ...] = ()
+    # Vantages whose scans went silent for most targets (vantage health), with since when:
+    # their silence changes no target, so the page says so above everything else.
+    degraded: tuple[tuple[str, When], ...] = ()
 
     @property
     def targets(self) -> tuple[TargetView, ...]:
@@ -397,6 +401,18 @@ def event_view(event: Event, now: dt.datetime, shown: Collection[str] = ()) -> E
     """One timeline entry."""
     at = when(event.observed_at, now)
     assert at is not None
+    if event.target is None:  # a vantage's event: it links to the fleet section
+        name = f"vantage {event.vantage or '?'}"
+        return EventView(
+            when=at,
+            target=name,
+            anchor="fleet",
+            href="#fleet",
+            port=None,
+            type=event.type.value.replace("_", " "),
+            severity=event.severity.label,
+            summary=event.summary,
+        )
     return EventView(
         when=at,
         target=event.target,
@@ -711,11 +727,13 @@ def build(
     fleet: FleetView | None = None,
     histories: Mapping[str, Sequence[Event]] | None = None,
     maintenance: Sequence[MaintenanceWindow] = (),
+    health: Mapping[str, VantageStatus] | None = None,
 ) -> PageModel:
     """The page's view model. `states` needs to hold only the shown targets' states;
     `selection` is `pick`'s answer for the same arguments (computed when not given);
     `fleet` the fleet view (its section shows only for more than one node); `histories`
-    the attention cards' events of the history window (None: cards without history)."""
+    the attention cards' events of the history window (None: cards without history);
+    `health` the vantages' shared health (a degraded one gets a banner)."""
     chosen = selection or pick(targets, overview, query)
     urgent, rest = chosen.urgent, chosen.rest
     a_pager, r_pager = chosen.attention_pager, chosen.rows_pager
@@ -770,6 +788,11 @@ def build(
         events=tuple(event_view(e, now, shown) for e in events[:TIMELINE]),
         fleet=fleet_section(fleet, now),
         maintenance=maintenance_views(maintenance, now),
+        degraded=tuple(
+            (name, since)
+            for name, v in sorted((health or {}).items())
+            if v.degraded and (since := when(v.since, now)) is not None
+        ),
     )
 
 
@@ -800,8 +823,9 @@ async def render_status(
     Five reads: the overview of every target (light rows), the full states of the targets
     shown on this page, the events of the last 30 days of the targets whose port history is
     drawn (the attention cards, at most ATTENTION_PAGE, or the one target a search found;
-    never the whole fleet), the recent events, the fleet and the ad-hoc maintenance windows.
-    Each is one snapshot; a scan landing between them shows on the next reload.
+    never the whole fleet), the recent events, the fleet, the ad-hoc maintenance windows and
+    the vantages' health. Each is one snapshot; a scan landing between them shows on the
+    next reload.
     """
     now = now or utcnow()
     overview = await store.target_overview()
@@ -811,6 +835,7 @@ async def render_status(
     histories = await store.history_events(drawn, HISTORY_TYPES, now - timeline.WINDOW)
     events, _ = await store.events(limit=TIMELINE)
     fleet = fleet_view(await store.fleet_snapshot(), config.fleet.lease_ttl)
+    health = await store.vantage_health()
     stored = await store.maintenance_windows(ending_after=now)
     windows = config.maintenance_windows() + tuple(
         MaintenanceWindow.ad_hoc(w.id, w.targets, w.starts_at, w.ends_at, w.reason) for w in stored
@@ -826,6 +851,7 @@ async def render_status(
         fleet=fleet,
         histories=histories,
         maintenance=windows,
+        health=health,
     )
     return render(model)
 

@@ -76,6 +76,7 @@ def event_json(event: Event) -> dict[str, Any]:
         "summary": event.summary,
         "details": dict(event.details),
         "finding_id": event.finding_id,
+        "vantage": event.vantage,  # a vantage's event (target null): vantage_degraded/_recovered
     }
 
 
@@ -185,7 +186,9 @@ def fleet_json(view: FleetView) -> dict[str, Any]:
 
     DESIGN.md's keys (`nodes`: node, vantage, started_at, last_seen, shards, version;
     `vantages`: name, status, nodes) and additive ones: per node `alive`, `config_hash`,
-    `config_differs`, `seen_ago`; per vantage `nodes_total`, `shards_held`; and `now`,
+    `config_differs`, `seen_ago`; per vantage `nodes_total`, `shards_held`, `health` ("up", or
+    "degraded" while its scans went silent: vantage health; `status` is "degraded" when it
+    has no live node or its health is degraded); and `now`,
     `lease_ttl`, `config_hash` (the reference) and `shards` (total, and per vantage the owner
     of each held shard with its lease's age and expiry in seconds, and the unheld shards).
     """
@@ -215,6 +218,7 @@ def fleet_json(view: FleetView) -> dict[str, Any]:
                 "nodes": v.nodes,
                 "nodes_total": v.nodes_total,
                 "shards_held": v.shards_held,
+                "health": v.health,
             }
             for v in view.vantages
         ],

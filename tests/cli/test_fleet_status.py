@@ -96,8 +96,22 @@ async def test_fleet_status_json_is_the_api_body(pg_url: str, tmp_path: Path) ->
     assert body["config_hash"] == "h-new"
     assert body["lease_ttl"] == TTL
     assert body["vantages"] == [
-        {"name": "default", "status": "up", "nodes": 2, "nodes_total": 3, "shards_held": 62},
-        {"name": "fra", "status": "up", "nodes": 1, "nodes_total": 1, "shards_held": 64},
+        {
+            "name": "default",
+            "status": "up",
+            "nodes": 2,
+            "nodes_total": 3,
+            "shards_held": 62,
+            "health": "up",
+        },
+        {
+            "name": "fra",
+            "status": "up",
+            "nodes": 1,
+            "nodes_total": 1,
+            "shards_held": 64,
+            "health": "up",
+        },
     ]
     shards = body["shards"]
     assert shards["total"] == 64

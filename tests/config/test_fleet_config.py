@@ -27,6 +27,7 @@ def test_defaults_are_the_host_name_and_the_default_vantage() -> None:
     assert fleet.node is None
     assert fleet.node_name == re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:64]
     assert (fleet.vantage, fleet.lease_ttl, fleet.vantage_silence_share) == ("default", 15.0, 0.5)
+    assert fleet.vantage_min_targets == 3
 
 
 def test_every_key_is_read() -> None:
@@ -35,6 +36,8 @@ def test_every_key_is_read() -> None:
     fleet = parse_config(TARGET + "[fleet]\n" + text, BASE).fleet
     assert (fleet.node_name, fleet.vantage, fleet.lease_ttl) == ("scan-fra-1", "fra", 30.0)
     assert fleet.vantage_silence_share == 1.0
+    more = parse_config(TARGET + "[fleet]\nvantage_min_targets = 10\n", BASE).fleet
+    assert more.vantage_min_targets == 10
 
 
 @pytest.mark.parametrize(
@@ -43,6 +46,11 @@ def test_every_key_is_read() -> None:
         ('lease_ttl = "1s"', "fleet.lease_ttl: must be at least 3s (a database hiccup"),
         ('lease_ttl = "1h"', "fleet.lease_ttl: must be at most 10m"),
         ("lease_ttl = true", "fleet.lease_ttl: expected a duration"),
+        (
+            "vantage_min_targets = 1",
+            "fleet.vantage_min_targets: must be greater than or equal to 2",
+        ),
+        ("vantage_min_targets = true", "fleet.vantage_min_targets: expected an integer"),
         ("vantage_silence_share = 0", "fleet.vantage_silence_share: must be a share in (0, 1]"),
         ("vantage_silence_share = 1.5", "fleet.vantage_silence_share: must be a share in (0, 1]"),
         ("vantage_silence_share = nan", "fleet.vantage_silence_share: must be a share in (0, 1]"),

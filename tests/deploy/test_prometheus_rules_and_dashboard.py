@@ -47,6 +47,7 @@ REQUIRED_ALERTS = {
     "ExposuremonNotificationsFailing",
     "ExposuremonDown",
     "ExposuremonVantageDown",
+    "ExposuremonVantageDegraded",
     "ExposuremonShardsUnheld",
 }
 # The documented base of every runbook_url, for operators to replace (deploy/README.md).

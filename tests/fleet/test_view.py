@@ -3,6 +3,7 @@ hashes that differ, vantages up or degraded, and the JSON body the API and the C
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import pytest
@@ -100,6 +101,24 @@ def test_a_vantage_without_a_live_node_is_degraded() -> None:
     assert [(n.vantage, n.name) for n in view.nodes] == [("ams", "b"), ("fra", "a")]
 
 
+def test_a_vantage_whose_scans_went_silent_is_degraded_with_live_nodes() -> None:
+    """A vantage whose shared health is degraded shows degraded although its node is live;
+    `health` tells that from one without a live node."""
+    snap = dataclasses.replace(
+        snapshot(
+            [node("a", "fra"), node("b", "ams"), node("c", "nyc", seen=30)],
+            {"fra": [lease(0, "a")], "ams": [lease(0, "b")], "nyc": [lease(0, "c", -15.0)]},
+        ),
+        degraded=frozenset({"fra"}),
+    )
+    view = fleet_view(snap, TTL)
+    assert [(v.name, v.status, v.nodes, v.health) for v in view.vantages] == [
+        ("ams", UP, 1, UP),
+        ("fra", DEGRADED, 1, DEGRADED),
+        ("nyc", DEGRADED, 0, UP),
+    ]
+
+
 def test_config_differs_from_the_most_common_hash_among_live_nodes() -> None:
     """The reference is the live majority's hash; dead nodes do not vote but are compared."""
     snap = snapshot(
@@ -182,7 +201,14 @@ def test_json_keeps_the_contract_keys() -> None:
     }
     assert body["now"] == "2026-11-18T11:06:40Z"
     assert body["vantages"] == [
-        {"name": "default", "status": "up", "nodes": 1, "nodes_total": 1, "shards_held": 1}
+        {
+            "name": "default",
+            "status": "up",
+            "nodes": 1,
+            "nodes_total": 1,
+            "shards_held": 1,
+            "health": "up",
+        }
     ]
     owners = body["shards"]["vantages"]["default"]
     assert owners["owners"] == [

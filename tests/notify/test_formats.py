@@ -336,7 +336,47 @@ def advisory_cleared_case() -> Message:
     return msg(cleared)
 
 
+def vantage_case() -> Message:
+    """A vantage degraded: its own message, no target, no address."""
+    event = dataclasses.replace(
+        ev(
+            E.VANTAGE_DEGRADED,
+            Severity.WARNING,
+            "vantage fra degraded: scans silent for 150 of 200 answering targets; their "
+            "silence changes no target until it recovers",
+            details={"vantage": "fra", "node": "scan-fra-1", "silent": 150, "answering": 200},
+        ),
+        target=None,
+        vantage="fra",
+    )
+    return Message(
+        target="",
+        vantage="fra",
+        address=None,
+        events=(event,),
+        public_url=URL,
+        delivery_id="ops/vantage/71",
+    )
+
+
+def vantage_recovered_case() -> Message:
+    """The vantage recovered: info, one line."""
+    event = dataclasses.replace(
+        ev(
+            E.VANTAGE_RECOVERED,
+            Severity.INFO,
+            "vantage fra recovered: its targets answer again (degraded since 2026-11-26T03:10:00Z)",
+            details={"vantage": "fra", "degraded_since": "2026-11-26T03:10:00Z"},
+        ),
+        target=None,
+        vantage="fra",
+    )
+    return Message(target="", vantage="fra", address=None, events=(event,), public_url=None)
+
+
 CASES = {
+    "vantage-degraded": vantage_case,
+    "vantage-recovered": vantage_recovered_case,
     "reboot-reopen": reboot_case,
     "port-flapping": flapping_case,
     "port-flap-ended": flap_ended_case,
@@ -462,6 +502,7 @@ WEBHOOK_KEYS = {
     "source",
     "target",
     "address",
+    "vantage",
     "events",
     "kind",
     "delivery_id",

@@ -1073,8 +1073,9 @@ def test_scan_record_summarises_results_and_observations() -> None:
 
 @contextlib.contextmanager
 def alembic_on(path: Path) -> Iterator[Any]:
-    """An Alembic config bound to a transaction on the database file."""
-    engine = sqlite_engine(path)
+    """An Alembic config bound to a transaction on the database file (foreign keys off, as
+    the store migrates: the environment checks them before commit)."""
+    engine = sqlite_engine(path, foreign_keys=False)
     try:
         with engine.begin() as conn:
             config = alembic_config()
@@ -1280,6 +1281,7 @@ def test_migrations_ship_with_the_package() -> None:
         "0006_vantages_and_fleet.py",
         "0007_outbox_claims.py",
         "0008_scan_requests.py",
+        "0009_vantage_health.py",
         "0010_vantage_records.py",
         "0011_maintenance_windows.py",
         "0012_flaps_and_advisories.py",

@@ -46,6 +46,10 @@ class StoreBackend:
             self.store, finding_id, until, reason, dt.datetime.now(dt.UTC)
         )
 
+    def vantage_health(self) -> tuple[str, bool] | None:
+        """Not judged here."""
+        return None
+
     def not_ready(self) -> str | None:
         """None, unless a test sets a reason."""
         return self.ready

@@ -101,6 +101,10 @@ class Node(Daemon):
         except OSError as exc:
             return 0, str(exc.reason if isinstance(exc, urllib.error.URLError) else exc)
 
+    def vantage_health(self) -> tuple[str, bool] | None:
+        """Not judged here."""
+        return None
+
     def not_ready(self) -> str | None:
         """None when /readyz answers 200, else why not (its reason, or the connection error)."""
         status, body = self.get("/readyz")

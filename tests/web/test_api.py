@@ -63,6 +63,7 @@ EVENT_KEYS = {
     "summary",
     "details",
     "finding_id",
+    "vantage",  # additive (issue 17): null but for a vantage's events
 }
 
 

@@ -329,6 +329,10 @@ class ReadOnly:
         """Never called by the page."""
         raise AssertionError("the page must not ack")
 
+    def vantage_health(self) -> tuple[str, bool] | None:
+        """Not judged here."""
+        return None
+
     def not_ready(self) -> str | None:
         """Always ready."""
         return None

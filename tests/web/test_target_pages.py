@@ -38,6 +38,10 @@ class ReadOnly:
         """Never called here."""
         raise AssertionError("listing targets must not ack")
 
+    def vantage_health(self) -> tuple[str, bool] | None:
+        """Not judged here."""
+        return None
+
     def not_ready(self) -> str | None:
         """Always ready."""
         return None

@@ -34,13 +34,19 @@ def _run(connection: sa.Connection) -> None:
     )
     with context.begin_transaction():
         context.run_migrations()
+        if connection.dialect.name == "sqlite":
+            # Migrations run with SQLite's foreign keys off (`database.sqlite_engine`): every
+            # reference is checked here instead, before the upgrade commits.
+            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+            if broken:
+                raise RuntimeError(f"migrations: foreign keys broken: {broken[:5]}")
 
 
 def _engine_for(url: str) -> sa.Engine:
     """An engine for a URL from the ini file, with the store's SQLite settings."""
     parsed = sa.make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database:
-        return database.sqlite_engine(Path(parsed.database))
+        return database.sqlite_engine(Path(parsed.database), foreign_keys=False)
     return sa.create_engine(parsed)
 
 

@@ -1,7 +1,7 @@
 """Vantage records: each vantage's own evidence of a target, seen_from, ports of a request.
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2026-12-03
 
 Every vantage scans every target (docs/architecture.md "Fleet and vantage points"), and
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0010"
-down_revision: str | None = "0008"
+down_revision: str | None = "0009"
 branch_labels: str | None = None
 depends_on: str | None = None
 
