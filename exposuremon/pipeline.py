@@ -331,7 +331,7 @@ class ScanPipeline:
                 if fence is not None:
                     self._quiet_fences[target.name] = fence
             else:
-                record = ScanRecord.from_result(kind, result)
+                record = ScanRecord.from_result(kind, result, config.fleet.vantage)
                 try:
                     await self._apply(config, record, evaluation, fence)
                 except FencedWrite:

@@ -97,10 +97,13 @@ class ScanRecord:
     closed_count: int
     filtered_count: int
     duration_s: float
+    vantage: str = schema.DEFAULT_VANTAGE  # the vantage point it was made from
 
     @classmethod
-    def from_result(cls, kind: ScanKind, result: ScanResult) -> ScanRecord:
-        """Summarise a scan engine result."""
+    def from_result(
+        cls, kind: ScanKind, result: ScanResult, vantage: str = schema.DEFAULT_VANTAGE
+    ) -> ScanRecord:
+        """Summarise a scan engine result made from `vantage`."""
         counts = result.counts
         return cls(
             target=result.target,
@@ -114,6 +117,7 @@ class ScanRecord:
             closed_count=counts["closed"],
             filtered_count=counts["filtered"],
             duration_s=result.duration,
+            vantage=vantage,
         )
 
 
@@ -952,4 +956,5 @@ def _scan_row(scan: ScanRecord) -> dict[str, Any]:
         "closed_count": scan.closed_count,
         "filtered_count": scan.filtered_count,
         "duration_s": scan.duration_s,
+        "vantage": scan.vantage,
     }
