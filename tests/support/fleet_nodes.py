@@ -31,7 +31,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from tests.support.daemon import Daemon
@@ -58,30 +58,50 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 
 
 class Node(Daemon):
-    """One node: its name, config, HTTP port and log; a `Daemon` with a shared store URL."""
+    """One node: its name, config, HTTP address and log; a `Daemon` with a shared store URL.
 
-    def __init__(self, name: str, config_path: Path, port: int, log_path: Path) -> None:
+    `netns`: run it in that network namespace (`ip netns exec`, tests/support/vantages.py);
+    its HTTP server then listens on `host`, an address of the namespace the tests reach.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        config_path: Path,
+        port: int,
+        log_path: Path,
+        *,
+        host: str = "127.0.0.1",
+        netns: str | None = None,
+    ) -> None:
         super().__init__(config_path, log_path)
         self.name = name
         self.port = port
+        self.host = host
+        self.netns = netns
 
     @property
     def url(self) -> str:
         """The node's base URL (status page at `/`)."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def pid(self) -> int | None:
         """The process id once started."""
         return None if self.proc is None else self.proc.pid
 
-    def start_with(self, store_url: str) -> None:
-        """Launch `exposuremon run` with the store URL in URL_ENV (never on its command line)."""
+    def start_with(self, store_url: str, env: Mapping[str, str] | None = None) -> None:
+        """Launch `exposuremon run` with the store URL in URL_ENV (never on its command line)
+        and `env` added to its environment."""
         exe = str(Path(sys.executable).with_name("exposuremon"))
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", URL_ENV: store_url}
+        argv = [exe, "run", "-c", str(self.config_path)]
+        if self.netns is not None:
+            # `ip netns exec` execs the daemon itself: the pid, signals and PDEATHSIG are its.
+            argv = ["ip", "netns", "exec", self.netns, *argv]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", URL_ENV: store_url, **(env or {})}
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [exe, "run", "-c", str(self.config_path)],
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
