@@ -505,6 +505,7 @@ async def test_a_scan_is_stored_with_the_vantage_it_was_made_from(
     rows = await backend.run("SELECT vantage FROM scans ORDER BY finished")
     assert rows == [("default",), ("fra",)]
 
+
 async def test_a_failing_apply_stores_nothing_of_its_scan(store: Store, backend: Backend) -> None:
     """When an insert fails midway, no scan, state, finding, event or outbox row remains."""
     base = await store.apply(

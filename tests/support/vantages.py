@@ -68,6 +68,7 @@ HTTP_PORT = 9810  # every node listens on its own vantage address, so one port s
 TOKEN = "vantage-bed-api-token"  # the nodes' API token (EXPOSUREMON_API_TOKEN)
 TOKEN_ENV = "EXPOSUREMON_API_TOKEN"
 NFT_TABLE = "emvantage"
+SQLITE = "sqlite"  # as the store URL: one node on its own SQLite file, no fleet
 READY_WITHIN = 60.0  # seconds for the nodes to start and take their vantage's shards
 
 
@@ -209,6 +210,8 @@ class VantageBed:
 
     def __enter__(self) -> VantageBed:
         try:
+            if self._store_url == SQLITE and len(self._vantage_names) != 1:
+                raise ValueError("a SQLite store has one node: give exactly one vantage")
             if self._store_url is None:
                 self.cluster = self._stack.enter_context(postgres.running_cluster())
                 self._store_url = self.cluster.url(self.cluster.create_database())
@@ -242,9 +245,17 @@ class VantageBed:
 
     @property
     def store_url(self) -> str:
-        """The fleet's PostgreSQL database."""
+        """The fleet's PostgreSQL database, or SQLITE."""
         assert self._store_url is not None, "enter the bed first"
         return self._store_url
+
+    @property
+    def backend(self) -> Backend:
+        """The nodes' database, to read from beside them."""
+        if self.store_url == SQLITE:
+            (vantage,) = self._vantage_names
+            return Backend.sqlite(self.workdir / f"{vantage}-1" / "state")
+        return Backend.postgresql(self.store_url)
 
     @property
     def gateways(self) -> tuple[str, ...]:
@@ -265,12 +276,14 @@ class VantageBed:
         sentinel: str = "2s",
         lease_ttl: str = "3s",
         min_severity: str = "warning",
+        resolve_after: int | None = None,
         extra: str = "",
     ) -> None:
         """Write every vantage's node config and start the nodes (see `wait_ready`).
 
         `channels`: channel name -> receiver listening on `gateways`; `expected_open` applies
-        to every target; `extra` is TOML appended to every config (whole tables only).
+        to every target; `extra` is TOML appended to every config (tables other than those
+        written here: daemon, http, scan, schedule, store, fleet).
         """
         channels = channels or {}
         for name, vantage in self.vantages.items():
@@ -278,7 +291,7 @@ class VantageBed:
             directory = self.workdir / node_name
             config = self._write_config(
                 directory, vantage, node_name, channels, expected_open, sentinel, lease_ttl,
-                min_severity, extra,
+                min_severity, resolve_after, extra,
             )  # fmt: skip
             node = Node(
                 node_name,
@@ -303,6 +316,7 @@ class VantageBed:
         sentinel: str,
         lease_ttl: str,
         min_severity: str,
+        resolve_after: int | None,
         extra: str,
     ) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
@@ -316,13 +330,14 @@ class VantageBed:
             "[scan]",
             'timeout_initial = "300ms"',
             'fingerprint_timeout = "2s"',
+            *([] if resolve_after is None else [f"resolve_after = {resolve_after}"]),
             "[schedule]",
             f'sentinel = "{sentinel}"',
             'quick = "1h"',
             'full = "24h"',
             "jitter = 0",
             "[store]",
-            'url_env = "EXPOSUREMON_STORE_URL"',
+            *([] if self.store_url == SQLITE else ['url_env = "EXPOSUREMON_STORE_URL"']),
             "[fleet]",
             f'node = "{node_name}"',
             f'vantage = "{vantage.name}"',
@@ -351,8 +366,11 @@ class VantageBed:
         return path
 
     def wait_ready(self, deadline: float = READY_WITHIN) -> None:
-        """Block until every node answers /readyz 200 and holds every shard of its vantage."""
+        """Block until every node answers /readyz 200 and holds every shard of its vantage
+        (the one node on SQLite: until it is ready)."""
         wait_ready(list(self.nodes.values()), deadline)
+        if self.store_url == SQLITE:
+            return  # no fleet, no shards
         end = time.monotonic() + deadline
         while not self.shards_settled():
             if time.monotonic() > end:
@@ -421,7 +439,7 @@ class VantageBed:
 
     async def sql(self, query: str, *args: Any) -> list[tuple[Any, ...]]:
         """Rows of a query on the fleet's database (`?` placeholders)."""
-        return await Backend.postgresql(self.store_url).run(query, *args)
+        return await self.backend.run(query, *args)
 
     async def scans(self, target: str, since: int = 0) -> list[ScanRow]:
         """The target's scans that finished after `since` (microseconds), oldest first."""
