@@ -274,16 +274,18 @@ class VantageBed:
         channels: Mapping[str, Receiver] | None = None,
         expected_open: str = "",
         sentinel: str = "2s",
-        lease_ttl: str = "3s",
+        lease_ttl: str = "10s",
         min_severity: str = "warning",
         resolve_after: int | None = None,
         extra: str = "",
     ) -> None:
         """Write every vantage's node config and start the nodes (see `wait_ready`).
 
-        `channels`: channel name -> receiver listening on `gateways`; `expected_open` applies
-        to every target; `extra` is TOML appended to every config (tables other than those
-        written here: daemon, http, scan, schedule, store, fleet).
+        `lease_ttl` is long: each vantage has one node, so no failover is tested here, and a
+        long lease rides out a database slowed by a busy machine (a lapsed lease would stop the
+        node's scans). `channels`: channel name -> receiver listening on `gateways`;
+        `expected_open` applies to every target; `extra` is TOML appended to every config
+        (tables other than those written here: daemon, http, scan, schedule, store, fleet).
         """
         channels = channels or {}
         for name, vantage in self.vantages.items():
