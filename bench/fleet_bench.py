@@ -44,18 +44,19 @@ from bench.common import RESULTS, machine, write_results
 from exposuremon.fleet import fair_shares
 from tests.support import postgres
 from tests.support.fleet_failover import (
-    NodeProcess,
     ScanWatch,
     Target,
     duplicates,
     free_port,
     lease_owners,
     loopback_targets,
+    node_process,
     open_listeners,
     shard_counts,
     table_counts,
     write_node_config,
 )
+from tests.support.fleet_nodes import Node
 from tests.support.loopback import Listeners
 
 NAMES = ("a", "b", "c")
@@ -130,7 +131,7 @@ def cluster_database() -> Iterator[tuple[postgres.Cluster, str]]:
 
 def make_nodes(
     directory: Path, url: str, targets: list[Target], *, quick: str = "15m"
-) -> dict[str, NodeProcess]:
+) -> dict[str, Node]:
     """The three nodes' configs on the default schedule (jitter 0.1, as shipped)."""
     nodes = {}
     for name in NAMES:
@@ -147,11 +148,11 @@ def make_nodes(
             fingerprint_timeout="3s",
             small_scans=False,
         )
-        nodes[name] = NodeProcess(name, config, port, url)
+        nodes[name] = node_process(name, config, port, url)
     return nodes
 
 
-async def wait_ready(session: aiohttp.ClientSession, node: NodeProcess, deadline: float) -> float:
+async def wait_ready(session: aiohttp.ClientSession, node: Node, deadline: float) -> float:
     """Seconds until /readyz says 200 (the node was just started)."""
     start = time.monotonic()
     while time.monotonic() - start < deadline:
@@ -218,7 +219,7 @@ async def failover(n_targets: int, kills: int) -> dict[str, Any]:
                     owners = await lease_owners(url, names)
                     held = [t for t, holders in owners.items() if holders == [victim.name]]
                     killed = time.time()
-                    victim.kill()
+                    victim.sigkill()
                     rescanned, shards = await _after_kill(watch, url, victim, survivors, held)
                     took.append(rescanned - killed)
                     taken.append(shards - killed)
@@ -253,7 +254,7 @@ async def failover(n_targets: int, kills: int) -> dict[str, Any]:
 
 
 async def _after_kill(
-    watch: ScanWatch, url: str, victim: NodeProcess, survivors: list[str], held: list[str]
+    watch: ScanWatch, url: str, victim: Node, survivors: list[str], held: list[str]
 ) -> tuple[float, float]:
     """(when the last of `held` was first scanned by a survivor, when the survivors held every
     shard), unix seconds; waits at most 4 sentinel intervals."""
@@ -308,7 +309,7 @@ async def scale(n_targets: int, seconds: float) -> dict[str, Any]:
 async def _observe(
     session: aiohttp.ClientSession,
     cluster: postgres.Cluster,
-    nodes: dict[str, NodeProcess],
+    nodes: dict[str, Node],
     names: list[str],
     began: float,
     seconds: float,

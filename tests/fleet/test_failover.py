@@ -26,7 +26,6 @@ from tests.support import postgres
 from tests.support.databases import Backend
 from tests.support.fleet_failover import (
     UNEXPECTED_PORT,
-    NodeProcess,
     ScanWatch,
     StallingServer,
     Target,
@@ -34,11 +33,13 @@ from tests.support.fleet_failover import (
     free_port,
     lease_owners,
     loopback_targets,
+    node_process,
     open_listeners,
     shard_counts,
     wait_for,
     write_node_config,
 )
+from tests.support.fleet_nodes import Node
 from tests.support.loopback import Listeners
 
 SENTINEL = 2.0  # seconds, the test configs' sentinel interval
@@ -62,12 +63,12 @@ class Fleet:
         self.config = config
         self.targets: list[Target] = config.pop("targets", None) or loopback_targets(N_TARGETS, NET)
         self.names = [t.name for t in self.targets]
-        self.nodes: dict[str, NodeProcess] = {}
+        self.nodes: dict[str, Node] = {}
         self.listeners = Listeners()
         open_listeners(self.targets, self.listeners)
         self.watch = ScanWatch([], session)
 
-    def node(self, name: str) -> NodeProcess:
+    def node(self, name: str) -> Node:
         """Node `name` (configured, not started)."""
         if name not in self.nodes:
             port = free_port()
@@ -80,7 +81,7 @@ class Fleet:
                 lease_ttl=f"{TTL:g}s",
                 **self.config,
             )
-            self.nodes[name] = NodeProcess(name, config, port, self.url)
+            self.nodes[name] = node_process(name, config, port, self.url)
             self.watch.nodes = list(self.nodes.values())
         return self.nodes[name]
 
@@ -195,7 +196,7 @@ async def test_a_killed_nodes_targets_are_scanned_by_the_others_in_time(
     victim = fleet.nodes["c"]
     held = {name for name, holders in owners.items() if holders == ["c"]}
     killed = time.time()
-    victim.kill()
+    victim.sigkill()
 
     def all_rescanned() -> bool:
         return all(fleet.watch.first_after(t, killed, exclude="c") for t in held)
@@ -234,7 +235,7 @@ async def test_a_node_paused_past_its_lease_writes_nothing_late(
         # c's next sentinel scan finds the port open, confirms it, and waits in the
         # fingerprint (the server says nothing): stopped there, its result is due later.
         await wait_for(lambda: server.holding(0.3), SENTINEL + MARGIN, "c fingerprinting")
-        before = fenced_writes(await paused.get(fleet.session, "/metrics"))
+        before = fenced_writes(await paused.aget(fleet.session, "/metrics"))
         log_offset = len(paused.log_entries())
         paused.pause()
     finally:
@@ -257,7 +258,7 @@ async def test_a_node_paused_past_its_lease_writes_nothing_late(
     answers: list[tuple[int, str]] = []
 
     async def fenced() -> bool:
-        answers.append(await paused.get(fleet.session, "/metrics"))
+        answers.append(await paused.aget(fleet.session, "/metrics"))
         return fenced_writes(answers[-1]) > before
 
     await wait_for(fenced, 15, "c's late result refused")

@@ -522,6 +522,18 @@ def test_round_trip_property(backend: Backend) -> None:
 # ---------------------------------------------------------------------- one transaction
 
 
+async def test_a_scan_is_stored_with_the_vantage_it_was_made_from(
+    store: Store, backend: Backend
+) -> None:
+    """`scans.vantage` is the record's vantage, "default" when none is given."""
+    outcome = rich_state()
+    applied = await store.apply(scan_of(outcome.name, at(60)), outcome, [], [], [])
+    fra = dataclasses.replace(scan_of(outcome.name, at(61)), vantage="fra")
+    await store.apply(fra, applied.state, [], [], [])
+    rows = await backend.run("SELECT vantage FROM scans ORDER BY finished")
+    assert rows == [("default",), ("fra",)]
+
+
 async def test_a_failing_apply_stores_nothing_of_its_scan(store: Store, backend: Backend) -> None:
     """When an insert fails midway, no scan, state, finding, event or outbox row remains."""
     base = await store.apply(
@@ -1053,6 +1065,7 @@ def test_scan_record_summarises_results_and_observations() -> None:
     assert ScanRecord.from_result(ScanKind.SENTINEL, result) == ScanRecord(
         "r", ScanKind.SENTINEL, "198.51.100.7", T0, at(1), False, 4, 1, 1, 1, 60.0
     )
+    assert ScanRecord.from_result(ScanKind.SENTINEL, result, "nyc").vantage == "nyc"
     obs = Observation(
         "r",
         ScanKind.QUICK,

@@ -4,9 +4,9 @@
 - `loopback_targets`: N targets on 127.N.x.y addresses, some with an expected open port and
   some with an unexpected one (listeners the caller opens with `open_listeners`), so that
   there are findings and events whose duplicates can be counted.
-- `NodeProcess`: one daemon process on a shared PostgreSQL database (`[store] url_env`), its own
-  node name, HTTP port and log; kill -9, SIGSTOP/SIGCONT, SIGTERM; reads its /readyz and
-  /metrics.
+- `node_process`: one daemon process (`Node` of tests/support/fleet_nodes.py) on a shared
+  PostgreSQL database (`[store] url_env`), its own node name, HTTP port and log; kill -9,
+  SIGSTOP/SIGCONT, SIGTERM; reads its /readyz and /metrics.
 - `ScanWatch`: polls the nodes' /metrics and records every sentinel scan time each node shows
   per target (`exposuremon_last_scan_success_timestamp_seconds{kind="sentinel"}`). /metrics
   shows the held quiet scans too, which the store gets only at the next quiet flush (every
@@ -21,13 +21,8 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
-import json
-import os
 import selectors
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -39,10 +34,9 @@ import aiohttp
 from exposuremon.fleet import shard_of
 from exposuremon.store import Store
 from tests.support.databases import Backend
+from tests.support.fleet_nodes import URL_ENV, Node
 from tests.support.loopback import Listeners
 
-EXE = str(Path(sys.executable).with_name("exposuremon"))
-URL_ENV = "EXPOSUREMON_FLEET_TEST_URL"
 VANTAGE = "default"
 UNEXPECTED_PORT = 8088  # a hot port: in every sentinel scan
 EXPECTED_PORT = 8443
@@ -141,119 +135,9 @@ def write_node_config(
     return path
 
 
-class NodeProcess:
-    """One `exposuremon run` process of the fleet."""
-
-    def __init__(self, name: str, config: Path, http_port: int, url: str) -> None:
-        self.name = name
-        self.config = config
-        self.http_port = http_port
-        self.url = url
-        self.log_path = config.parent / f"{name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.paused = False
-
-    @property
-    def base(self) -> str:
-        """Where its HTTP server listens."""
-        return f"http://127.0.0.1:{self.http_port}"
-
-    @property
-    def running(self) -> bool:
-        """Started, not exited, and not stopped by SIGSTOP."""
-        return self.proc is not None and self.proc.poll() is None and not self.paused
-
-    @property
-    def pid(self) -> int:
-        """Its process id (after start)."""
-        assert self.proc is not None
-        return self.proc.pid
-
-    def start(self) -> None:
-        """Launch it (again); its log is appended to."""
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [EXE, "run", "-c", str(self.config)],
-                stdout=log,
-                stderr=log,
-                env={**os.environ, URL_ENV: self.url, "PYTHONUNBUFFERED": "1"},
-            )
-        self.paused = False
-
-    def kill(self) -> None:
-        """kill -9: no release, no flush; its leases lapse after lease_ttl."""
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(timeout=30)
-
-    def pause(self) -> None:
-        """SIGSTOP."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGSTOP)
-        self.paused = True
-
-    def resume(self) -> None:
-        """SIGCONT."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGCONT)
-        self.paused = False
-
-    def stop(self, timeout: float = 20.0) -> int | None:
-        """SIGTERM (SIGCONT first if paused), SIGKILL if it does not end in time; exit code."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            if self.paused:
-                self.resume()
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=timeout)
-        return self.proc.returncode
-
-    def log_entries(self, event: str | None = None) -> list[dict[str, Any]]:
-        """Its JSON log lines (of one `event` text, or all)."""
-        if not self.log_path.exists():
-            return []
-        entries = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            with contextlib.suppress(ValueError):
-                entry = json.loads(line)
-                if isinstance(entry, dict) and event in (None, entry.get("event")):
-                    entries.append(entry)
-        return entries
-
-    def tail(self, chars: int = 3000) -> str:
-        """The end of its log, for failure messages."""
-        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
-
-    async def get(self, session: aiohttp.ClientSession, path: str) -> tuple[int, str]:
-        """GET `path`: (status, body); (0, error) when it does not answer within 5 s."""
-        try:
-            async with session.get(self.base + path, timeout=aiohttp.ClientTimeout(5)) as resp:
-                return resp.status, await resp.text()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            return 0, repr(exc)
-
-    async def readyz(self, session: aiohttp.ClientSession) -> tuple[int, str]:
-        """/readyz: (status, reason or "")."""
-        status, body = await self.get(session, "/readyz")
-        reason = ""
-        with contextlib.suppress(ValueError, AttributeError):
-            reason = json.loads(body).get("reason", "")
-        return status, reason
-
-    async def metric(self, session: aiohttp.ClientSession, name: str) -> float | None:
-        """The value of an unlabelled sample `name` in its /metrics; None if absent."""
-        status, text = await self.get(session, "/metrics")
-        if status != 200:
-            return None
-        for line in text.splitlines():
-            if line.startswith(name + " "):
-                return float(line.rsplit(" ", 1)[1])
-        return None
+def node_process(name: str, config: Path, http_port: int, url: str) -> Node:
+    """Node `name` (not started) on the database `url`, logging beside its config."""
+    return Node(name, config, http_port, config.parent / f"{name}.log", store_url=url)
 
 
 def sentinel_times(metrics_text: str) -> dict[str, float]:
@@ -289,9 +173,7 @@ class ScanWatch:
     could only make a gap look longer, never shorter.
     """
 
-    def __init__(
-        self, nodes: Sequence[NodeProcess], session: aiohttp.ClientSession, every: float = 0.25
-    ):
+    def __init__(self, nodes: Sequence[Node], session: aiohttp.ClientSession, every: float = 0.25):
         self.nodes = nodes
         self.session = session
         self.every = every
@@ -306,7 +188,7 @@ class ScanWatch:
             if not node.running:
                 self.listed.pop(node.name, None)
                 continue
-            status, text = await node.get(self.session, "/metrics")
+            status, text = await node.aget(self.session, "/metrics")
             if status != 200:
                 continue
             times = sentinel_times(text)

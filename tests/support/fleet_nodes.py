@@ -15,7 +15,13 @@ in its environment. Used by the tests that run a fleet and by `make fleet-demo`
 
 A node is started in a session of its own (a Ctrl-C on the terminal reaches only whoever
 started it, who then stops the nodes in order) and dies with its parent (PR_SET_PDEATHSIG):
-a killed test or demo leaves no node behind.
+a killed test or demo leaves no node behind. Start nodes from the main thread: the signal
+is sent when the thread that started the node ends.
+
+The failure-case tests (tests/fleet/test_failover.py, bench/fleet_bench.py) also kill a node
+with SIGKILL (`sigkill`), pause it (`pause`/`resume`), restart it (`start`, with the store URL
+it was made with) and read it from async code (`aget`, `readyz`, `metric`); the vantage test
+bed (tests/support/vantages.py) runs each node in a network namespace of its own (`netns`).
 """
 
 from __future__ import annotations
@@ -31,8 +37,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
+
+import aiohttp
 
 from tests.support.daemon import Daemon
 
@@ -58,30 +67,67 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 
 
 class Node(Daemon):
-    """One node: its name, config, HTTP port and log; a `Daemon` with a shared store URL."""
+    """One node: its name, config, HTTP address and log; a `Daemon` with a shared store URL.
 
-    def __init__(self, name: str, config_path: Path, port: int, log_path: Path) -> None:
+    `netns`: run it in that network namespace (`ip netns exec`, tests/support/vantages.py);
+    its HTTP server then listens on `host`, an address of the namespace the tests reach.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        config_path: Path,
+        port: int,
+        log_path: Path,
+        *,
+        host: str = "127.0.0.1",
+        netns: str | None = None,
+        store_url: str | None = None,
+    ) -> None:
         super().__init__(config_path, log_path)
         self.name = name
         self.port = port
+        self.host = host
+        self.netns = netns
+        self.store_url = store_url  # what `start` launches it with
+        self.paused = False
 
     @property
     def url(self) -> str:
         """The node's base URL (status page at `/`)."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
-    def pid(self) -> int | None:
-        """The process id once started."""
-        return None if self.proc is None else self.proc.pid
+    def pid(self) -> int:
+        """Its process id (after start)."""
+        assert self.proc is not None, f"{self.name} was never started"
+        return self.proc.pid
 
-    def start_with(self, store_url: str) -> None:
-        """Launch `exposuremon run` with the store URL in URL_ENV (never on its command line)."""
+    @property
+    def running(self) -> bool:
+        """Started, not exited, and not stopped by SIGSTOP."""
+        return self.proc is not None and self.proc.poll() is None and not self.paused
+
+    def start(self) -> None:
+        """Launch it (again) with the store URL it was made with; its log is appended to."""
+        if self.store_url is None:
+            raise ValueError(f"{self.name}: no store URL (use start_with)")
+        self.start_with(self.store_url)
+
+    def start_with(self, store_url: str, env: Mapping[str, str] | None = None) -> None:
+        """Launch `exposuremon run` with the store URL in URL_ENV (never on its command line)
+        and `env` added to its environment."""
+        self.store_url = store_url
+        self.paused = False
         exe = str(Path(sys.executable).with_name("exposuremon"))
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", URL_ENV: store_url}
+        argv = [exe, "run", "-c", str(self.config_path)]
+        if self.netns is not None:
+            # `ip netns exec` execs the daemon itself: the pid, signals and PDEATHSIG are its.
+            argv = ["ip", "netns", "exec", self.netns, *argv]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", URL_ENV: store_url, **(env or {})}
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [exe, "run", "-c", str(self.config_path)],
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -89,6 +135,54 @@ class Node(Daemon):
                 start_new_session=True,
                 preexec_fn=_die_with_parent,  # the parents (a test, the demo) run no threads
             )
+
+    def sigkill(self) -> None:
+        """kill -9: no release, no flush; its leases lapse after lease_ttl."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+
+    def pause(self) -> None:
+        """SIGSTOP."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        """SIGCONT."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+        self.paused = False
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
+        """SIGTERM (SIGCONT first if paused), SIGKILL if it does not end in time; exit code
+        (None: never started)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            if self.paused:
+                self.resume()
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=timeout)
+        return self.proc.returncode
+
+    def log_entries(self, event: str | None = None) -> list[dict[str, Any]]:
+        """Its JSON log lines (of one `event` text, or all)."""
+        entries = []
+        for line in self.log().splitlines():
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                if isinstance(entry, dict) and event in (None, entry.get("event")):
+                    entries.append(entry)
+        return entries
+
+    def tail(self, chars: int = 3000) -> str:
+        """The end of its log, for failure messages."""
+        return self.log()[-chars:]
 
     def get(self, path: str) -> tuple[int, str]:
         """GET a path of the node: (status, body); (0, why) when it does not answer."""
@@ -123,6 +217,34 @@ class Node(Daemon):
     def log_tail(self, lines: int = 15) -> str:
         """The last lines of its log, for messages about it."""
         return "\n".join(self.log().rstrip().splitlines()[-lines:])
+
+    async def aget(self, session: aiohttp.ClientSession, path: str) -> tuple[int, str]:
+        """GET `path` from async code: (status, body); (0, error) when it does not answer
+        within HTTP_TIMEOUT."""
+        timeout = aiohttp.ClientTimeout(HTTP_TIMEOUT)
+        try:
+            async with session.get(self.url + path, timeout=timeout) as resp:
+                return resp.status, await resp.text()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return 0, repr(exc)
+
+    async def readyz(self, session: aiohttp.ClientSession) -> tuple[int, str]:
+        """/readyz: (status, reason or "")."""
+        status, body = await self.aget(session, "/readyz")
+        reason = ""
+        with contextlib.suppress(ValueError, AttributeError):
+            reason = json.loads(body).get("reason", "")
+        return status, reason
+
+    async def metric(self, session: aiohttp.ClientSession, name: str) -> float | None:
+        """The value of an unlabelled sample `name` in its /metrics; None if absent."""
+        status, text = await self.aget(session, "/metrics")
+        if status != 200:
+            return None
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return None
 
     def targets(self, metric: str = "exposuremon_schedule_interval_seconds") -> set[str]:
         """The targets a per-target state series of its /metrics shows now (its own)."""

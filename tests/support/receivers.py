@@ -91,6 +91,7 @@ class Receiver:
         standard: bool = False,
         echo: bool = False,
         max_body: int = NGINX_MAX_BODY,
+        hosts: tuple[str, ...] = ("127.0.0.1",),
     ) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown receiver kind {kind!r}")
@@ -99,6 +100,9 @@ class Receiver:
         self.standard = standard  # webhook with secret: and valid Standard Webhooks headers
         self.echo = echo  # the 404 page quotes the request line (and so the URL as sent)
         self.max_body = max_body
+        # The addresses it listens on (one port on each): 127.0.0.1, or the root-side ends of
+        # test-bed veths for senders in other network namespaces (tests/support/vantages.py).
+        self.hosts = hosts
         self.default = default or Answer()
         self.requests: list[Received] = []
         self._script: collections.deque[Answer] = collections.deque()
@@ -110,20 +114,28 @@ class Receiver:
     # -- control ---------------------------------------------------------------------------
 
     async def start(self) -> str:
-        """Listen on 127.0.0.1 (a free port); the webhook URL to configure."""
+        """Listen on each of `hosts` (a free port, the same on all); the webhook URL to
+        configure (on the first host)."""
         app = web.Application(client_max_size=self.max_body)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
+        for host in self.hosts:
+            site = web.TCPSite(self._runner, host, self.port)
+            await site.start()
+            self.port = int(self._runner.addresses[0][1])
         return self.url
 
     @property
     def url(self) -> str:
         """The webhook URL (secret path included)."""
-        return f"http://127.0.0.1:{self.port}{PATHS[self.kind]}"
+        return self.url_on(self.hosts[0])
+
+    def url_on(self, host: str) -> str:
+        """The webhook URL on one of `hosts`."""
+        if host not in self.hosts:
+            raise ValueError(f"the receiver does not listen on {host}")
+        return f"http://{host}:{self.port}{PATHS[self.kind]}"
 
     def script(self, *answers: Answer) -> None:
         """Answer the next requests like this, in order; then `default`."""

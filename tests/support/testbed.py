@@ -212,6 +212,13 @@ class Router:
     def _ns(self, argv: list[str], stdin: str | None = None) -> str:
         return run(["ip", "netns", "exec", self.name, *argv], stdin=stdin)
 
+    def run_inside(self, argv: list[str], stdin: str | None = None) -> str:
+        """Run a command inside the namespace (links, routes, nftables); its stdout."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(f"router {self.name} is closed")
+            return self._ns(argv, stdin)
+
     def _python_child(self, script: str, args: list[str], what: str) -> Child:
         argv = ["ip", "netns", "exec", self.name, sys.executable, str(HERE / script), *args]
         return Child(argv, f"{what} of {self.name}", self.workdir / f"{what}.log")
