@@ -125,6 +125,9 @@ from exposuremon.scan import HOT_PORTS
 from exposuremon.units import rfc3339
 
 MAX_RECENT = 32
+# A suspected reboot explains a fingerprint change found this soon after it (a quick scan
+# after the reboot looks at every open port; the default quick interval).
+REBOOT_EXPLAINS_FOR = dt.timedelta(minutes=15)
 
 _IDENTITY_LABELS = ("banner", "TLS certificate", "HTTP Server header")  # Fingerprint.identity()
 # Stable event order: target-level kinds first, then per-port kinds (each group by port).
@@ -479,9 +482,14 @@ class _Run:
         if not changed:
             return
         self.fp_ports.append(port)
-        # Last seen open before a reboot we already suspected: that reboot explains the change.
-        explained = (
-            last_reboot is not None and rec.last_open is not None and rec.last_open < last_reboot
+        # Last seen open before a reboot we already suspected, or that reboot was suspected
+        # moments ago: it explains the change. Services come back one by one, each with the
+        # new certificate, and the scan that first fingerprints one may come after scans
+        # that saw it open again without looking (another vantage's sentinel scans: the
+        # incident seen from two vantages raised a second reboot_suspected for 443).
+        explained = last_reboot is not None and (
+            (rec.last_open is not None and rec.last_open < last_reboot)
+            or self.now - last_reboot <= REBOOT_EXPLAINS_FOR
         )
         if not explained:
             self.fp_unexplained.append(port)

@@ -469,6 +469,25 @@ def test_fingerprint_that_learned_less_is_no_change() -> None:
     assert out.events[0].details["changed"] == ["HTTP Server header"]
 
 
+def test_a_new_certificate_soon_after_a_suspected_reboot_is_explained_by_it() -> None:
+    """A reboot suspected, then 443 seen open without a look, then its new certificate a
+    minute later: fingerprint_changed, no second reboot_suspected; a new certificate once
+    REBOOT_EXPLAINS_FOR has passed is a reboot of its own."""
+    walk = Walk(TargetPolicy(expected_open=frozenset({443})))
+    walk.scan({443}, fingerprints={443: CERT_A})
+    walk.scan(filtered={443}, responded=False)
+    walk.scan(filtered={443}, responded=False)
+    assert walk.state.status is TargetStatus.DOWN
+    back = walk.scan({443})
+    assert E.REBOOT_SUSPECTED in types(back)
+    walk.scan({443})  # another sentinel: 443 open again, after the reboot, not looked at
+    out = walk.scan({443}, fingerprints={443: CERT_B}, kind=ScanKind.QUICK)
+    assert types(out) == [E.FINGERPRINT_CHANGED]
+    assert out.events[0].details["after_reboot"] is not None
+    later = walk.scan({443}, fingerprints={443: CERT_A}, minutes=16, kind=ScanKind.QUICK)
+    assert types(later) == [E.FINGERPRINT_CHANGED, E.REBOOT_SUSPECTED]
+
+
 def make_obs(
     finished: dt.datetime,
     states: Mapping[int, Observed],
