@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import click
 
 from exposuremon import acks
+from exposuremon.cli.main import write_output
 from exposuremon.config import Config, ConfigError, check_warnings, load_config
 from exposuremon.model import FindingState
 from exposuremon.store import MAX_PAGE, Store, StoreError, db_path
@@ -221,13 +222,7 @@ def export(config_path: Path, fmt: str, names: tuple[str, ...], output: Path) ->
         targets = [t for t in targets if t.name in wanted or t.range_name in wanted]
     states = _with_store(config, lambda store: store.states_of([t.name for t in targets]))
     text = export_document(fmt, targets, states, utcnow(), version("exposuremon"))
-    if str(output) == "-":
-        click.echo(text, nl=False)
-        return
-    try:
-        output.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise click.ClickException(f"--output {output}: {exc.strerror or exc}") from None
+    write_output(output, text, "--output")
 
 
 @click.group("fleet")

@@ -202,7 +202,7 @@ def scan(
         args = f"exposuremon scan -p {format_ports(ports)} {host}"
         xml = result_nmap_xml(result, args, _version(), expected)
         if xml_file is not None:
-            _write_output(xml_file, xml)
+            write_output(xml_file, xml, "-oX")
     if fmt == "json":
         click.echo(json.dumps(result_json(result, expected)))
     elif fmt == "nmap-xml":
@@ -225,15 +225,16 @@ def _version() -> str:
     return version("exposuremon")
 
 
-def _write_output(path: Path, text: str) -> None:
-    """Write an output file (`-`: standard output); a failure is one line, exit 1."""
+def write_output(path: Path, text: str, option: str) -> None:
+    """Write an output file (`-`: standard output); a failure is one line naming `option`,
+    exit 1 (`scan -oX`, `export --output`)."""
     if str(path) == "-":
         click.echo(text, nl=False)
         return
     try:
         path.write_text(text, encoding="utf-8")
     except OSError as exc:
-        raise click.ClickException(f"-oX {path}: {exc.strerror or exc}") from None
+        raise click.ClickException(f"{option} {path}: {exc.strerror or exc}") from None
 
 
 def _scan_with_progress(
