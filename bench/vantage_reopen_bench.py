@@ -18,7 +18,7 @@ Each of `--rounds` rounds (default 8):
 4. the time until a `finding_reopened` event of that port is stored (the events table, polled
    every 0.1 s), and from its `observed_at`;
 5. wait until the receiver got a message with that reopen and both vantages scanned the router
-   since (a late duplicate would show in the counts).
+   since (a late duplicate would show in the counts); the finding's `seen_from` then.
 Counted per round (by event id and receive time, from one reopen to the next): the
 `finding_reopened` events of the port (goal exactly 1), the webhook requests carrying that
 reopen (goal 1; every accepted request counts, retries included) and their delivery ids; the
@@ -74,7 +74,8 @@ class Round:
     first_event_id: int  # events with a larger id came after the reopen
     stored_after_s: float = math.nan  # until the finding_reopened row was seen in the store
     observed_after_s: float = math.nan  # its observed_at minus the reopen's wall time
-    seen_from: Any = None
+    seen_from: Any = None  # in the event (and so the message): who had seen it open then
+    seen_from_after: Any = None  # the finding's, once both vantages scanned it again
 
 
 def router_policy(router: Router, port_open: bool) -> None:
@@ -212,10 +213,16 @@ async def one_round(
         f"round {number}: the reopen's message",
     )
     await both_scanned_since(bed, target, micros(), sentinel)
+    rows = await bed.sql(
+        "SELECT seen_from FROM findings WHERE target = ? AND port = ? ORDER BY id DESC LIMIT 1",
+        target,
+        PORT,
+    )
+    result.seen_from_after = rows[0][0] if rows else None
     print(
         f"round {number}: reopen stored after {result.stored_after_s:.2f}s"
         f" (observed after {result.observed_after_s:.2f}s, phase {phase:.1f}s,"
-        f" seen from {result.seen_from})",
+        f" seen from {result.seen_from}, then {result.seen_from_after})",
         file=sys.stderr,
     )
     return result
@@ -312,6 +319,7 @@ def report(
                 "stored_after_s": round(r.stored_after_s, 2),
                 "observed_after_s": round(r.observed_after_s, 2),
                 "seen_from": r.seen_from,
+                "finding_seen_from_after": r.seen_from_after,
                 **{k: v for k, v in c.items() if k != "round"},
             }
             for r, c in zip(measured, counted, strict=True)
