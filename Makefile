@@ -51,6 +51,7 @@ bench: $(STAMP) sysdeps
 	$(BIN)/python -m bench.store_bench
 	$(BIN)/python -m bench.fleet_bench
 	$(BIN)/python -m bench.vantage_bench
+	$(BIN)/python -m bench.vantage_reopen_bench
 
 ## Issue 13: the outage, incident and loss tests 20 times in a row, one busy loop per core.
 stress: $(STAMP) sysdeps

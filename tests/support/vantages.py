@@ -277,6 +277,7 @@ class VantageBed:
         lease_ttl: str = "10s",
         min_severity: str = "warning",
         resolve_after: int | None = None,
+        scan: Sequence[str] = (),
         extra: str = "",
     ) -> None:
         """Write every vantage's node config and start the nodes (see `wait_ready`).
@@ -284,7 +285,8 @@ class VantageBed:
         `lease_ttl` is long: each vantage has one node, so no failover is tested here, and a
         long lease rides out a database slowed by a busy machine (a lapsed lease would stop the
         node's scans). `channels`: channel name -> receiver listening on `gateways`;
-        `expected_open` applies to every target; `extra` is TOML appended to every config
+        `expected_open` applies to every target; `scan` are TOML lines added to the [scan]
+        table (e.g. "flap_threshold = 1000"); `extra` is TOML appended to every config
         (tables other than those written here: daemon, http, scan, schedule, store, fleet).
         """
         channels = channels or {}
@@ -293,7 +295,7 @@ class VantageBed:
             directory = self.workdir / node_name
             config = self._write_config(
                 directory, vantage, node_name, channels, expected_open, sentinel, lease_ttl,
-                min_severity, resolve_after, extra,
+                min_severity, resolve_after, scan, extra,
             )  # fmt: skip
             node = Node(
                 node_name,
@@ -319,6 +321,7 @@ class VantageBed:
         lease_ttl: str,
         min_severity: str,
         resolve_after: int | None,
+        scan: Sequence[str],
         extra: str,
     ) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
@@ -333,6 +336,7 @@ class VantageBed:
             'timeout_initial = "300ms"',
             'fingerprint_timeout = "2s"',
             *([] if resolve_after is None else [f"resolve_after = {resolve_after}"]),
+            *scan,
             "[schedule]",
             f'sentinel = "{sentinel}"',
             'quick = "1h"',
