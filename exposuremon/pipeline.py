@@ -269,7 +269,6 @@ class ScanPipeline:
         clock: Callable[[], dt.datetime],
         stopping: Callable[[], bool],
         fence_for: Callable[[str], Fence | None] | None = None,
-        degraded: Callable[[], frozenset[str]] = frozenset,
         reprobe: Callable[[str, frozenset[int]], Awaitable[None]] | None = None,
         holding: Callable[[str], bool] | None = None,
         on_reboot: Callable[[str], None] | None = None,
@@ -285,8 +284,6 @@ class ScanPipeline:
         # it was observed under. None (one node): every target is ours, writes unfenced.
         self._fence_for = fence_for
         self._quiet_fences: dict[str, Fence] = {}
-        # The vantages judged degraded now (their silence is no evidence; see detect.py).
-        self._degraded = degraded
         # Fleet mode: asks the other vantages to re-probe ports this one saw open first.
         self._reprobe = reprobe
         # Fleet mode: the store's stamp each held state is at least as new as (a state
@@ -631,7 +628,7 @@ class ScanPipeline:
         """The vantages judged degraded: as the store last said (every vantage of the fleet),
         and this node's own judgement of its vantage, which may be newer."""
         own = frozenset({self._config().fleet.vantage}) if self.health.degraded else frozenset()
-        return self._degraded() | self._shared_degraded | own
+        return self._shared_degraded | own
 
     def _advisory_rules(self, config: Config) -> tuple[advisories.Rule, ...]:
         """The config's advisory rules, compiled once per config (a reload makes a new one)."""
