@@ -286,9 +286,11 @@ class ScanPipeline:
         self._quiet_fences: dict[str, Fence] = {}
         # Fleet mode: asks the other vantages to re-probe ports this one saw open first.
         self._reprobe = reprobe
-        # Fleet mode: the store's stamp each held state is at least as new as (a state
-        # evaluated against an older one is evaluated again when written; `Store.apply`).
-        self._based: dict[str, int] = {}
+        # The store's change stamp each held state is at least as new as: the one our last
+        # apply wrote, the one it was loaded with, or the mark it was preloaded under.
+        # `refresh_changed` keeps a target whose newest stamp is this one; in fleet mode a
+        # state evaluated against an older one is evaluated again when written (`Store.apply`).
+        self._stamps: dict[str, int] = {}
         self._store = store
         self._scanner = scanner
         self._notifier = notifier
@@ -310,9 +312,6 @@ class ScanPipeline:
         self._running: dict[tuple[str, ScanKind, int], TargetScan] = {}
         self._scan_numbers = itertools.count()
         self._store_mark: int | None = None  # the store's change stamp `seen` is current with
-        # The change stamp of this pipeline's last apply per target: `refresh_changed` keeps
-        # what it holds of a target whose newest stamp is its own.
-        self._own_stamps: dict[str, int] = {}
         # The advisory rules compiled, with the config entries they were compiled from.
         self._rules: tuple[tuple[AdvisoryConfig, ...], tuple[advisories.Rule, ...]] = ((), ())
         self._locks: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(
@@ -341,7 +340,7 @@ class ScanPipeline:
     def forget(self, name: str) -> None:
         """Drop what is held of a target: its next scan reads the store (after an ack)."""
         self.seen.pop(name, None)
-        self._own_stamps.pop(name, None)
+        self._stamps.pop(name, None)
 
     def let_go(self, names: Collection[str]) -> None:
         """Targets whose shard changed hands (fleet): drop everything held of them.
@@ -353,8 +352,7 @@ class ScanPipeline:
             self.seen.pop(name, None)
             self.quiet.pop(name, None)
             self._quiet_fences.pop(name, None)
-            self._own_stamps.pop(name, None)
-            self._based.pop(name, None)
+            self._stamps.pop(name, None)
             self._ready.pop(name, None)
         self.health.forget(names)  # their held results are another node's business now
 
@@ -372,13 +370,13 @@ class ScanPipeline:
         """
         if self._store_mark is None:
             self.seen.clear()  # the first call sets the mark: nothing held may predate it
-            self._own_stamps.clear()
+            self._stamps.clear()
         changed, self._store_mark = await self._store.changed_since(self._store_mark)
         forgotten = []
         for name, stamp in changed.items():
-            if self._own_stamps.get(name) == stamp:
+            if self._stamps.get(name) == stamp:
                 continue  # nobody wrote it after us
-            self._own_stamps.pop(name, None)
+            self._stamps.pop(name, None)
             self.seen.pop(name, None)
             forgotten.append(name)
         return frozenset(forgotten)
@@ -387,9 +385,8 @@ class ScanPipeline:
         """Hold the stored state of `names` (one read); an empty one for those never scanned."""
         stored = await self._store.states_of(names)
         self.seen.update({name: stored.get(name) or TargetState(name=name) for name in names})
-        if self._fence_for is not None:
-            # Read after the mark: at least as new as it (an older stamp only costs a re-read).
-            self._based.update({name: self._store_mark or 0 for name in names})
+        # Read after the mark: at least as new as it (an older stamp only costs a re-read).
+        self._stamps.update({name: self._store_mark or 0 for name in names})
         # Targets stored up were answering: their first silence in this run is judged too
         # (a restart during an uplink outage must not down them all).
         self.health.seed(n for n, st in stored.items() if st.status is TargetStatus.UP)
@@ -735,7 +732,7 @@ class ScanPipeline:
         if seen is not None:
             stored = seen
         elif self._fence_for is not None:
-            stored, self._based[name] = await self._store.load_state_stamped(name)
+            stored, self._stamps[name] = await self._store.load_state_stamped(name)
         else:
             stored = await self._store.load_state(name)
         held = self.quiet.get(name)
@@ -759,7 +756,7 @@ class ScanPipeline:
         """
         route = notified_route(config, evaluation.events, evaluation.findings)
         name = evaluation.state.name
-        based = self._based.get(name, 0) if self._fence_for is not None else None
+        based = self._stamps.get(name, 0) if self._fence_for is not None else None
         redone: list[tuple[detect.Evaluation, Callable[[Event], list[str]]]] = []
 
         def again(
@@ -789,9 +786,7 @@ class ScanPipeline:
             evaluation, route = redone[-1]
         self.quiet.pop(name, None)
         self.seen[name] = applied.state
-        self._own_stamps[name] = applied.stamp
-        if based is not None:
-            self._based[name] = applied.stamp
+        self._stamps[name] = applied.stamp
         if applied.events and not hold:
             self._notifier.outbox_written({c for e in applied.events for c in route(e)})
         return evaluation
