@@ -387,6 +387,8 @@ def observe(
     base = f"http://127.0.0.1:{http_port}"
     spy: subprocess.Popen[bytes] | None = None
     samples: list[tuple[float, float]] = []  # (seconds since start, CPU seconds)
+    splits: list[tuple[float, float, float]] = []  # (seconds since start, user, system)
+    loads: list[tuple[float, float]] = []  # (seconds since start, 1-minute load average)
     scrapes: list[dict[str, float]] = []
     times: list[float] = []
     try:
@@ -394,7 +396,9 @@ def observe(
         if profile is not None:
             spy = _py_spy(proc.pid, profile, seconds)
         sampler = threading.Thread(
-            target=_sample, args=(proc, began, seconds, samples, scrapes, base), daemon=True
+            target=_sample,
+            args=(proc, began, seconds, samples, splits, loads, scrapes, base),
+            daemon=True,
         )
         sampler.start()
         if rounds and router is not None:
@@ -417,6 +421,7 @@ def observe(
         w for (a, _), w in zip(itertools.pairwise(samples), windows, strict=False) if a[0] >= 60
     ]
     fresh = [s["fresh"] for s in scrapes if s["at"] >= 60.0]
+    steady_split = [row for row in splits if row[0] >= 120.0]
     metric_times = sorted(s["seconds"] for s in scrapes)
     ordered = sorted(times)
     return {
@@ -430,6 +435,18 @@ def observe(
         )
         if len(steady) > 1
         else None,
+        "steady_cpu_user_system": [
+            round(
+                (steady_split[-1][i] - steady_split[0][i])
+                / (steady_split[-1][0] - steady_split[0][0]),
+                3,
+            )
+            for i in (1, 2)
+        ]
+        if len(steady_split) > 1
+        else None,
+        # A busy machine starves the daemon: figures under load say little about the goals.
+        "load1_max": max((load for _, load in loads), default=None),
         "peak_rss_mb": round(peak, 1),
         "sentinel_fresh_share_from_60s": {
             "min": min(fresh) if fresh else None,
@@ -497,15 +514,27 @@ def _wait_ready(base: str, proc: subprocess.Popen[bytes], deadline: float) -> fl
 
 def _tree_cpu(pid: int) -> float:
     """CPU seconds of a process and its children (worker processes), from /proc."""
-    total = proc_usage(pid)[0]
+    return sum(_tree_cpu_split(pid))
+
+
+def _tree_cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process and its children, from /proc.
+
+    The split matters on loopback: the kernel runs both ends of every handshake in the
+    connecting process's system time, which a scanner of remote routers does not pay.
+    """
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    user, system = int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
     for task in Path(f"/proc/{pid}/task").iterdir():
         children = (task / "children").read_text().split() if (task / "children").exists() else []
         for child in children:
             try:
-                total += _tree_cpu(int(child))
+                child_user, child_system = _tree_cpu_split(int(child))
             except (FileNotFoundError, ProcessLookupError):
                 continue
-    return total
+            user += child_user
+            system += child_system
+    return user, system
 
 
 def _sample(
@@ -513,6 +542,8 @@ def _sample(
     began: float,
     seconds: float,
     samples: list[tuple[float, float]],
+    splits: list[tuple[float, float, float]],
+    loads: list[tuple[float, float]],
     scrapes: list[dict[str, float]],
     base: str,
 ) -> None:
@@ -521,13 +552,18 @@ def _sample(
     while time.monotonic() - began < seconds and proc.poll() is None:
         now = time.monotonic() - began
         if now >= next_at:
-            samples.append((now, _tree_cpu(proc.pid)))
+            user, system = _tree_cpu_split(proc.pid)
+            samples.append((now, user + system))
+            splits.append((now, user, system))
+            loads.append((now, os.getloadavg()[0]))
             if now >= 20.0:
                 scrape = _scrape(base)
                 scrapes.append({"at": now, "seconds": scrape["seconds"], "fresh": scrape["fresh"]})
             next_at += 10.0
         time.sleep(0.2)
-    samples.append((time.monotonic() - began, _tree_cpu(proc.pid)))
+    user, system = _tree_cpu_split(proc.pid)
+    samples.append((time.monotonic() - began, user + system))
+    splits.append((time.monotonic() - began, user, system))
 
 
 _LAST_SENTINEL = 'exposuremon_last_scan_success_timestamp_seconds{kind="sentinel",target="'
