@@ -155,7 +155,10 @@ class Scanner:
             max_sockets if max_sockets is not None else socket_budget(raise_nofile_limit())
         )
         self._budget = self.max_sockets
+        # A slot is a descriptor: a probe in flight, or a scan's spare socket kept for its next
+        # probe. Counting only probes let spares push the process past its descriptor limit.
         self._free = self._budget
+        self._handing_out = False
         self._epoll = select.epoll()
         self._probes: dict[int, tuple[TargetScan, _socket.socket, int, int, float, int, bool]] = {}
         self._seq = 0
@@ -167,7 +170,7 @@ class Scanner:
 
     @property
     def in_flight(self) -> int:
-        """Probes currently in flight across all scans."""
+        """Sockets held across all scans: probes in flight and spares kept for reuse."""
         return self._budget - self._free
 
     def start(
@@ -235,6 +238,19 @@ class Scanner:
 
     def _release(self, n: int) -> None:
         self._free += n
+        if self._handing_out:
+            # Freed while handing slots out (a probe that failed or answered at once, a scan
+            # that ended): the loop below hands it on. Recursing instead went one scan deeper
+            # per failed launch, and out of descriptors with a thousand scans waiting, that
+            # was a RecursionError in the middle of the engine.
+            return
+        self._handing_out = True
+        try:
+            self._hand_out()
+        finally:
+            self._handing_out = False
+
+    def _hand_out(self) -> None:
         # Hand freed slots round-robin to scans that queued for them, one slot per turn.
         waiting = self._waiting
         while self._free > 0 and waiting:
@@ -300,7 +316,6 @@ class Scanner:
         probes = self._probes
         now = _monotonic()
         touched: set[TargetScan] = set()
-        finished = 0
         events = self._epoll.poll(0, _BATCH)
         for fd, _ev in events:
             probe = probes.pop(fd, None)
@@ -313,11 +328,10 @@ class Scanner:
             if err in _NOT_YET:
                 probes[fd] = probe  # woken early: still connecting
                 continue
-            finished += 1
             scan._complete(sock, port, attempt, sent, now, ping, err)
             touched.add(scan)
-        if finished:
-            self._release(finished)
+        # Slots come back as sockets close: an open port's in _complete, the spares a scan
+        # does not reuse at the end of its fill.
         for scan in touched:
             scan.fill()
         return len(events)

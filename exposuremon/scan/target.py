@@ -202,8 +202,11 @@ class TargetScan:
         # A spare socket sits in CLOSE state, which epoll reports as HUP on every wake-up:
         # whatever this fill did not reuse is closed before the loop polls again.
         spare = self._spare
-        while spare:
-            spare.pop().close()
+        if spare:
+            unused = len(spare)
+            while spare:
+                spare.pop().close()
+            self._scanner._release(unused)
 
     def _fill(self, max_new: int) -> None:
         scanner = self._scanner
@@ -214,7 +217,9 @@ class TargetScan:
             max_new -= 1
             if rate is not None and not self._take_token(rate):
                 return
-            if scanner._free > 0 and not scanner._waiting:
+            if self._spare:
+                pass  # a spare socket still holds its slot
+            elif scanner._free > 0 and not scanner._waiting:
                 scanner._free -= 1  # the uncontended fast path of _acquire
             elif not scanner._acquire(self):
                 return
@@ -255,7 +260,7 @@ class TargetScan:
     def _launch(self, port: int, attempt: int, ping: bool) -> bool:
         """Start one probe; False when local resources ran out (the port is requeued)."""
         scanner = self._scanner
-        if self._spare:
+        if self._spare and not ping:  # a ping acquired a slot of its own
             sock = self._spare.pop()  # still registered with the epoll
         else:
             try:
@@ -290,14 +295,15 @@ class TargetScan:
             if self._timer is None:
                 self._arm_timer(self._deadlines[0][0])  # the earliest, not the newest
             return True
-        scanner._release(1)
         if err in _RESOURCE_ERRNOS or err in _NOT_RESET:
             # _NOT_RESET: a reused socket the kernel did not reset. Never seen, but a wrong
             # state must not come of it: drop the socket and try the port again.
             sock.close()
+            scanner._release(1)
             self._resource_trouble(port, attempt, ping, OSError(err, "connect"))
             return False
         # An immediate answer: connected, refused, or an ICMP error the kernel already knew.
+        # _complete keeps the socket as a spare (holding its slot) or closes it and frees it.
         self.inflight += 1
         self._complete(sock, port, attempt, now, now, ping, err)
         return True
@@ -346,6 +352,7 @@ class TargetScan:
                 state = _OPEN
                 sock.setsockopt(_SOL_SOCKET, _SO_LINGER, _LINGER0)  # close with an RST
             sock.close()
+            self._scanner._release(1)
         else:
             state = _FILTERED
             self._spare.append(sock)
@@ -596,8 +603,11 @@ class TargetScan:
             return
         complete = complete and not self._gave_up
         self._stopped = True
-        while self._spare:
-            self._spare.pop().close()
+        if self._spare:
+            unused = len(self._spare)
+            while self._spare:
+                self._spare.pop().close()
+            self._scanner._release(unused)
         for handle in (self._timer, self._rate_timer):
             if handle is not None:
                 handle.cancel()

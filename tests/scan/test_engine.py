@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import json
 import os
@@ -10,11 +11,14 @@ import struct
 import subprocess
 import sys
 import textwrap
+import types
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 from exposuremon.scan import PortState, ScanError, Scanner, ScanOptions
+from exposuremon.scan import target as target_module
 from exposuremon.scan.engine import socket_budget
 from tests.support.loopback import (
     Listeners,
@@ -236,6 +240,109 @@ def test_scan_completes_under_ulimit_256(listeners: Listeners, max_sockets: int 
     assert doc["counts"]["unknown"] == 0
     if max_sockets == 5000:
         assert doc["waits"] > 0  # it did run out, and recovered
+
+
+_MANY_SCANS_LOW_NOFILE_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, json, resource, sys
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+    from exposuremon.scan import Scanner
+    async def main():
+        errors = []
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _, ctx: errors.append(repr(ctx.get("exception"))))
+        scanner = Scanner(max_sockets=5000)
+        scans = [scanner.scan("127.0.0.1", range(2000 + 40 * i, 2040 + 40 * i))
+                 for i in range(600)]
+        results = await asyncio.wait_for(asyncio.gather(*scans), 60)
+        held = scanner.in_flight
+        scanner.close()
+        print(json.dumps({
+            "open": sorted({p for r in results for p in r.open}),
+            "complete": sum(r.complete for r in results),
+            "unknown": sum(r.counts["unknown"] for r in results),
+            "waits": sum(r.stats.resource_waits for r in results),
+            "errors": errors, "held": held}))
+    asyncio.run(main())
+    """
+)
+
+
+def test_many_scans_waiting_for_descriptors_all_complete(listeners: Listeners) -> None:
+    """600 scans at once under `ulimit -n 256` all complete exactly, with no error in the loop.
+
+    Before, a launch that failed with EMFILE handed its slot straight to the next waiting scan,
+    whose launch failed too: one scan deeper each time, a RecursionError inside the engine, and
+    scans that never finished.
+    """
+    scanned = range(2000, 26_000)
+    mine = {_listen_in(listeners, scanned, start) for start in (2000, 13_000, 25_900)}
+    before = listening_ports("127.0.0.1")
+    out = subprocess.run(
+        [sys.executable, "-c", _MANY_SCANS_LOW_NOFILE_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=True,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
+    doc = json.loads(out.stdout)
+    assert doc["errors"] == []
+    assert doc["complete"] == 600
+    assert doc["unknown"] == 0
+    assert doc["waits"] > 0  # it did run out of descriptors, and recovered
+    assert doc["held"] == 0  # every slot came back: spares and probes alike
+    after = listening_ports("127.0.0.1")
+    assert mine <= set(doc["open"])
+    in_range = [{p for p in ports if p in scanned} for ports in (before, after)]
+    assert exact_against_listeners(set(doc["open"]), *in_range) == []
+
+
+async def test_sockets_held_never_exceed_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spare sockets count against the budget: 200 scans through 50 slots never hold 51.
+
+    Before, a finished probe's slot was handed on while its socket was still kept as a spare,
+    so a busy scanner held more descriptors than its budget (the 10,000-target daemon then
+    ran out of descriptors).
+    """
+    live = 0
+    most = 0
+
+    class CountedSocket(_socket.socket):
+        """The engine's C socket type, counting how many are open at once."""
+
+        def __init__(self, *args: Any) -> None:
+            nonlocal live, most
+            super().__init__(*args)
+            live += 1
+            most = max(most, live)
+
+        def close(self) -> None:
+            nonlocal live
+            if self.fileno() != -1:
+                live -= 1
+            super().close()
+
+    monkeypatch.setattr(target_module, "_socket", types.SimpleNamespace(socket=CountedSocket))
+    scanner = Scanner(max_sockets=50)
+    try:
+        scans = [scanner.scan("127.0.0.1", range(3000 + 30 * i, 3030 + 30 * i)) for i in range(200)]
+        results = await asyncio.wait_for(asyncio.gather(*scans), 60)
+    finally:
+        scanner.close()
+    assert all(r.complete for r in results)
+    assert 0 < most <= 50
+    assert live == 0
+
+
+def _listen_in(listeners: Listeners, ports: range, start: int) -> int:
+    """Listen on the first free port of `ports` from `start` on (other tests hold some)."""
+    for port in range(start, ports.stop):
+        try:
+            return listeners.open(port=port)
+        except OSError:
+            continue
+    raise AssertionError(f"no free port in {start}..{ports.stop - 1}")
 
 
 async def _until(predicate: Callable[[], bool], deadline: float = 20.0) -> None:
