@@ -224,15 +224,7 @@ def test_scan_completes_under_ulimit_256(listeners: Listeners, max_sockets: int 
     before = listening_ports("127.0.0.1")
     arg = "None" if max_sockets is None else str(max_sockets)
     script = _LOW_NOFILE_SCRIPT.replace("int(sys.argv[1])", arg)
-    out = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=True,
-        env={**os.environ, "PYTHONPATH": os.getcwd()},
-    )
-    doc = json.loads(out.stdout)
+    doc = _run_low_nofile(script)
     assert doc["complete"]
     after = listening_ports("127.0.0.1")
     assert exact_against_listeners(set(doc["open"]), before, after) == []
@@ -278,15 +270,7 @@ def test_many_scans_waiting_for_descriptors_all_complete(listeners: Listeners) -
     scanned = range(2000, 26_000)
     mine = {_listen_in(listeners, scanned, start) for start in (2000, 13_000, 25_900)}
     before = listening_ports("127.0.0.1")
-    out = subprocess.run(
-        [sys.executable, "-c", _MANY_SCANS_LOW_NOFILE_SCRIPT],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=True,
-        env={**os.environ, "PYTHONPATH": os.getcwd()},
-    )
-    doc = json.loads(out.stdout)
+    doc = _run_low_nofile(_MANY_SCANS_LOW_NOFILE_SCRIPT)
     assert doc["errors"] == []
     assert doc["complete"] == 600
     assert doc["unknown"] == 0
@@ -333,6 +317,20 @@ async def test_sockets_held_never_exceed_the_budget(monkeypatch: pytest.MonkeyPa
     assert all(r.complete for r in results)
     assert 0 < most <= 50
     assert live == 0
+
+
+def _run_low_nofile(script: str) -> dict[str, Any]:
+    """Run a script that lowers its own descriptor limit; what it printed, as JSON."""
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=True,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
+    doc: dict[str, Any] = json.loads(out.stdout)
+    return doc
 
 
 def _listen_in(listeners: Listeners, ports: range, start: int) -> int:
