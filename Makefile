@@ -48,6 +48,7 @@ bench: $(STAMP) sysdeps
 	$(BIN)/python -m bench.daemon_bench --targets 10000 --seconds 420
 	$(BIN)/python -m bench.ratelimit_bench
 	$(BIN)/python -m bench.metrics_bench
+	$(BIN)/python -m bench.page_bench
 	$(BIN)/python -m bench.store_bench
 	$(BIN)/python -m bench.fleet_bench
 	$(BIN)/python -m bench.vantage_bench

@@ -565,18 +565,23 @@ def counts_of(
     counts = dict.fromkeys(
         ("critical", "warning", "info", "reopened", "acked", "down", "up", "unknown", "never"), 0
     )
-    for target in targets:
-        name = target.name
-        if name not in overview.stored:
-            counts["never"] += 1
-        else:
-            counts[overview.status.get(name, TargetStatus.UP).value] += 1
-        found = overview.findings.get(name)
-        if found is not None:
-            for severity, n in found.open.items():
-                counts[severity.label] += n
-            counts["reopened"] += found.reopened
-            counts["acked"] += found.acked
+    # Walk the few targets that are not up or have findings, not all 10,000: a loop over every
+    # target was a fifth of the page's time.
+    configured = {target.name for target in targets}
+    stored = len(configured & overview.stored)
+    counts["never"] = len(configured) - stored
+    counts["up"] = stored
+    for name, status in overview.status.items():
+        if name in configured and name in overview.stored and status is not TargetStatus.UP:
+            counts[status.value] += 1
+            counts["up"] -= 1
+    for name, found in overview.findings.items():
+        if name not in configured:
+            continue
+        for severity, n in found.open.items():
+            counts[severity.label] += n
+        counts["reopened"] += found.reopened
+        counts["acked"] += found.acked
     attention = sum(1 for r in reasons if r is not None)
     return {"targets": len(targets), "attention": attention, **counts}
 
@@ -820,12 +825,12 @@ async def render_status(
 ) -> str:
     """Load what the page shows from the store and render it.
 
-    Five reads: the overview of every target (light rows), the full states of the targets
+    Seven reads: the overview of every target (light rows), the full states of the targets
     shown on this page, the events of the last 30 days of the targets whose port history is
     drawn (the attention cards, at most ATTENTION_PAGE, or the one target a search found;
-    never the whole fleet), the recent events, the fleet, the ad-hoc maintenance windows and
-    the vantages' health. Each is one snapshot; a scan landing between them shows on the
-    next reload.
+    never the whole fleet), the recent events, the fleet, the vantages' health and the ad-hoc
+    maintenance windows. Each is one snapshot; a scan landing between them shows on the next
+    reload.
     """
     now = now or utcnow()
     overview = await store.target_overview()

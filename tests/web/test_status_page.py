@@ -517,6 +517,56 @@ def test_split_partitions_the_matching_targets(
         assert (tier == 1) == bool(crit)
 
 
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["up", "down", "unknown", "never"]),
+            st.integers(0, 2),  # open critical findings
+            st.integers(0, 2),  # open warnings, one of them reopened when there are two
+            st.integers(0, 2),  # acked findings
+            st.booleans(),  # configured (else only in the store: removed from the config)
+        ),
+        max_size=40,
+    )
+)
+def test_the_tiles_count_each_configured_target_once(
+    spec: list[tuple[str, int, int, int, bool]],
+) -> None:
+    """The summary tiles equal a count over every configured target, one by one; targets
+    only the store still knows count nowhere."""
+    names = [f"router-{i}" for i in range(len(spec))]
+    targets = [target(n, f"198.51.100.{i}", "443") for i, n in enumerate(names) if spec[i][4]]
+    ov = TargetOverview(
+        stored=frozenset(n for n, s in zip(names, spec, strict=True) if s[0] != "never"),
+        status={
+            n: TargetStatus(s[0])
+            for n, s in zip(names, spec, strict=True)
+            if s[0] in ("down", "unknown")
+        },
+        not_open={},
+        findings={
+            n: FindingCounts(
+                {sev: k for sev, k in ((Severity.CRITICAL, s[1]), (Severity.WARNING, s[2])) if k},
+                reopened=s[2] // 2,
+                acked=s[3],
+            )
+            for n, s in zip(names, spec, strict=True)
+            if s[1] or s[2] or s[3]
+        },
+    )
+    reasons = [page.attention_reason(t, ov) for t in targets]
+    counts = page.counts_of(targets, ov, reasons)
+    configured = [s for s in spec if s[4]]
+    assert counts["targets"] == len(targets)
+    for kind in ("up", "down", "unknown", "never"):
+        assert counts[kind] == sum(1 for s in configured if s[0] == kind), kind
+    assert counts["critical"] == sum(s[1] for s in configured)
+    assert counts["warning"] == sum(s[2] for s in configured)
+    assert counts["reopened"] == sum(s[2] // 2 for s in configured)
+    assert counts["acked"] == sum(s[3] for s in configured)
+    assert counts["attention"] == sum(1 for r in reasons if r is not None)
+
+
 @given(st.integers(0, 5000), st.integers(1, 200), st.integers(-5, 10_000))
 def test_paginate_covers_every_item_once(total: int, size: int, requested: int) -> None:
     """Pages are clamped to [1, last], hold at most `size` items, and tile the list."""
