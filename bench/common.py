@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import platform
 import re
@@ -11,10 +12,26 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def percentile(samples: Sequence[float], q: float) -> float | None:
+    """The q-quantile by nearest rank, rounded to 2 places; None for no samples."""
+    if not samples:
+        return None
+    ordered = sorted(samples)
+    return round(ordered[max(0, math.ceil(len(ordered) * q) - 1)], 2)
+
+
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a live process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
 @dataclasses.dataclass(frozen=True)

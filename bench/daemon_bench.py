@@ -34,7 +34,6 @@ import argparse
 import asyncio
 import itertools
 import json
-import math
 import os
 import resource
 import shutil
@@ -51,7 +50,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import machine, write_results
+from bench.common import RESULTS, cpu_times, machine, percentile, write_results
 from exposuremon.model import EventType, FindingState
 from exposuremon.store import Store
 from tests.support.loopback import Listeners
@@ -62,10 +61,8 @@ N_TARGETS = 1000
 WITH_LISTENER = 10  # targets with an expected open port
 WITH_FINDING = 5  # targets with an unexpected open port too
 REOPEN_PORTS = (8081, 8082, 8083, 8084)  # hot ports: in every sentinel scan
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 COMPRESSED = {"sentinel": "3s", "quick": "90s", "full": "8640s"}
 DEFAULT = {"sentinel": "30s", "quick": "15m", "full": "24h"}
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def address(i: int) -> str:
@@ -93,8 +90,7 @@ def write_config(
 
 def proc_usage(pid: int) -> tuple[float, float]:
     """(CPU seconds, peak RSS MB) of a live process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    cpu = sum(cpu_times(pid))
     hwm = 0.0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -210,7 +206,7 @@ def phase(
         result["reopen_events"] = len(times)
         result["time_to_detect_s"] = {
             "median": round(statistics.median(ordered), 2) if ordered else None,
-            "p95": _p95(ordered),
+            "p95": percentile(ordered, 0.95),
             "all": [round(t, 2) for t in times],
         }
     print(f"{name}: {result}", flush=True)
@@ -328,7 +324,7 @@ def one_box(n_targets: int, seconds: float, rounds: int, profile: Path | None) -
     result["time_to_detect_both_runs_s"] = {
         "rounds": len(both),
         "median": round(statistics.median(both), 2) if both else None,
-        "p95": _p95(both),
+        "p95": percentile(both, 0.95),
     }
     print(f"{n_targets} targets: {json.dumps(result)}", flush=True)
     goals = {
@@ -469,18 +465,11 @@ def observe(
         "reopen_events": len(times),
         "time_to_detect_s": {
             "median": round(statistics.median(ordered), 2) if ordered else None,
-            "p95": _p95(ordered),
+            "p95": percentile(ordered, 0.95),
             "all": [round(t, 2) for t in times],
         },
         "exit_code": proc.returncode,
     }
-
-
-def _p95(ordered: list[float]) -> float | None:
-    """The 95th percentile of sorted samples (nearest rank); None for none."""
-    if not ordered:
-        return None
-    return round(ordered[max(0, math.ceil(len(ordered) * 0.95) - 1)], 2)
 
 
 def free_port() -> int:
@@ -523,8 +512,7 @@ def _tree_cpu_split(pid: int) -> tuple[float, float]:
     The split matters on loopback: the kernel runs both ends of every handshake in the
     connecting process's system time, which a scanner of remote routers does not pay.
     """
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    user, system = int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+    user, system = cpu_times(pid)
     for task in Path(f"/proc/{pid}/task").iterdir():
         children = (task / "children").read_text().split() if (task / "children").exists() else []
         for child in children:

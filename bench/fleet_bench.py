@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import math
 import os
 import resource
 import statistics
@@ -40,7 +39,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.common import RESULTS, machine, write_results
+from bench.common import CLK_TCK, RESULTS, machine, percentile, write_results
 from exposuremon.fleet import fair_shares
 from tests.support import postgres
 from tests.support.fleet_failover import (
@@ -64,20 +63,11 @@ SENTINEL = 30.0
 LEASE_TTL = 15.0
 FRESH_WITHIN = SENTINEL + 15.0
 LATE_SENTINEL = 'exposuremon_scans_late_total{kind="sentinel"}'
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 GOALS = {
     "failover_p95_s": f"<= lease_ttl + sentinel interval ({LEASE_TTL + SENTINEL:g} s)",
     "duplicates": "0",
     "scale_sentinel_fresh_share": f"1.0 (a sentinel scan within {FRESH_WITHIN:g} s)",
 }
-
-
-def percentile(samples: list[float], q: float) -> float | None:
-    """The q-quantile by nearest rank; None for no samples."""
-    if not samples:
-        return None
-    ordered = sorted(samples)
-    return round(ordered[max(0, math.ceil(len(ordered) * q) - 1)], 2)
 
 
 def summary(samples: list[float]) -> dict[str, Any]:

@@ -21,13 +21,12 @@ import asyncio
 import dataclasses
 import datetime as dt
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS, machine
+from bench.common import CLK_TCK, RESULTS, machine
 from exposuremon.model import Observed, PortRecord, ScanKind, TargetState, TargetStatus
 from exposuremon.store import ScanRecord, Store
 from tests.support.postgres import Cluster, missing_requirements, running_cluster
@@ -35,7 +34,6 @@ from tests.support.postgres import Cluster, missing_requirements, running_cluste
 SENTINEL_PORTS = (21, 22, 23, 80, 81, 82, 83, 84, 85, 443, 444, 445, 3389, 8080, 8443)
 OPEN_PORTS = (22, 443, 8443)
 T0 = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def initial_state(name: str) -> TargetState:

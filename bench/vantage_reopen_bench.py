@@ -49,7 +49,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import machine, write_results
+from bench.common import machine, percentile, write_results
 from tests.support import postgres
 from tests.support.receivers import Receiver
 from tests.support.testbed import Router, cleanup_stale, missing_requirements
@@ -145,14 +145,6 @@ def as_datetime(value: Any) -> dt.datetime:
     if isinstance(value, dt.datetime):
         return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
     return dt.datetime.fromtimestamp(int(value) / 1e6, dt.UTC)
-
-
-def percentile(samples: list[float], q: float) -> float | None:
-    """The q-quantile by nearest rank (as bench/fleet_bench.py); None for no samples."""
-    if not samples:
-        return None
-    ordered = sorted(samples)
-    return round(ordered[max(0, math.ceil(len(ordered) * q) - 1)], 2)
 
 
 def summary(samples: list[float]) -> dict[str, Any]:
