@@ -201,12 +201,16 @@ class TargetScan:
             self._fill(max_new)
         # A spare socket sits in CLOSE state, which epoll reports as HUP on every wake-up:
         # whatever this fill did not reuse is closed before the loop polls again.
+        if self._spare:
+            self._close_spares()
+
+    def _close_spares(self) -> None:
+        """Close the spare sockets and give back the slots they held."""
         spare = self._spare
-        if spare:
-            unused = len(spare)
-            while spare:
-                spare.pop().close()
-            self._scanner._release(unused)
+        unused = len(spare)
+        while spare:
+            spare.pop().close()
+        self._scanner._release(unused)
 
     def _fill(self, max_new: int) -> None:
         scanner = self._scanner
@@ -604,10 +608,7 @@ class TargetScan:
         complete = complete and not self._gave_up
         self._stopped = True
         if self._spare:
-            unused = len(self._spare)
-            while self._spare:
-                self._spare.pop().close()
-            self._scanner._release(unused)
+            self._close_spares()
         for handle in (self._timer, self._rate_timer):
             if handle is not None:
                 handle.cancel()

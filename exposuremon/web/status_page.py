@@ -566,7 +566,7 @@ def counts_of(
         ("critical", "warning", "info", "reopened", "acked", "down", "up", "unknown", "never"), 0
     )
     # Walk the few targets that are not up or have findings, not all 10,000: a loop over every
-    # target was a fifth of the page's time.
+    # target took about a third of building the page model.
     configured = {target.name for target in targets}
     stored = len(configured & overview.stored)
     counts["never"] = len(configured) - stored
